@@ -1,0 +1,43 @@
+# evalkit: the two commands a newcomer needs are `make quick` (set up + run the default protocol) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED ?= $(abspath ../shared)
+
+# Point the mirrors at ../shared when it exists (the project's machines); a user's own environment variables win.
+ifneq ($(wildcard $(SHARED)/weights),)
+export EVALKIT_WEIGHTS_MIRROR ?= $(SHARED)/weights
+export EVALKIT_DATA_MIRROR ?= $(SHARED)/data
+export TORCH_HOME ?= $(SHARED)/weights/torch_home
+endif
+export HF_HUB_OFFLINE ?= 1
+
+.PHONY: setup quick test lint system-deps clean
+
+$(BIN)/evalkit: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/evalkit system-deps
+
+# Debian packages the browser tests use (headless Chromium); installed only when missing and when we are root.
+system-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "note: chromium not installed; browser tests will be skipped"; fi; \
+	fi
+
+quick: setup
+	$(BIN)/evalkit run --protocol quick
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/evalkit
+	$(BIN)/ruff check evalkit methods tests
+
+clean:
+	rm -rf $(VENV) results/*.sqlite* results/images results/export

@@ -1,0 +1,124 @@
+"""The method adapter interface: everything a style-transfer method must say about itself, and nothing more.
+
+An adapter declares its name, kind, weight sets, parameters and how to stylize. The harness owns devices, timing,
+memory, error handling, storage and metrics. See docs/writing-an-adapter.md.
+
+Contract of :meth:`MethodAdapter.stylize`: inputs are float32 tensors ``(1, 3, H, W)`` in [0, 1] on the adapter's
+device (content at the benchmark resolution, style at the protocol's style size); masks, when the protocol has them,
+are ``(H, W)`` int64 label maps whose labels mean the same region in content and style. It returns a
+``(1, 3, H', W')`` tensor in [0, 1]; the harness resizes it back to the content size if a network changed it by a
+few pixels, clamps it, and rejects NaN/Inf as an ``error`` result. :meth:`postprocess` (optional) is timed
+separately, as a paper's ``network+post`` column.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from evalkit.weights import WeightSet
+
+Kind = Literal["artistic", "photorealistic"]
+
+
+@dataclass(frozen=True)
+class Param:
+    """A method parameter with its default, type and help text (shown by ``evalkit methods``)."""
+
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+
+    def coerce(self, value: Any) -> Any:
+        """Parse CLI/TOML values into the default's type, so ``iterations=50`` from the shell is an int."""
+        kind = type(self.default)
+        if isinstance(value, str) and kind is not str:
+            if kind is bool:
+                value = value.strip().lower() in ("1", "true", "yes", "on")
+            elif kind in (int, float):
+                value = kind(value)
+        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"value {value!r} not in {self.choices}")
+        return value
+
+
+@dataclass
+class Masks:
+    """Segmentation label maps for segment-wise transfer (same label = same semantic region)."""
+
+    content: torch.Tensor
+    style: torch.Tensor
+
+
+@dataclass
+class LoadedInfo:
+    """What a loaded model reports about itself: parameters and layers as a paper's speed table counts them."""
+
+    parameters: int
+    layers: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MethodAdapter:
+    """Base class for a style-transfer method. Subclass, set the class attributes, implement :meth:`stylize`."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind] = "artistic"
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    citation: ClassVar[str] = ""
+    weight_sets: ClassVar[dict[str, WeightSet]] = {}
+    params: ClassVar[dict[str, Param]] = {}
+    deterministic: ClassVar[bool] = True  # False: the seed changes the output (e.g. Gatys from noise)
+    uses_masks: ClassVar[bool] = False
+    needs_grad: ClassVar[bool] = False  # True for optimisation methods; others run under torch.no_grad()
+
+    def __init__(self, weight_set: str | None = None, device: str | torch.device = "cpu") -> None:
+        self.weight_set = weight_set
+        self.device = torch.device(device)
+
+    # -- lifecycle (the harness times load() separately from stylize()) -----------------------------------------
+    def load(self, files: dict[str, Path]) -> None:
+        """Build the model from resolved weight files (empty for methods without weights) on ``self.device``."""
+
+    def info(self) -> LoadedInfo:
+        """Parameter and layer counts of the loaded model (conv/linear layers, as speed tables count them)."""
+        return LoadedInfo(0, 0)
+
+    def stylize(self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None,
+                seed: int = 0, **params: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def postprocess(self, output: torch.Tensor, content: torch.Tensor, **params: Any) -> torch.Tensor | None:
+        """Optional post-processing (e.g. smoothing); return ``None`` when the method has none."""
+        return None
+
+    # -- helpers for the harness ------------------------------------------------------------------------------
+    @classmethod
+    def resolve_params(cls, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults merged with overrides, validated: an unknown parameter is an error, not silently ignored."""
+        merged = {key: p.default for key, p in cls.params.items()}
+        for key, value in (overrides or {}).items():
+            if key not in cls.params:
+                valid = ", ".join(cls.params) or "none"
+                raise ValueError(f"method '{cls.name}' has no parameter '{key}' (parameters: {valid})")
+            try:
+                merged[key] = cls.params[key].coerce(value)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"method '{cls.name}' parameter '{key}': {exc}") from exc
+        return merged
+
+
+def count_layers(module: torch.nn.Module) -> int:
+    """Count weight layers (conv, transposed conv, linear), the convention of speed tables such as PhotoWCT2's."""
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
+    return sum(1 for m in module.modules() if isinstance(m, kinds))
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,43 @@
+"""``evalkit export``: CSV / Parquet tables derived from the results database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from evalkit.cli import app
+from evalkit.errors import EvalkitError
+from evalkit.store import DB_NAME, ResultsStore
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Results root holding evalkit.sqlite."),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or parquet."),
+    run: list[str] = typer.Option([], "--run", help="Only these run ids (repeatable; default: all)."),
+    dest: Path = typer.Option(None, "--dest", help="Folder for the tables (default: <out>/export)."),
+) -> None:
+    """Write jobs.csv and metrics.csv (long) + metrics_wide.csv, or the Parquet equivalents."""
+    if fmt not in ("csv", "parquet"):
+        raise EvalkitError(f"unknown format '{fmt}': use csv or parquet")
+    if not (out / DB_NAME).is_file():
+        raise EvalkitError(f"no results database at {out / DB_NAME}: run `evalkit run --out {out}` first")
+    dest = dest or out / "export"
+    dest.mkdir(parents=True, exist_ok=True)
+    with ResultsStore(out) as store:
+        jobs = store.jobs_frame(run or None).drop(columns=["spec"])
+        metrics = store.metrics_frame(run or None)
+    wide = metrics.pivot_table(index=["job_key", "label", "pair_id", "resolution", "seed"], columns="metric",
+                               values="value", aggfunc="first").reset_index() if len(metrics) else metrics
+    tables = {"jobs": jobs, "metrics": metrics, "metrics_wide": wide}
+    for name, frame in tables.items():
+        path = dest / f"{name}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            try:
+                frame.to_parquet(path, index=False)
+            except ImportError as exc:
+                raise EvalkitError("Parquet export needs pyarrow: pip install 'evalkit[parquet]'") from exc
+        typer.echo(f"{name}: {path} ({len(frame)} rows)")

@@ -1,0 +1,87 @@
+"""``evalkit methods``, ``evalkit protocols``, ``evalkit metrics``: what is installed and usable."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evalkit.cli import app
+from evalkit.errors import EvalkitError
+from evalkit.registry import available_methods, get_method
+
+
+@app.command("methods")
+def methods() -> None:
+    """List installed methods with kind, weight sets (and availability), parameters, layers."""
+    table = Table(title="methods")
+    for col in ("method", "kind", "weight sets", "params", "layers", "parameters (defaults)"):
+        table.add_column(col, overflow="fold")
+    for name in available_methods():
+        try:
+            cls = get_method(name)
+        except EvalkitError as exc:
+            table.add_row(name, "?", f"[red]{exc}[/red]", "", "", "")
+            continue
+        sets = []
+        for ws_name, ws in cls.weight_sets.items():
+            state, _ = ws.availability()
+            sets.append(f"{ws_name} ({state})")
+        counts = _counts(cls)
+        defaults = ", ".join(f"{k}={p.default}" for k, p in cls.params.items())
+        table.add_row(name, cls.kind, "\n".join(sets) or "none needed", counts[0], counts[1], defaults)
+    Console().print(table)
+
+
+def _counts(cls) -> tuple[str, str]:
+    """Parameter and layer counts, from the first available weight set (blank when none is available)."""
+    from evalkit.assets import default_store
+
+    for ws_name, ws in (cls.weight_sets or {None: None}).items():
+        if ws is not None and ws.availability()[0] != "available":
+            continue
+        try:
+            adapter = cls(ws_name, "cpu")
+            adapter.load(ws.resolve(default_store(), download=False) if ws else {})
+            info = adapter.info()
+            return f"{info.parameters:,}", str(info.layers)
+        except Exception:  # noqa: BLE001 - listing must never fail on one broken method
+            continue
+    return "-", "-"
+
+
+@app.command("protocols")
+def protocols() -> None:
+    """List protocols with their pairs, resolutions and metrics."""
+    from evalkit.specs import list_protocols, load_protocol
+
+    table = Table(title="protocols")
+    for col in ("protocol", "pairs", "resolutions", "metrics", "description"):
+        table.add_column(col, overflow="fold")
+    for name, path in list_protocols().items():
+        proto = load_protocol(str(path))
+        table.add_row(name, str(len(proto.pairs)), ",".join(proto.resolutions), ",".join(proto.metrics),
+                      proto.description)
+    Console().print(table)
+
+
+@app.command("metrics")
+def metrics() -> None:
+    """List metrics with their metadata and availability."""
+    from evalkit.metrics import get_metric_class, metric_names
+
+    table = Table(title="metrics")
+    for col in ("metric", "better", "reference", "range", "available", "definition"):
+        table.add_column(col, overflow="fold")
+    for name in metric_names():
+        cls = get_metric_class(name)
+        ok, reason = cls("cpu").availability()
+        info = cls.info
+        lo, hi = info.range
+        table.add_row(name, "higher" if info.higher_is_better else "lower", info.reference,
+                      f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]",
+                      "yes" if ok else f"no: {reason}", info.definition or info.description)
+    Console().print(table)
+
+
+__all__ = ["methods", "protocols", "metrics", "typer"]

@@ -1,0 +1,86 @@
+"""``evalkit run``: plan, execute and record a benchmark."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evalkit.cli import app
+from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_settings
+from evalkit.errors import EvalkitError
+from evalkit.runner import RunRequest, parse_resolutions, run_benchmark
+from evalkit.specs import load_protocol
+
+
+def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
+    """``--param gatys.iterations=50`` -> {"gatys": {"iterations": "50"}} (coerced by the method's Param)."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        method, dot, name = target.rpartition(".")
+        if not sep or not dot:
+            raise EvalkitError(f"cannot parse --param '{item}': write METHOD.PARAM=VALUE, e.g. gatys.iterations=50")
+        out.setdefault(method, {})[name] = value
+    return out
+
+
+@app.command()
+def run(
+    protocol: str = typer.Option("quick", "--protocol", "-p", help="Protocol name (protocols/*.toml) or path."),
+    methods: str = typer.Option(None, "--methods", "-m", help="Comma list, e.g. gatys,adain[cd16x]."),
+    res: str = typer.Option(None, "--res", help="512|1k|hd|fhd|qhd|4k|all or a comma list (default: protocol's)."),
+    metrics: str = typer.Option(None, "--metrics", help="Comma list of metrics (default: protocol's)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Results root (one SQLite database per root)."),
+    seeds: int = typer.Option(None, "--seeds", help="Seeds per job for seed-dependent methods."),
+    param: list[str] = typer.Option([], "--param", help="Override a parameter: METHOD.PARAM=VALUE (repeatable)."),
+    executor: str = typer.Option("local", "--executor", help="local (default)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Disable the progress bar."),
+    home: Path = Home,
+    weights_mirror: Path = WeightsMirror,
+    data_mirror: Path = DataMirror,
+) -> None:
+    """Run a benchmark protocol; finished jobs are skipped, so rerunning resumes."""
+    console = Console(stderr=True)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvalkitError("--device cuda requested but torch sees no CUDA device: use --device cpu")
+    settings = asset_settings(home, weights_mirror, data_mirror)
+    proto = load_protocol(protocol)
+    request = RunRequest(
+        protocol=protocol,
+        methods=_split_methods(methods),
+        resolutions=parse_resolutions(res, proto) if res else None,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics is not None else None,
+        device=device, out=out, seeds=seeds, params=parse_params(param), executor=executor, assets=settings,
+        progress=not no_progress, command=shlex.join(["evalkit", *sys.argv[1:]]),
+    )
+    try:
+        summary = run_benchmark(request, console)
+    except ValueError as exc:
+        raise EvalkitError(str(exc)) from exc
+    table = Table(title=f"run {summary.run_id}")
+    table.add_column("status")
+    table.add_column("jobs", justify="right")
+    table.add_row("reused (already finished)", str(summary.reused))
+    for status, n in sorted(summary.counts.items()):
+        table.add_row(status, str(n))
+    console.print(table)
+    typer.echo(f"results: {summary.database.resolve()}")
+    typer.echo(f"images:  {(summary.root / 'images').resolve()}")
+    typer.echo(f"export:  evalkit export --out {summary.root}")
+    if summary.plan_errors:
+        raise typer.Exit(1)
+
+
+def _split_methods(text: str | None) -> list[str] | None:
+    from evalkit.registry import split_selectors
+
+    return split_selectors(text) if text else None

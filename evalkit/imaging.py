@@ -1,0 +1,210 @@
+"""Image loading, normalisation and the resize rule every protocol uses.
+
+Loading accepts what real benchmark folders contain and turns it into 8-bit sRGB, honestly:
+
+- EXIF orientation is applied (a phone photo is stylised the way it is displayed);
+- RGBA / LA / palette-with-transparency are composited over white (style transfer has no alpha channel; white
+  is what a viewer shows behind a transparent PNG);
+- 16-bit and 32-bit greyscale / RGB are scaled to 8 bits by their nominal range (not by their min/max, which would
+  change contrast); greyscale is replicated to three channels; CMYK and YCbCr are converted by PIL;
+- an unreadable or truncated file, or one larger than ``MAX_PIXELS``, is an :class:`ImageError` naming the file.
+
+Resize rule (documented in docs/protocols.md):
+
+- a named resolution (``1k``=1024x512, ``hd``=1280x720, ``fhd``=1920x1080, ``qhd``=2560x1440, ``4k``=3840x2160) gives an
+  exact pixel count: the image is scaled (Lanczos) to *cover* the target, preserving aspect ratio, then centre-cropped.
+  A portrait image gets the transposed target (e.g. 512x1024), so the pixel count - what speed depends on - is
+  identical for every image at one resolution;
+- a number N gives the short side: the image is scaled (Lanczos) so its short side is N, aspect preserved, long side
+  rounded to the nearest pixel;
+- segmentation masks use the same geometry with nearest-neighbour sampling, so labels are never blended.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from evalkit.errors import ImageError
+
+MAX_PIXELS = 120_000_000  # ~ 11k x 11k: beyond anything a benchmark needs, below what exhausts memory
+
+NAMED_RESOLUTIONS: dict[str, tuple[int, int]] = {
+    "1k": (1024, 512),
+    "hd": (1280, 720),
+    "fhd": (1920, 1080),
+    "qhd": (2560, 1440),
+    "4k": (3840, 2160),
+}
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Either an exact (width, height) target or a short-side length."""
+
+    name: str
+    width: int | None = None
+    height: int | None = None
+    short_side: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | int) -> Resolution:
+        key = str(text).strip().lower()
+        if key in NAMED_RESOLUTIONS:
+            w, h = NAMED_RESOLUTIONS[key]
+            return cls(key, width=w, height=h)
+        if key.isdigit() and 16 <= int(key) <= 16384:
+            return cls(key, short_side=int(key))
+        names = ", ".join(NAMED_RESOLUTIONS)
+        raise ValueError(f"unknown resolution '{text}': use one of {names}, or a short side in pixels (e.g. 512)")
+
+    @property
+    def pixels(self) -> int | None:
+        return self.width * self.height if self.width and self.height else None
+
+    def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Output (width, height) for an image of ``size`` = (width, height)."""
+        w, h = size
+        if self.short_side is not None:
+            scale = self.short_side / min(w, h)
+            if w <= h:
+                return self.short_side, max(1, round(h * scale))
+            return max(1, round(w * scale)), self.short_side
+        tw, th = self.width or 0, self.height or 0
+        if h > w:  # portrait image: transpose the target so that the pixel count stays the same
+            tw, th = th, tw
+        return tw, th
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode ``path`` into an 8-bit RGB image, applying the rules in the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image {path} does not exist: check the path or the data mirror (EVALKIT_DATA_MIRROR)")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageError(
+                    f"image {path} is {w}x{h} ({w * h / 1e6:.0f} MP), above evalkit's limit of "
+                    f"{MAX_PIXELS / 1e6:.0f} MP: downscale it before benchmarking"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return to_rgb8(img, path)
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(
+            f"image {path} cannot be decoded ({type(exc).__name__}: {exc}): the file is corrupt or not an image; "
+            f"re-download it or replace it"
+        ) from exc
+
+
+def to_rgb8(img: Image.Image, path: str | Path = "<image>") -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (alpha over white, high bit depths scaled by nominal range)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if mode == "F":
+            peak = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        elif mode == "I":
+            peak = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        else:
+            peak = 65535.0
+        grey = np.clip(np.rint(arr / peak * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        mode = img.mode
+        if mode == "RGB":
+            return img
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    if mode.startswith("RGB"):  # RGBX, RGB;16 etc.
+        arr = np.asarray(img)
+        if arr.dtype == np.uint16:
+            arr = (arr[..., :3].astype(np.float64) / 65535.0 * 255.0).round().astype(np.uint8)
+            return Image.fromarray(arr, "RGB")
+        return img.convert("RGB")
+    raise ImageError(f"image {path} has unsupported mode {mode}: convert it to 8-bit RGB PNG or JPEG")
+
+
+def load_rgb_array16(path: str | Path) -> np.ndarray | None:
+    """Read a 16-bit-per-channel RGB PNG that PIL would truncate; ``None`` when the file is not one."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[24] != 16 or data[25] not in (2, 6):
+        return None
+    try:
+        import imageio.v3 as iio
+    except ImportError:  # pragma: no cover - imageio ships with scikit-image
+        return None
+    return np.asarray(iio.imread(io.BytesIO(data)))
+
+
+def resize(img: Image.Image, resolution: Resolution) -> Image.Image:
+    """Apply the resize rule (cover + centre-crop for named sizes, short side for numbers), Lanczos."""
+    tw, th = resolution.target_size(img.size)
+    if resolution.short_side is not None:
+        return img if img.size == (tw, th) else img.resize((tw, th), Image.LANCZOS)
+    return ImageOps.fit(img, (tw, th), method=Image.LANCZOS, centering=(0.5, 0.5))
+
+
+def resize_labels(labels: np.ndarray, resolution: Resolution) -> np.ndarray:
+    """Resize an integer label map with the same geometry as :func:`resize`, nearest neighbour."""
+    img = Image.fromarray(labels.astype(np.int32), mode="I")
+    tw, th = resolution.target_size(img.size)
+    if resolution.short_side is not None:
+        out = img.resize((tw, th), Image.NEAREST)
+    else:
+        out = ImageOps.fit(img, (tw, th), method=Image.NEAREST, centering=(0.5, 0.5))
+    return np.asarray(out, dtype=np.int64)
+
+
+def load_mask_colors(path: str | Path) -> np.ndarray:
+    """Read a colour-coded segmentation mask (DPST style) as an (H, W, 3) uint8 array; greyscale is replicated."""
+    return np.asarray(load_image(path), dtype=np.uint8)
+
+
+def colors_to_labels(masks: list[np.ndarray]) -> list[np.ndarray]:
+    """Map the colours of several masks to shared integer labels, so label k means the same region everywhere."""
+    palette: dict[tuple[int, int, int], int] = {}
+    out = []
+    for mask in masks:
+        flat = mask.reshape(-1, 3)
+        uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
+        ids = np.array([palette.setdefault(tuple(int(v) for v in color), len(palette)) for color in uniq])
+        out.append(ids[inverse.reshape(-1)].reshape(mask.shape[:2]))
+    return out
+
+
+def to_tensor(img: Image.Image, device: str | torch.device = "cpu") -> torch.Tensor:
+    """PIL RGB -> float32 tensor (1, 3, H, W) in [0, 1]."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).contiguous().to(device)
+
+
+def to_pil(tensor: torch.Tensor) -> Image.Image:
+    """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> 8-bit RGB image (clamped, rounded)."""
+    t = tensor.detach().float().cpu()
+    if t.dim() == 4:
+        t = t[0]
+    arr = (t.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()

@@ -1,0 +1,225 @@
+"""The driver of ``evalkit run``: plan jobs from a protocol, skip finished ones, execute, record, report.
+
+Planning turns (method selector, pair, resolution, seed) into frozen :class:`~evalkit.specs.JobSpec` objects keyed by
+content hash. Jobs already in the store with a final status (``ok``/``oom``) are reused, so rerunning a command, or
+resuming one that was killed, only does what is missing. Finished jobs that lack a requested metric are scored from
+their stored PNG instead of being re-stylized.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from evalkit import environment
+from evalkit.assets import AssetSettings
+from evalkit.errors import EvalkitError
+from evalkit.executors import get_executor
+from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
+from evalkit.metrics import metric_names
+from evalkit.registry import MethodSelector, choose_weight_set, get_method, split_selectors
+from evalkit.specs import JobSpec, Protocol, load_protocol
+from evalkit.store import FINAL_STATUSES, ResultsStore
+from evalkit.weights import weight_label
+from evalkit.worker import JobContext, WorkerConfig
+
+
+@dataclass
+class RunRequest:
+    protocol: str = "quick"
+    methods: list[str] | None = None
+    resolutions: list[str] | None = None
+    metrics: list[str] | None = None
+    device: str = "cpu"
+    out: Path = Path("results")
+    seeds: int | None = None
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    executor: str = "local"
+    assets: AssetSettings = field(default_factory=AssetSettings.from_env)
+    progress: bool = True
+    command: str = ""
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    root: Path
+    planned: int
+    reused: int
+    counts: Counter
+    plan_errors: list[str]
+    failures: list[tuple[str, str, str]]  # (label/pair/res, status, message)
+
+    @property
+    def database(self) -> Path:
+        return self.root / "evalkit.sqlite"
+
+
+def parse_resolutions(text: str | None, protocol: Protocol) -> list[str]:
+    """``None`` -> the protocol's; ``all`` -> every named resolution; else a comma list (validated)."""
+    if not text:
+        return list(protocol.resolutions)
+    if text.strip().lower() == "all":
+        return list(NAMED_RESOLUTIONS)
+    values = [part.strip().lower() for part in text.split(",") if part.strip()]
+    for value in values:
+        Resolution.parse(value)
+    return values
+
+
+def plan_jobs(protocol: Protocol, request: RunRequest, console: Console) -> tuple[list[JobSpec], list[str], dict]:
+    """Jobs for every valid method selector; invalid selectors become plan errors (other methods go on)."""
+    selectors = request.methods or protocol.methods
+    if not selectors:
+        raise EvalkitError(f"protocol '{protocol.name}' names no default methods: pass --methods")
+    resolutions = request.resolutions or list(protocol.resolutions)
+    seeds = request.seeds if request.seeds is not None else protocol.seeds
+    specs: list[JobSpec] = []
+    errors: list[str] = []
+    methods_info: dict[str, dict] = {}
+    for text in selectors:
+        try:
+            selector = MethodSelector.parse(text)
+            cls = get_method(selector.name)
+            weight_set, reason = choose_weight_set(cls, selector.weight_set)
+            label = weight_label(cls.name, weight_set)
+            overrides = {**protocol.params.get(cls.name, {}), **protocol.params.get(label, {}),
+                         **request.params.get(cls.name, {}), **request.params.get(label, {})}
+            params = cls.resolve_params(overrides)
+        except (EvalkitError, ValueError) as exc:
+            errors.append(str(exc))
+            console.print(f"[red]error:[/red] {exc}")
+            continue
+        if cls.weight_sets and not selector.weight_set:
+            console.print(f"{cls.name}: using weight set [bold]{weight_set}[/bold] ({reason})")
+        digests = cls.weight_sets[weight_set].digests() if weight_set else {}
+        methods_info[label] = {"cls": cls, "weight_set": weight_set, "digests": digests}
+        method_seeds = range(seeds) if not cls.deterministic else range(1)
+        for pair in protocol.pairs:
+            image_digests = {role: protocol.images[ref].sha256 for role, ref in
+                             (("content", pair.content), ("style", pair.style), ("content_mask", pair.content_mask),
+                              ("style_mask", pair.style_mask)) if ref}
+            for res in resolutions:
+                for seed in method_seeds:
+                    specs.append(JobSpec(
+                        method=cls.name, weight_set=weight_set, params=params, pair_id=pair.id, resolution=res,
+                        seed=seed, content=pair.content, style=pair.style,
+                        content_mask=pair.content_mask if cls.uses_masks else None,
+                        style_mask=pair.style_mask if cls.uses_masks else None,
+                        style_size=protocol.style_size, eval_size=protocol.eval_size, method_version=cls.version,
+                        weight_digests=digests, image_digests=image_digests,
+                    ).with_key())
+    return specs, errors, methods_info
+
+
+def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSummary:
+    console = console or Console(stderr=True)
+    protocol = load_protocol(request.protocol)
+    metrics = request.metrics if request.metrics is not None else protocol.metrics
+    known = set(metric_names())
+    bad_metrics = [m for m in metrics if m not in known]
+    if bad_metrics:
+        raise EvalkitError(f"unknown metric(s) {', '.join(bad_metrics)}: known metrics are {', '.join(sorted(known))}")
+    specs, plan_errors, methods_info = plan_jobs(protocol, request, console)
+    root = Path(request.out)
+    store = ResultsStore(root)
+    env = environment.capture(request.device)
+    run_id = store.start_run(
+        protocol.name, protocol.sha256, request.command or shlex.join(sys.argv), list(methods_info),
+        request.resolutions or protocol.resolutions, request.device, request.executor, env,
+    )
+    statuses = store.job_status(spec.key for spec in specs)
+    todo = [s for s in specs if statuses.get(s.key) not in FINAL_STATUSES]
+    reused = [s for s in specs if statuses.get(s.key) in FINAL_STATUSES]
+    store.attach_jobs(run_id, (s.key for s in reused))
+    config = WorkerConfig(protocol=protocol, device=request.device, metrics=list(metrics),
+                          assets=request.assets.to_dict())
+    counts: Counter = Counter()
+    failures: list[tuple[str, str, str]] = []
+    if reused:
+        console.print(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
+        _backfill_metrics(store, protocol, reused, config, statuses, console)
+    executor = get_executor(request.executor)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    status = "finished"
+    try:
+        with Progress(*columns, console=console, disable=not request.progress, transient=False) as progress:
+            task = progress.add_task(_describe(todo[0]) if todo else "nothing to do", total=len(todo))
+            for i, (spec, result) in enumerate(executor.map(todo, config)):
+                store.record_job(run_id, protocol.name, spec, result, protocol.eval_size)
+                counts[result.status] += 1
+                if result.status != "ok":
+                    failures.append((f"{spec.label} {spec.pair_id} {spec.resolution} s{spec.seed}",
+                                     result.status, result.message or ""))
+                    progress.console.print(f"[yellow]{result.status}[/yellow] {spec.label} {spec.pair_id} "
+                                           f"@{spec.resolution}: {result.message}")
+                nxt = todo[i + 1] if i + 1 < len(todo) else None
+                progress.update(task, advance=1, description=_describe(nxt) if nxt else "done")
+        for label, info in methods_info.items():
+            _record_method(store, label, info, config, executor)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        store.finish_run(run_id, status)
+        store.close()
+    return RunSummary(run_id, root, len(specs), len(reused), counts, plan_errors, failures)
+
+
+def _describe(spec: JobSpec) -> str:
+    return f"{spec.label} · {spec.pair_id} · {spec.resolution} · seed {spec.seed}"
+
+
+def _record_method(store: ResultsStore, label: str, info: dict, config: WorkerConfig, executor) -> None:
+    """Store parameter and layer counts for a method (from the executor's loaded model when it has one)."""
+    cls = info["cls"]
+    context = getattr(executor, "context", None)
+    adapter = None
+    if context is not None:
+        for (method, weight_set, _device), (loaded, _) in context._adapters.items():
+            if method == cls.name and weight_set == info["weight_set"]:
+                adapter = loaded
+    if adapter is None:
+        return
+    details = adapter.info()
+    store.record_method(label, cls.name, info["weight_set"], cls.kind, cls.version, details.parameters,
+                        details.layers, info["digests"])
+
+
+def _backfill_metrics(store: ResultsStore, protocol: Protocol, reused: list[JobSpec], config: WorkerConfig,
+                      statuses: dict[str, str], console: Console) -> None:
+    """Score finished outputs that lack a requested metric, from their stored PNG (no re-stylization)."""
+    wanted = set(config.metrics)
+    missing = [s for s in reused if statuses.get(s.key) == "ok"
+               and wanted - store.metric_names(s.key, protocol.eval_size)]
+    if not missing:
+        return
+    console.print(f"scoring {len(missing)} finished outputs that lack requested metrics")
+    context = JobContext(config)
+    for spec in missing:
+        row = store.conn.execute("SELECT output_path FROM jobs WHERE job_key=?", (spec.key,)).fetchone()
+        if not row or not row["output_path"]:
+            continue
+        path = store.root / row["output_path"]
+        if not path.is_file():
+            continue
+        with Image.open(path) as img:
+            values = context.score(spec, img.convert("RGB"))
+        store.record_metrics(spec.key, protocol.eval_size, values)

@@ -1,0 +1,298 @@
+"""The results store: one SQLite database per results root, the single source of truth.
+
+Every finished job is written in one transaction (job row, its metrics, its run membership), after its PNG has been
+atomically renamed into place. So a run killed at any instant - even with SIGKILL - leaves either a complete job or
+none, and rerunning resumes exactly where it stopped: no row is lost and none is duplicated (job keys are primary
+keys). CSV / Parquet / HTML are all derived from this database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from evalkit.specs import JobSpec
+
+SCHEMA_VERSION = 1
+DB_NAME = "evalkit.sqlite"
+FINAL_STATUSES = ("ok", "oom")  # outcomes that a rerun keeps; error/timeout/unavailable are retried
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started TEXT NOT NULL,
+    finished TEXT,
+    status TEXT NOT NULL,
+    protocol TEXT,
+    protocol_sha256 TEXT,
+    command TEXT,
+    methods TEXT,
+    resolutions TEXT,
+    device TEXT,
+    executor TEXT,
+    git_rev TEXT,
+    environment TEXT
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_key TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    protocol TEXT,
+    method TEXT NOT NULL,
+    weight_set TEXT,
+    label TEXT NOT NULL,
+    params TEXT NOT NULL,
+    pair_id TEXT NOT NULL,
+    content TEXT,
+    style TEXT,
+    resolution TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    message TEXT,
+    output_path TEXT,
+    width INTEGER,
+    height INTEGER,
+    time_load_s REAL,
+    time_network_s REAL,
+    time_post_s REAL,
+    peak_memory_bytes INTEGER,
+    device TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    started TEXT,
+    finished TEXT,
+    spec TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS run_jobs (
+    run_id TEXT NOT NULL,
+    job_key TEXT NOT NULL,
+    PRIMARY KEY (run_id, job_key)
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    job_key TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    eval_size INTEGER NOT NULL,
+    value REAL,
+    status TEXT NOT NULL,
+    message TEXT,
+    PRIMARY KEY (job_key, metric, eval_size)
+);
+CREATE TABLE IF NOT EXISTS methods (
+    label TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    weight_set TEXT,
+    kind TEXT,
+    version TEXT,
+    parameters INTEGER,
+    layers INTEGER,
+    weight_digests TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_run ON jobs(run_id);
+CREATE INDEX IF NOT EXISTS run_jobs_by_job ON run_jobs(job_key);
+"""
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class MetricValue:
+    """One metric outcome: a value with status ``ok``, or ``None`` with ``unavailable``/``error`` and a reason."""
+
+    name: str
+    value: float | None
+    status: str = "ok"
+    message: str | None = None
+
+
+@dataclass
+class JobResult:
+    """What an executor hands back to the driver for one job (the driver alone writes the store)."""
+
+    key: str
+    status: str
+    message: str | None = None
+    png: bytes | None = None
+    width: int | None = None
+    height: int | None = None
+    time_load_s: float | None = None
+    time_network_s: float | None = None
+    time_post_s: float | None = None
+    peak_memory_bytes: int | None = None
+    device: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    metrics: list[MetricValue] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
+
+
+class ResultsStore:
+    """Thin, transactional access to ``<root>/evalkit.sqlite`` and the PNG outputs under ``<root>/images``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / DB_NAME
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+        with self.transaction() as cur:
+            cur.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    # -- runs -------------------------------------------------------------------------------------------------
+    def start_run(self, protocol: str, protocol_sha256: str, command: str, methods: list[str],
+                  resolutions: list[str], device: str, executor: str, environment: dict[str, Any]) -> str:
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO runs(run_id, started, status, protocol, protocol_sha256, command, methods, resolutions,"
+                " device, executor, git_rev, environment) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run_id, utcnow(), "running", protocol, protocol_sha256, command, json.dumps(methods),
+                 json.dumps(resolutions), device, executor, environment.get("git_rev"), json.dumps(environment)),
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE runs SET finished=?, status=? WHERE run_id=?", (utcnow(), status, run_id))
+
+    def attach_jobs(self, run_id: str, keys: Iterable[str]) -> None:
+        """Record that already-finished jobs belong to ``run_id`` too (a resumed run reuses them)."""
+        with self.transaction() as cur:
+            cur.executemany("INSERT OR IGNORE INTO run_jobs(run_id, job_key) VALUES (?, ?)",
+                            [(run_id, k) for k in keys])
+
+    def record_method(self, label: str, method: str, weight_set: str | None, kind: str, version: str,
+                      parameters: int, layers: int, weight_digests: dict[str, str | None]) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO methods(label, method, weight_set, kind, version, parameters, layers,"
+                " weight_digests) VALUES (?,?,?,?,?,?,?,?)",
+                (label, method, weight_set, kind, version, parameters, layers, json.dumps(weight_digests)),
+            )
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+    def job_status(self, keys: Iterable[str]) -> dict[str, str]:
+        keys = list(keys)
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self.conn.execute(f"SELECT job_key, status FROM jobs WHERE job_key IN ({marks})", chunk):
+                out[row["job_key"]] = row["status"]
+        return out
+
+    def output_path_for(self, spec: JobSpec, protocol: str) -> Path:
+        return (self.root / "images" / safe_name(protocol) / safe_name(spec.label)
+                / f"{safe_name(spec.pair_id)}__{spec.resolution}__s{spec.seed}__{spec.key[:10]}.png")
+
+    def record_job(self, run_id: str, protocol: str, spec: JobSpec, result: JobResult, eval_size: int) -> None:
+        """Write the output PNG (atomically) and then the job + metrics rows in one transaction."""
+        rel_path = None
+        if result.png is not None:
+            path = self.output_path_for(spec, protocol)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".part{os.getpid()}")
+            tmp.write_bytes(result.png)
+            os.replace(tmp, path)
+            rel_path = str(path.relative_to(self.root))
+        with self.transaction() as cur:
+            previous = cur.execute("SELECT attempts FROM jobs WHERE job_key=?", (spec.key,)).fetchone()
+            attempts = (previous["attempts"] + 1) if previous else 1
+            cur.execute(
+                "INSERT OR REPLACE INTO jobs(job_key, run_id, protocol, method, weight_set, label, params, pair_id,"
+                " content, style, resolution, seed, status, message, output_path, width, height, time_load_s,"
+                " time_network_s, time_post_s, peak_memory_bytes, device, attempts, started, finished, spec)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (spec.key, run_id, protocol, spec.method, spec.weight_set, spec.label,
+                 json.dumps(spec.params, sort_keys=True), spec.pair_id, spec.content, spec.style, spec.resolution,
+                 spec.seed, result.status, result.message, rel_path, result.width, result.height,
+                 result.time_load_s, result.time_network_s, result.time_post_s, result.peak_memory_bytes,
+                 result.device, attempts, result.started, result.finished, json.dumps(spec.to_dict())),
+            )
+            cur.execute("DELETE FROM metrics WHERE job_key=? AND eval_size=?", (spec.key, eval_size))
+            self._insert_metrics(cur, spec.key, eval_size, result.metrics)
+            cur.execute("INSERT OR IGNORE INTO run_jobs(run_id, job_key) VALUES (?, ?)", (run_id, spec.key))
+
+    def record_metrics(self, key: str, eval_size: int, values: list[MetricValue]) -> None:
+        with self.transaction() as cur:
+            self._insert_metrics(cur, key, eval_size, values)
+
+    @staticmethod
+    def _insert_metrics(cur: sqlite3.Cursor, key: str, eval_size: int, values: list[MetricValue]) -> None:
+        cur.executemany(
+            "INSERT OR REPLACE INTO metrics(job_key, metric, eval_size, value, status, message) VALUES (?,?,?,?,?,?)",
+            [(key, m.name, eval_size, m.value, m.status, m.message) for m in values],
+        )
+
+    def metric_names(self, key: str, eval_size: int) -> set[str]:
+        rows = self.conn.execute("SELECT metric FROM metrics WHERE job_key=? AND eval_size=? AND status='ok'",
+                                 (key, eval_size))
+        return {r["metric"] for r in rows}
+
+    # -- reading ----------------------------------------------------------------------------------------------
+    def runs(self) -> list[sqlite3.Row]:
+        return list(self.conn.execute("SELECT * FROM runs ORDER BY started"))
+
+    def latest_run(self) -> str | None:
+        row = self.conn.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1").fetchone()
+        return row["run_id"] if row else None
+
+    def jobs_frame(self, run_ids: list[str] | None = None):
+        """Jobs (one row each) of the given runs, as a pandas DataFrame."""
+        import pandas as pd
+
+        query = "SELECT j.* FROM jobs j"
+        args: list[str] = []
+        if run_ids:
+            query += f" WHERE j.job_key IN (SELECT job_key FROM run_jobs WHERE run_id IN ({','.join('?' * len(run_ids))}))"
+            args = list(run_ids)
+        return pd.read_sql_query(query + " ORDER BY j.label, j.pair_id, j.resolution, j.seed", self.conn, params=args)
+
+    def metrics_frame(self, run_ids: list[str] | None = None):
+        """Metrics in long form joined with their job's identifying columns."""
+        import pandas as pd
+
+        query = ("SELECT m.job_key, j.label, j.method, j.weight_set, j.pair_id, j.resolution, j.seed, m.metric,"
+                 " m.eval_size, m.value, m.status, m.message FROM metrics m JOIN jobs j ON j.job_key = m.job_key")
+        args: list[str] = []
+        if run_ids:
+            query += f" WHERE m.job_key IN (SELECT job_key FROM run_jobs WHERE run_id IN ({','.join('?' * len(run_ids))}))"
+            args = list(run_ids)
+        return pd.read_sql_query(query + " ORDER BY j.label, j.pair_id, m.metric", self.conn, params=args)

@@ -1,0 +1,64 @@
+"""Named weight sets: the unit in which methods and metrics declare, resolve and report their weights.
+
+A weight set's name is part of every job key and every result label (``adain[cd16x]``), so results computed with
+different weights are never mixed. Its sha256s go into the job key too: swapping a file changes the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from evalkit.assets import Asset, AssetStore, default_store
+from evalkit.errors import AssetError, WeightsUnavailable
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """A named group of files a model needs, with a description of where they come from."""
+
+    name: str
+    files: dict[str, Asset] = field(default_factory=dict)
+    description: str = ""
+    official: bool = False
+
+    def digests(self) -> dict[str, str | None]:
+        return {role: asset.sha256 for role, asset in self.files.items()}
+
+    def resolve(self, store: AssetStore | None = None, download: bool = True) -> dict[str, Path]:
+        """Paths for every file, verified; raises :class:`WeightsUnavailable` naming the first missing one."""
+        store = store or default_store()
+        paths: dict[str, Path] = {}
+        for role, asset in self.files.items():
+            try:
+                if download:
+                    paths[role] = store.fetch(asset)
+                else:
+                    found = store.locate(asset)
+                    if found is None:
+                        raise AssetError(store._not_found_message(asset))
+                    paths[role] = found.path
+            except AssetError as exc:
+                raise WeightsUnavailable(f"weight set '{self.name}': {exc}") from exc
+        return paths
+
+    def availability(self, store: AssetStore | None = None) -> tuple[str, str]:
+        """(status, detail) without downloading: ``available`` (+ where), ``downloadable``, ``missing`` or ``corrupt``."""
+        store = store or default_store()
+        sources = set()
+        for asset in self.files.values():
+            try:
+                found = store.locate(asset)
+            except AssetError as exc:
+                return "corrupt", str(exc)
+            if found is None:
+                if asset.url and store.settings.allow_download:
+                    return "downloadable", f"{asset.name} from {asset.url}"
+                return "missing", store._not_found_message(asset)
+            sources.add(found.source)
+        return "available", ",".join(sorted(sources)) or "no files"
+
+
+def weight_label(method: str, weight_set: str | None) -> str:
+    """The label every table uses: ``method[weight_set]`` (bare name for methods without weights)."""
+    return f"{method}[{weight_set}]" if weight_set else method

@@ -1,0 +1,196 @@
+"""Executes jobs inside one process: images, model loading, stylization, timing, metrics, failure capture.
+
+A :class:`JobContext` lives as long as its process (the local executor's, a subprocess worker's, a Ray task's) and
+caches what is expensive to rebuild: loaded method adapters, resized reference images and the metric suite. It
+never writes the results store; it returns :class:`~evalkit.store.JobResult` objects to the driver.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from evalkit import imaging
+from evalkit.adapter import Masks, MethodAdapter
+from evalkit.assets import AssetSettings, AssetStore, configure
+from evalkit.errors import EvalkitError, WeightsUnavailable
+from evalkit.imaging import Resolution
+from evalkit.metrics import EvalSample, MetricSuite
+from evalkit.registry import get_method
+from evalkit.specs import JobSpec, Protocol
+from evalkit.store import JobResult, MetricValue, utcnow
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs, as plain picklable data."""
+
+    protocol: Protocol
+    device: str = "cpu"
+    metrics: list[str] = field(default_factory=list)
+    assets: dict[str, Any] = field(default_factory=dict)
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak bytes: CUDA's allocator peak on GPU, the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+class JobContext:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.protocol = config.protocol
+        self.device = torch.device(config.device)
+        self.store: AssetStore = configure(AssetSettings(**config.assets)) if config.assets else configure(
+            AssetSettings.from_env())
+        self._adapters: dict[tuple[str, str | None, str], tuple[MethodAdapter, float]] = {}
+        self._images: dict[tuple[str, str], Any] = {}
+        self._suite: MetricSuite | None = None
+
+    # -- inputs ---------------------------------------------------------------------------------------------------
+    def image(self, image_id: str, resolution: Resolution):
+        """Decoded, resized PIL image for a protocol image id (cached per size)."""
+        key = (image_id, resolution.name)
+        if key not in self._images:
+            path = self.store.fetch(self.protocol.images[image_id])
+            self._images[key] = imaging.resize(imaging.load_image(path), resolution)
+            if len(self._images) > 64:
+                self._images.pop(next(iter(self._images)))
+        return self._images[key]
+
+    def masks(self, spec: JobSpec, content_res: Resolution, style_res: Resolution) -> Masks | None:
+        if not (spec.content_mask and spec.style_mask):
+            return None
+        colours = [imaging.load_mask_colors(self.store.fetch(self.protocol.images[i]))
+                   for i in (spec.content_mask, spec.style_mask)]
+        labels = imaging.colors_to_labels(colours)
+        content = imaging.resize_labels(labels[0], content_res)
+        style = imaging.resize_labels(labels[1], style_res)
+        return Masks(torch.from_numpy(content).to(self.device), torch.from_numpy(style).to(self.device))
+
+    # -- models ---------------------------------------------------------------------------------------------------
+    def adapter(self, spec: JobSpec) -> tuple[MethodAdapter, float]:
+        """A loaded adapter (and its load time, seconds): built once per process, never inside a timer."""
+        key = (spec.method, spec.weight_set, str(self.device))
+        if key not in self._adapters:
+            cls = get_method(spec.method)
+            files = cls.weight_sets[spec.weight_set].resolve(self.store) if spec.weight_set else {}
+            start = time.perf_counter()
+            adapter = cls(spec.weight_set, self.device)
+            adapter.load(files)
+            sync(self.device)
+            self._adapters[key] = (adapter, time.perf_counter() - start)
+        return self._adapters[key]
+
+    @property
+    def suite(self) -> MetricSuite:
+        if self._suite is None:
+            self._suite = MetricSuite(self.config.metrics, self.device)
+        return self._suite
+
+    # -- one job --------------------------------------------------------------------------------------------------
+    def run(self, spec: JobSpec) -> JobResult:
+        started = utcnow()
+        result = JobResult(key=spec.key, status="error", device=str(self.device), started=started)
+        try:
+            self._run(spec, result)
+        except WeightsUnavailable as exc:
+            result.status, result.message = "unavailable", str(exc)
+        except EvalkitError as exc:
+            result.status, result.message = "error", str(exc)
+        except BaseException as exc:  # noqa: BLE001 - a job failure is a result, never a crash of the run
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            if is_oom(exc):
+                result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0][:300]}"
+            else:
+                last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+                where = f" at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno}" if last else ""
+                result.status = "error"
+                result.message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}"
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+        result.finished = utcnow()
+        return result
+
+    def _run(self, spec: JobSpec, result: JobResult) -> None:
+        res = Resolution.parse(spec.resolution)
+        style_res = Resolution.parse(spec.style_size)
+        content_img = self.image(spec.content, res)
+        style_img = self.image(spec.style, style_res)
+        masks = self.masks(spec, res, style_res)
+        adapter, load_s = self.adapter(spec)
+        result.time_load_s = load_s
+        content = imaging.to_tensor(content_img, self.device)
+        style = imaging.to_tensor(style_img, self.device)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        params = dict(spec.params)
+        with torch.enable_grad() if adapter.needs_grad else torch.no_grad():
+            sync(self.device)
+            start = time.perf_counter()
+            output = adapter.stylize(content, style, masks=masks, seed=spec.seed, **params)
+            sync(self.device)
+            result.time_network_s = time.perf_counter() - start
+            start = time.perf_counter()
+            post = adapter.postprocess(output, content, **params)
+            sync(self.device)
+            if post is not None:
+                output = post
+                result.time_post_s = time.perf_counter() - start
+        result.peak_memory_bytes = peak_memory(self.device)
+        output = output.detach()
+        if not torch.isfinite(output).all():
+            raise EvalkitError(f"{spec.label} produced NaN/Inf values on pair '{spec.pair_id}'")
+        if output.shape[-2:] != content.shape[-2:]:
+            output = F.interpolate(output, size=content.shape[-2:], mode="bilinear", align_corners=False)
+        output = output.clamp(0, 1)
+        pil = imaging.to_pil(output)
+        result.png = imaging.png_bytes(pil)
+        result.width, result.height = pil.size
+        result.status = "ok"
+        result.metrics = self.score(spec, pil, content_img)
+
+    def score(self, spec: JobSpec, output_img, content_img=None) -> list[MetricValue]:
+        """Metrics at the evaluation size (short side ``eval_size``) for an output image."""
+        if not self.config.metrics:
+            return []
+        eval_res = Resolution.parse(spec.eval_size)
+        if content_img is None:
+            content_img = self.image(spec.content, Resolution.parse(spec.resolution))
+        out_eval = imaging.resize(output_img, eval_res)
+        content_eval = imaging.resize(content_img, eval_res)
+        style_eval = self.image(spec.style, eval_res)
+        sample = EvalSample(
+            output=imaging.to_tensor(out_eval, self.device),
+            content=imaging.to_tensor(content_eval, self.device),
+            style=imaging.to_tensor(style_eval, self.device),
+            output_key=f"out:{spec.key}",
+            content_key=f"img:{spec.image_digests.get('content')}:{spec.resolution}:{spec.eval_size}",
+            style_key=f"img:{spec.image_digests.get('style')}:{spec.eval_size}",
+        )
+        with torch.no_grad():
+            return self.suite.evaluate(sample)
+
