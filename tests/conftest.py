@@ -1,0 +1,123 @@
+"""Shared fixtures: mirror locations, an isolated EVALKIT_HOME, and a real third-party plugin package.
+
+The plugin (``evalkit-testplugin``) is built and installed with pip into a private target folder, exactly as a user
+would install a package that registers adapters under the ``evalkit.methods`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def _mirror(var: str, sub: str) -> Path | None:
+    value = os.environ.get(var)
+    if value:
+        return Path(value)
+    candidate = SHARED / sub
+    return candidate if candidate.is_dir() else None
+
+
+WEIGHTS_MIRROR = _mirror("EVALKIT_WEIGHTS_MIRROR", "weights")
+DATA_MIRROR = _mirror("EVALKIT_DATA_MIRROR", "data")
+needs_data = pytest.mark.skipif(DATA_MIRROR is None, reason="EVALKIT_DATA_MIRROR not set and ../shared/data absent")
+needs_weights = pytest.mark.skipif(WEIGHTS_MIRROR is None,
+                                   reason="EVALKIT_WEIGHTS_MIRROR not set and ../shared/weights absent")
+
+
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory) -> Path:
+    """One EVALKIT_HOME for the session, so the dequantised VGG-19 is built once."""
+    home = Path(os.environ.get("EVALKIT_HOME") or tmp_path_factory.mktemp("evalkit_home"))
+    os.environ["EVALKIT_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _configure_assets(shared_home, monkeypatch):
+    from evalkit import assets
+
+    if WEIGHTS_MIRROR:
+        monkeypatch.setenv("EVALKIT_WEIGHTS_MIRROR", str(WEIGHTS_MIRROR))
+    if DATA_MIRROR:
+        monkeypatch.setenv("EVALKIT_DATA_MIRROR", str(DATA_MIRROR))
+    assets.configure(assets.AssetSettings.from_env())
+    yield
+    assets._default = None
+
+
+PLUGIN_SOURCE = '''
+"""A third-party evalkit adapter package used by the tests."""
+import time
+import torch
+from evalkit.adapter import MethodAdapter, Param, LoadedInfo
+
+
+class MeanShift(MethodAdapter):
+    """Moves the content's channel means to the style's (deterministic, weight-free, fast)."""
+    name = "meanshift"
+    kind = "artistic"
+    params = {"strength": Param(1.0, "0 = content, 1 = full shift"), "sleep": Param(0.0, "seconds to sleep")}
+
+    def info(self):
+        return LoadedInfo(parameters=0, layers=0)
+
+    def stylize(self, content, style, masks=None, seed=0, **params):
+        time.sleep(params["sleep"])
+        shift = style.mean(dim=(2, 3), keepdim=True) - content.mean(dim=(2, 3), keepdim=True)
+        return (content + params["strength"] * shift).clamp(0, 1)
+
+
+class Boom(MethodAdapter):
+    """Always raises, to prove a failing job is a recorded result and the run goes on."""
+    name = "boom"
+
+    def stylize(self, content, style, masks=None, seed=0, **params):
+        raise RuntimeError("boom adapter exploded on purpose")
+'''
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory) -> Path:
+    """Build and pip-install the test plugin into a private folder; returns the folder (put it on PYTHONPATH)."""
+    src = tmp_path_factory.mktemp("plugin_src")
+    (src / "evalkit_testplugin").mkdir()
+    (src / "evalkit_testplugin" / "__init__.py").write_text(PLUGIN_SOURCE)
+    (src / "pyproject.toml").write_text(textwrap.dedent('''
+        [build-system]
+        requires = ["setuptools"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "evalkit-testplugin"
+        version = "0.0.1"
+        [project.entry-points."evalkit.methods"]
+        meanshift = "evalkit_testplugin:MeanShift"
+        boom = "evalkit_testplugin:Boom"
+        [tool.setuptools]
+        packages = ["evalkit_testplugin"]
+    '''))
+    site = tmp_path_factory.mktemp("plugin_site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(src)], check=True)
+    return site
+
+
+@pytest.fixture
+def plugin(plugin_site, monkeypatch):
+    """Make the installed plugin visible in this process (and to subprocesses through PYTHONPATH)."""
+    from evalkit import registry
+
+    monkeypatch.syspath_prepend(str(plugin_site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugin_site),
+                                                                   os.environ.get("PYTHONPATH")])))
+    registry.refresh()
+    yield plugin_site
+    registry.refresh()
