@@ -54,7 +54,9 @@ def get_method(name: str) -> type[MethodAdapter]:
     try:
         cls = eps[name].load()  # type: ignore[attr-defined]
     except Exception as exc:
-        raise EvalkitError(f"method '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package") from exc
+        raise EvalkitError(
+            f"method '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"
+        ) from exc
     if not (isinstance(cls, type) and issubclass(cls, MethodAdapter)):
         raise EvalkitError(f"entry point '{name}' does not point at a MethodAdapter subclass ({cls!r})")
     _loaded[name] = cls

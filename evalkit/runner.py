@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,7 +34,7 @@ from evalkit.errors import EvalkitError
 from evalkit.executors import get_executor
 from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
 from evalkit.metrics import metric_names
-from evalkit.registry import MethodSelector, choose_weight_set, get_method, split_selectors
+from evalkit.registry import MethodSelector, choose_weight_set, get_method
 from evalkit.specs import JobSpec, Protocol, load_protocol
 from evalkit.store import FINAL_STATUSES, ResultsStore
 from evalkit.weights import weight_label
@@ -50,7 +51,11 @@ class RunRequest:
     out: Path = Path("results")
     seeds: int | None = None
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    executor: str = "local"
+    executor: str | None = None  # None: the protocol's [timing] executor, else "local"
+    executor_options: dict[str, Any] = field(default_factory=dict)  # e.g. timeout, cpu_memory (isolated)
+    ray_address: str | None = None  # --executor ray: auto, HOST:PORT, or None ($RAY_ADDRESS / a local Ray)
+    warmup: int | None = None  # None: the protocol's [timing] warmup (else 0)
+    repeats: int | None = None  # None: the protocol's [timing] repeats (else 1)
     assets: AssetSettings = field(default_factory=AssetSettings.from_env)
     progress: bool = True
     command: str = ""
@@ -104,10 +109,9 @@ def plan_jobs(protocol: Protocol, request: RunRequest, console: Console) -> tupl
             params = cls.resolve_params(overrides)
         except (EvalkitError, ValueError) as exc:
             errors.append(str(exc))
-            console.print(f"[red]error:[/red] {exc}")
             continue
         if cls.weight_sets and not selector.weight_set:
-            console.print(f"{cls.name}: using weight set [bold]{weight_set}[/bold] ({reason})")
+            console.print(f"{cls.name}: using weight set [bold]{escape(weight_set)}[/bold] ({escape(reason)})")
         digests = cls.weight_sets[weight_set].digests() if weight_set else {}
         methods_info[label] = {"cls": cls, "weight_set": weight_set, "digests": digests}
         method_seeds = range(seeds) if not cls.deterministic else range(1)
@@ -137,25 +141,36 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
     if bad_metrics:
         raise EvalkitError(f"unknown metric(s) {', '.join(bad_metrics)}: known metrics are {', '.join(sorted(known))}")
     specs, plan_errors, methods_info = plan_jobs(protocol, request, console)
+    if not methods_info:
+        raise EvalkitError(" ; ".join(plan_errors) or "no methods to run")
+    for error in plan_errors:  # the valid methods still run; these are reported and make the exit status 1
+        console.print(f"[red]error:[/red] {escape(error)}")
     root = Path(request.out)
     store = ResultsStore(root)
     env = environment.capture(request.device)
+    executor_name = request.executor or str(protocol.timing.get("executor", "local"))
     run_id = store.start_run(
         protocol.name, protocol.sha256, request.command or shlex.join(sys.argv), list(methods_info),
-        request.resolutions or protocol.resolutions, request.device, request.executor, env,
+        request.resolutions or protocol.resolutions, request.device, executor_name, env,
     )
     statuses = store.job_status(spec.key for spec in specs)
     todo = [s for s in specs if statuses.get(s.key) not in FINAL_STATUSES]
     reused = [s for s in specs if statuses.get(s.key) in FINAL_STATUSES]
     store.attach_jobs(run_id, (s.key for s in reused))
     config = WorkerConfig(protocol=protocol, device=request.device, metrics=list(metrics),
-                          assets=request.assets.to_dict())
+                          assets=request.assets.to_dict(),
+                          warmup=int(request.warmup if request.warmup is not None
+                                     else protocol.timing.get("warmup", 0)),
+                          repeats=int(request.repeats if request.repeats is not None
+                                      else protocol.timing.get("repeats", 1)))
     counts: Counter = Counter()
     failures: list[tuple[str, str, str]] = []
     if reused:
         console.print(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
         _backfill_metrics(store, protocol, reused, config, statuses, console)
-    executor = get_executor(request.executor)
+    executor = get_executor(executor_name, **request.executor_options, ray_address=request.ray_address)
+    if getattr(executor, "note", None):
+        console.print(executor.note)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     status = "finished"
@@ -168,8 +183,8 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
                 if result.status != "ok":
                     failures.append((f"{spec.label} {spec.pair_id} {spec.resolution} s{spec.seed}",
                                      result.status, result.message or ""))
-                    progress.console.print(f"[yellow]{result.status}[/yellow] {spec.label} {spec.pair_id} "
-                                           f"@{spec.resolution}: {result.message}")
+                    progress.console.print(f"[yellow]{result.status}[/yellow] {escape(spec.label)} "
+                                           f"{escape(spec.pair_id)} @{spec.resolution}: {escape(result.message or '')}")
                 nxt = todo[i + 1] if i + 1 < len(todo) else None
                 progress.update(task, advance=1, description=_describe(nxt) if nxt else "done")
         for label, info in methods_info.items():
@@ -197,10 +212,15 @@ def _record_method(store: ResultsStore, label: str, info: dict, config: WorkerCo
             if method == cls.name and weight_set == info["weight_set"]:
                 adapter = loaded
     if adapter is None:
-        return
-    details = adapter.info()
-    store.record_method(label, cls.name, info["weight_set"], cls.kind, cls.version, details.parameters,
-                        details.layers, info["digests"])
+        counts = getattr(executor, "method_info", {}).get(label)  # reported by worker processes (isolated)
+        if counts is None:
+            return
+        parameters, layers = counts["parameters"], counts["layers"]
+    else:
+        details = adapter.info()
+        parameters, layers = details.parameters, details.layers
+    store.record_method(label, cls.name, info["weight_set"], cls.kind, cls.version, parameters, layers,
+                        info["digests"])
 
 
 def _backfill_metrics(store: ResultsStore, protocol: Protocol, reused: list[JobSpec], config: WorkerConfig,

@@ -94,6 +94,17 @@ CREATE TABLE IF NOT EXISTS methods (
     layers INTEGER,
     weight_digests TEXT
 );
+CREATE TABLE IF NOT EXISTS timings (
+    job_key TEXT NOT NULL,
+    repeat INTEGER NOT NULL,
+    network_s REAL,
+    post_s REAL,
+    PRIMARY KEY (job_key, repeat)
+);
+CREATE TABLE IF NOT EXISTS job_environment (
+    job_key TEXT PRIMARY KEY,
+    environment TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_by_run ON jobs(run_id);
 CREATE INDEX IF NOT EXISTS run_jobs_by_job ON run_jobs(job_key);
 """
@@ -248,6 +259,7 @@ class ResultsStore:
             )
             cur.execute("DELETE FROM metrics WHERE job_key=? AND eval_size=?", (spec.key, eval_size))
             self._insert_metrics(cur, spec.key, eval_size, result.metrics)
+            self._insert_timings(cur, spec.key, result.extra.get("timings"), result.extra.get("environment"))
             cur.execute("INSERT OR IGNORE INTO run_jobs(run_id, job_key) VALUES (?, ?)", (run_id, spec.key))
 
     def record_metrics(self, key: str, eval_size: int, values: list[MetricValue]) -> None:
@@ -260,6 +272,29 @@ class ResultsStore:
             "INSERT OR REPLACE INTO metrics(job_key, metric, eval_size, value, status, message) VALUES (?,?,?,?,?,?)",
             [(key, m.name, eval_size, m.value, m.status, m.message) for m in values],
         )
+
+    @staticmethod
+    def _insert_timings(cur: sqlite3.Cursor, key: str, timings: list[tuple[float, float | None]] | None,
+                        environment: dict[str, Any] | None) -> None:
+        """Replace a job's timed repeats ``(network_s, post_s)`` (the jobs row holds their medians) and the
+        environment its worker measured on: repeats are kept so a reader can compute any spread it likes."""
+        cur.execute("DELETE FROM timings WHERE job_key=?", (key,))
+        if timings:
+            cur.executemany("INSERT INTO timings(job_key, repeat, network_s, post_s) VALUES (?,?,?,?)",
+                            [(key, i, net, post) for i, (net, post) in enumerate(timings)])
+        if environment is not None:
+            cur.execute("INSERT OR REPLACE INTO job_environment(job_key, environment) VALUES (?,?)",
+                        (key, json.dumps(environment, sort_keys=True, default=str)))
+
+    def timings_frame(self, run_ids: list[str] | None = None):
+        """Timed repeats (one row per repeat) with their job's label and resolution, as a pandas DataFrame."""
+        import pandas as pd
+
+        query = ("SELECT t.job_key, j.label, j.method, j.weight_set, j.pair_id, j.resolution, t.repeat, t.network_s,"
+                 " t.post_s FROM timings t JOIN jobs j ON j.job_key = t.job_key")
+        where, args = self._run_filter("t.job_key", run_ids)
+        query += where
+        return pd.read_sql_query(query + " ORDER BY j.label, j.resolution, t.repeat", self.conn, params=args)
 
     def metric_names(self, key: str, eval_size: int) -> set[str]:
         rows = self.conn.execute("SELECT metric FROM metrics WHERE job_key=? AND eval_size=? AND status='ok'",
@@ -274,15 +309,20 @@ class ResultsStore:
         row = self.conn.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1").fetchone()
         return row["run_id"] if row else None
 
+    @staticmethod
+    def _run_filter(column: str, run_ids: list[str] | None) -> tuple[str, list[str]]:
+        """SQL restricting ``column`` (a job key) to jobs that belong to ``run_ids`` (all jobs when empty)."""
+        if not run_ids:
+            return "", []
+        marks = ",".join("?" * len(run_ids))
+        return f" WHERE {column} IN (SELECT job_key FROM run_jobs WHERE run_id IN ({marks}))", list(run_ids)
+
     def jobs_frame(self, run_ids: list[str] | None = None):
         """Jobs (one row each) of the given runs, as a pandas DataFrame."""
         import pandas as pd
 
-        query = "SELECT j.* FROM jobs j"
-        args: list[str] = []
-        if run_ids:
-            query += f" WHERE j.job_key IN (SELECT job_key FROM run_jobs WHERE run_id IN ({','.join('?' * len(run_ids))}))"
-            args = list(run_ids)
+        where, args = self._run_filter("j.job_key", run_ids)
+        query = "SELECT j.* FROM jobs j" + where
         return pd.read_sql_query(query + " ORDER BY j.label, j.pair_id, j.resolution, j.seed", self.conn, params=args)
 
     def metrics_frame(self, run_ids: list[str] | None = None):
@@ -291,8 +331,6 @@ class ResultsStore:
 
         query = ("SELECT m.job_key, j.label, j.method, j.weight_set, j.pair_id, j.resolution, j.seed, m.metric,"
                  " m.eval_size, m.value, m.status, m.message FROM metrics m JOIN jobs j ON j.job_key = m.job_key")
-        args: list[str] = []
-        if run_ids:
-            query += f" WHERE m.job_key IN (SELECT job_key FROM run_jobs WHERE run_id IN ({','.join('?' * len(run_ids))}))"
-            args = list(run_ids)
+        where, args = self._run_filter("m.job_key", run_ids)
+        query += where
         return pd.read_sql_query(query + " ORDER BY j.label, j.pair_id, m.metric", self.conn, params=args)

@@ -43,7 +43,10 @@ class WeightSet:
         return paths
 
     def availability(self, store: AssetStore | None = None) -> tuple[str, str]:
-        """(status, detail) without downloading: ``available`` (+ where), ``downloadable``, ``missing`` or ``corrupt``."""
+        """(status, detail) without downloading.
+
+        Status is ``available`` (detail: where), ``downloadable``, ``missing`` or ``corrupt``.
+        """
         store = store or default_store()
         sources = set()
         for asset in self.files.values():

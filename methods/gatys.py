@@ -31,7 +31,7 @@ class Gatys(MethodAdapter):
     needs_grad: ClassVar[bool] = True
     params: ClassVar[dict[str, Param]] = {
         "content_weight": Param(1.0, "alpha: weight of the content loss"),
-        "style_weight": Param(1e4, "beta: weight of the style loss (alpha/beta = 1e-4 by default)"),
+        "style_weight": Param(1e3, "beta: weight of the style loss (alpha/beta = 1e-3, the paper's Fig. 3 middle)"),
         "iterations": Param(300, "optimiser iterations (L-BFGS: function evaluations)"),
         "optimizer": Param("lbfgs", "lbfgs (the paper) or adam", ("lbfgs", "adam")),
         "lr": Param(0.02, "Adam learning rate in [0,1] pixel units (ignored by L-BFGS)"),

@@ -69,7 +69,7 @@ def photoreal(rows: dict[str, dict[str, str]]) -> str:
 
 
 def speed(rows: dict[str, dict[str, str]]) -> str:
-    out = ['# speed: the PhotoWCT2 speed table (Chiu & Gurari, WACV 2022): seconds per image at 1024x512 ... 3840x2160.',
+    out = ['# speed: the PhotoWCT2 speed table (Chiu & Gurari, WACV 2022): seconds per image, 1024x512 to 3840x2160.',
            '# Content: a real 3840x2160 photograph (so 4K is never an upscale); style: a PhotoWCT2 demo style image.',
            'name = "speed"',
            'description = "Speed/memory/OOM at 1k, hd, fhd, qhd, 4k on a true 4K photograph"',

@@ -26,7 +26,8 @@ def test_losses_match_the_paper_formulas_on_real_vgg_features():
     gen = torch.Generator().manual_seed(0)
     out, content, style = (torch.rand(1, 3, 64, 80, generator=gen) for _ in range(3))  # equal sizes: M_out = M_style
     feats = SharedFeatures("cpu")
-    fo, fc, fs = feats.features("o", out), feats.features("c", content), feats.features("s", style)
+    layers = ("conv4_2", *STYLE_LAYERS)
+    fo, fc, fs = (feats.vgg(x, layers) for x in (out, content, style))  # raw activations, outside the cache
     expected_content = 0.5 * np.sum((fo["conv4_2"].double().numpy() - fc["conv4_2"].double().numpy()) ** 2)
     assert np.isclose(content_loss(fo["conv4_2"], fc["conv4_2"]), expected_content, rtol=1e-9)
     assert np.isclose(style_loss(feats.grams("o", out), feats.grams("s", style)), _paper_style_loss(fo, fs),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
@@ -21,7 +22,7 @@ def methods() -> None:
         try:
             cls = get_method(name)
         except EvalkitError as exc:
-            table.add_row(name, "?", f"[red]{exc}[/red]", "", "", "")
+            table.add_row(name, "?", f"[red]{escape(str(exc))}[/red]", "", "", "")
             continue
         sets = []
         for ws_name, ws in cls.weight_sets.items():
@@ -29,7 +30,7 @@ def methods() -> None:
             sets.append(f"{ws_name} ({state})")
         counts = _counts(cls)
         defaults = ", ".join(f"{k}={p.default}" for k, p in cls.params.items())
-        table.add_row(name, cls.kind, "\n".join(sets) or "none needed", counts[0], counts[1], defaults)
+        table.add_row(name, cls.kind, escape("\n".join(sets)) or "none needed", counts[0], counts[1], escape(defaults))
     Console().print(table)
 
 
@@ -71,7 +72,7 @@ def metrics() -> None:
     from evalkit.metrics import get_metric_class, metric_names
 
     table = Table(title="metrics")
-    for col in ("metric", "better", "reference", "range", "available", "definition"):
+    for col in ("metric", "better", "reference", "range", "weights", "available", "definition"):
         table.add_column(col, overflow="fold")
     for name in metric_names():
         cls = get_metric_class(name)
@@ -80,7 +81,10 @@ def metrics() -> None:
         lo, hi = info.range
         table.add_row(name, "higher" if info.higher_is_better else "lower", info.reference,
                       f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]",
-                      "yes" if ok else f"no: {reason}", info.definition or info.description)
+                      escape("\n".join(info.weights) or "none"),
+                      escape(f"yes ({reason})" if reason else "yes") if ok
+                      else f"[red]no[/red]: {escape(reason)}",
+                      escape(info.definition or info.description))
     Console().print(table)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
@@ -30,6 +31,13 @@ def all_weight_sets() -> dict[str, WeightSet]:
             continue
         for name, ws in cls.weight_sets.items():
             sets[weight_label(method, name)] = ws
+    from evalkit.metrics import get_metric_class, metric_names
+
+    for metric in metric_names():  # metrics with a weight file (niqe, brisque, nima) declare it as ``asset``
+        mcls = get_metric_class(metric)
+        if getattr(mcls, "asset", None) is not None:
+            set_name = getattr(mcls, "weight_set", "default")
+            sets[weight_label(metric, set_name)] = WeightSet(set_name, {metric: mcls.asset}, mcls.info.description)
     return sets
 
 
@@ -46,7 +54,7 @@ def status(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror:
     for label, ws in all_weight_sets().items():
         state, detail = ws.availability(resolver)
         colour = {"available": "green", "downloadable": "yellow"}.get(state, "red")
-        table.add_row(label, f"[{colour}]{state}[/{colour}]", str(len(ws.files)), detail)
+        table.add_row(escape(label), f"[{colour}]{state}[/{colour}]", str(len(ws.files)), escape(detail))
     Console().print(table)
 
 

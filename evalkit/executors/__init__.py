@@ -27,4 +27,13 @@ def get_executor(name: str, **options) -> Executor:
         from evalkit.executors.local import LocalExecutor
 
         return LocalExecutor()
-    raise ValueError(f"unknown executor '{name}': available executors are local")
+    if name == "isolated":
+        from evalkit.executors.isolated import IsolatedExecutor
+
+        keys = ("timeout", "cpu_memory", "device_memory", "skip_after_oom")
+        return IsolatedExecutor(**{k: v for k, v in options.items() if k in keys and v is not None})
+    if name == "ray":
+        from evalkit.executors.ray_executor import RayExecutor
+
+        return RayExecutor(address=options.get("ray_address"))
+    raise ValueError(f"unknown executor '{name}': available executors are local, isolated, ray")

@@ -18,6 +18,11 @@ from evalkit.store import MetricValue
 _BUILTIN = {
     "content_loss": "evalkit.metrics.losses:ContentLoss",
     "style_loss": "evalkit.metrics.losses:StyleLoss",
+    "ssim": "evalkit.metrics.ssim:SSIM",
+    "fsim": "evalkit.metrics.fsim:FSIM",
+    "niqe": "evalkit.metrics.niqe:NIQE",
+    "brisque": "evalkit.metrics.brisque:BRISQUE",
+    "nima": "evalkit.metrics.nima:NIMA",
 }
 
 

@@ -1,0 +1,95 @@
+"""``evalkit speed``: print the PhotoWCT2-style speed table (params, layers, seconds or OOM per resolution)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from evalkit.cli import app
+from evalkit.errors import EvalkitError
+
+FORMATS = ("table", "md", "csv")
+
+
+def describe_environment(env: dict) -> str:
+    """One line naming what the timings were measured on (timings only compare within one device)."""
+    parts = [str(env.get("device", "?"))]
+    if env.get("gpu_model"):
+        parts.append(f"{env['gpu_model']} (driver {env.get('driver_version')}, CUDA {env.get('cuda_version')})")
+    parts.append(f"CPU {env.get('cpu_model', '?')}, {env.get('torch_threads', '?')} torch threads")
+    torch_version = env.get("torch_version") or (env.get("packages") or {}).get("torch")
+    parts.append(f"torch {torch_version}")
+    return "; ".join(parts)
+
+
+@app.command()
+def speed(
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Results root holding evalkit.sqlite."),
+    run: list[str] = typer.Option([], "--run", help="Run id (repeatable; 'all': every run in --out; "
+                                                    "default: the latest run)."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table, md (Markdown) or csv."),
+    details: bool = typer.Option(False, "--details", help="Also print medians, spread and peak memory per cell."),
+) -> None:
+    """Seconds per image (network+post, or OOM) per model and resolution, from a results database."""
+    from evalkit.report.speed_table import speed_summary, speed_table
+    from evalkit.store import DB_NAME, ResultsStore
+
+    if fmt not in FORMATS:
+        raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
+    if not (out / DB_NAME).is_file():
+        raise EvalkitError(f"no results database at {out / DB_NAME}: run `evalkit run --protocol speed --out {out}`"
+                           f" first, or pass --out pointing at a results root")
+    with ResultsStore(out) as store:
+        known = {r["run_id"]: dict(r) for r in store.runs()}
+        run_ids = list(known) if run == ["all"] else (list(run) or ([store.latest_run()] if known else []))
+        missing = [r for r in run_ids if r not in known]
+        if not run_ids or missing:
+            raise EvalkitError(f"unknown run id(s) {', '.join(missing) or '(none)'} in {store.path}: known runs are "
+                               f"{', '.join(known) or 'none'}")
+        jobs = store.jobs_frame(run_ids)
+        timings = store.timings_frame(run_ids)
+        methods = {r["label"]: dict(r) for r in store.conn.execute("SELECT label, parameters, layers FROM methods")}
+        environments = [json.loads(r["environment"]) for r in store.conn.execute(
+            "SELECT DISTINCT environment FROM job_environment WHERE job_key IN (SELECT job_key FROM run_jobs WHERE "
+            f"run_id IN ({','.join('?' * len(run_ids))}))", run_ids)]
+    if jobs.empty:
+        raise EvalkitError(f"run(s) {', '.join(run_ids)} in {out / DB_NAME} have no jobs")
+    table = speed_table(jobs, methods)
+    if fmt == "csv":
+        typer.echo(table.to_csv(index=False), nl=False)
+        return
+    devices = sorted({describe_environment(e) for e in environments}) or sorted(
+        {describe_environment(known[r].get("environment") and json.loads(known[r]["environment"]) or {})
+         for r in run_ids})
+    title = f"Seconds per image, network+post (median of timed repeats); runs {', '.join(run_ids)}"
+    if fmt == "md":
+        cells = [[("–" if v is None or v != v else str(v)) for v in row] for row in table.itertuples(index=False)]
+        lines = [f"{title}", "", "| " + " | ".join(table.columns) + " |",
+                 "|" + "|".join([":---"] + ["---:"] * (len(table.columns) - 1)) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        lines += ["", *[f"measured on: {d}" for d in devices]]
+        typer.echo("\n".join(lines))
+    else:
+        console = Console(width=max(Console().width, 140))  # the paper's table is wide; never elide cells
+        rich_table = Table(title=title)
+        for i, column in enumerate(table.columns):
+            rich_table.add_column(str(column), justify="left" if i == 0 else "right")
+        for row in table.itertuples(index=False):
+            rich_table.add_row(*[("–" if v is None or v != v else escape(str(v))) for v in row])  # wct[cd16x]
+        console.print(rich_table)
+        for d in devices:
+            console.print(f"measured on: {escape(d)}")
+        if len(devices) > 1:
+            console.print("[yellow]warning:[/yellow] these runs were measured on different devices; compare timings "
+                          "only within one device")
+    if details:
+        summary = speed_summary(jobs, timings if len(timings) else None)
+        typer.echo(summary.to_string(index=False))
+    if (jobs["status"] == "skipped").any():
+        typer.echo("note: 'OOM' includes resolutions skipped after an OOM at a smaller one (assumes memory grows "
+                   "with resolution)")

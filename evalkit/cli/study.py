@@ -1,0 +1,115 @@
+"""``evalkit study build|serve|analyze``: human preference studies (see docs/studies.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from evalkit.cli import app
+from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_settings
+from evalkit.errors import EvalkitError
+
+study_app = typer.Typer(help="Human preference studies: build blinded forced-choice studies, serve, analyse.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+@study_app.command("build")
+def build(
+    run: str = typer.Option("latest", "--run", help="Run id in the results database (default: the latest run)."),
+    question: str = typer.Option(..., "--question", "-q", help="style | favorite | photoreal."),
+    methods: str = typer.Option(..., "--methods", "-m", help="Comma list of method labels (2 or more)."),
+    out: Path = typer.Option(..., "--out", "-o", help="New study folder, e.g. studies/NAME."),
+    pairs: str = typer.Option(None, "--pairs", help="Comma list of pair ids (default: all with every method)."),
+    fmt: str = typer.Option("ab", "--format", help="ab (two options) or nway (up to five, A-E, with references)."),
+    trials: int = typer.Option(None, "--trials-per-participant", "-n", help="Regular trials each (default <= 20)."),
+    vigilance: int = typer.Option(None, "--vigilance", help="Vigilance catch trials each (default 2 if possible)."),
+    repeats: int = typer.Option(2, "--repeats", help="Repeated trials each, for consistency."),
+    results: Path = typer.Option(Path("results"), "--results", help="Results root holding evalkit.sqlite."),
+    resolution: str = typer.Option(None, "--resolution", help="Which resolution's outputs (default: smallest)."),
+    seed: int = typer.Option(None, "--seed", help="Study seed (default: random, recorded in study.json)."),
+    completion_code: str = typer.Option(None, "--completion-code", help="Code shown at the end (e.g. Prolific's)."),
+    home: Path = Home,
+    weights_mirror: Path = WeightsMirror,
+    data_mirror: Path = DataMirror,
+) -> None:
+    """Build a blinded study folder from a run's outputs (images copied under random names)."""
+    from evalkit.study.build import build_study
+
+    if trials is not None and trials < 1:
+        raise EvalkitError("--trials-per-participant must be at least 1")
+    if repeats < 0 or (vigilance is not None and vigilance < 0):
+        raise EvalkitError("--repeats and --vigilance must not be negative")
+    asset_settings(home, weights_mirror, data_mirror)
+    res = build_study(results, run, question, _split(methods), out, pairs=_split(pairs) or None, fmt=fmt,
+                      trials_per_participant=trials, vigilance=vigilance, repeats=repeats, seed=seed,
+                      resolution=resolution, completion_code=completion_code)
+    typer.echo(f"study: {res.folder} ({res.items} comparisons, {res.vigilance_items} vigilance items,"
+               f" {res.static_sequences} static sequences)")
+    typer.echo(f"serve: evalkit study serve {res.folder}")
+    typer.echo(f"static export: {res.folder / 'static'} (index.html + manifest.json)")
+
+
+@study_app.command("serve")
+def serve(
+    folder: Path = typer.Argument(..., help="Study folder made by `evalkit study build`."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+) -> None:
+    """Serve the study over HTTP (Starlette on uvicorn); votes go to <folder>/study.sqlite."""
+    import uvicorn
+
+    from evalkit.study.app import create_app
+    from evalkit.study.build import load_study
+
+    config = load_study(folder)
+    application = create_app(folder)
+    typer.echo(f"participants: http://{host}:{port}/  (Prolific: append ?PROLIFIC_PID=...&STUDY_ID=...&SESSION_ID=...)")
+    typer.echo(f"admin:        http://{host}:{port}/admin?token={config['admin_token']}")
+    uvicorn.run(application, host=host, port=port, log_level="warning")
+
+
+@study_app.command("analyze")
+def analyze(
+    folder: Path = typer.Argument(..., help="Study folder with votes."),
+    results: Path = typer.Option(None, "--results", help="Results root (default: the one the study was built from)."),
+    rounds: int = typer.Option(1000, "--bootstrap", help="Bootstrap rounds for the 95% intervals."),
+    max_vigilance_failures: int = typer.Option(0, "--max-vigilance-failures"),
+    min_consistency: float = typer.Option(0.5, "--min-consistency", help="Minimum share of repeats answered alike."),
+) -> None:
+    """Rank methods from the votes; write preferences/metric_agreement into the run's database."""
+    from evalkit.study.analyze import Exclusion
+    from evalkit.study.analyze import analyze as run_analysis
+
+    if rounds < 10:
+        raise EvalkitError("--bootstrap needs at least 10 rounds")
+    a = run_analysis(folder, Exclusion(max_vigilance_failures, min_consistency), rounds=rounds, results=results)
+    console = Console()
+    console.print(f"participants: {a.participants}, excluded by catch trials: {len(a.excluded)}, "
+                  f"votes used: {a.votes_used}, Krippendorff's alpha: {a.alpha:.3f}")
+    table = Table(title=f"human preference: {escape(a.study)}")
+    for col in ("rank", "method", "score", "95% CI", "votes"):
+        table.add_column(col)
+    for r in a.preferences.itertuples():
+        table.add_row(str(r.rank), escape(r.label), f"{r.score:.0f}", f"{r.lower:.0f} - {r.upper:.0f}", str(r.votes))
+    console.print(table)
+    pairs = Table(title="pairwise win rates (Wilson 95%, Holm-corrected binomial p)")
+    for col in ("A", "B", "A wins", "rate", "95% CI", "p (Holm)"):
+        pairs.add_column(col)
+    for r in a.pairwise.itertuples():
+        pairs.add_row(escape(r.a), escape(r.b), f"{r.a_wins}/{r.n}", f"{r.win_rate:.2f}",
+                      f"{r.lower:.2f} - {r.upper:.2f}", f"{r.p_holm:.3g}")
+    console.print(pairs)
+    for r in a.metric_agreement.itertuples():
+        console.print(f"metric agreement {escape(r.metric)}: {r.agreement:.3f} (n={r.n})")
+    for note in a.notes:
+        console.print(f"note: {escape(note)}")
+    console.print(f"written: {folder / 'analysis'}")

@@ -1,0 +1,324 @@
+"""Run jobs on a Ray cluster: long-lived worker actors, each result streamed back to the driver.
+
+Why actors rather than bare tasks: a worker that keeps its :class:`~evalkit.worker.JobContext` loads each
+model once (like the local executor), and an actor that holds ``num_gpus=1`` keeps *its* GPU for its whole
+life. Bare Ray tasks that reuse a process could be handed a different GPU than the one the process
+initialised CUDA on, which is why Ray recycles GPU task workers after every call by default
+(ray-project/ray#29624) - that would reload every model for every job. Every job is still a Ray (actor) task
+with explicit resources: a whole GPU for any CUDA job (never a fraction - timings must not share a device)
+and ``num_cpus`` for CPU jobs.
+
+The driver alone writes the results store: workers return :class:`~evalkit.store.JobResult` objects (PNG
+bytes, timings, metric values) and :func:`evalkit.runner.run_benchmark` records each in its own transaction,
+so resume and no-duplicates hold exactly as with the local executor, also across executors.
+
+Failures: a lost worker or node (crashed process, dead node, dead actor) is retried on a fresh worker up to
+``max_retries`` times, then recorded as ``error``. Out-of-memory is a result, never retried: the worker
+reports ``oom`` itself (CUDA/host allocation failure inside the job), and a worker killed by Ray's memory
+monitor is recorded as ``oom`` too.
+
+Weights and images reach the workers through the same resolver (cache -> mirror -> package -> download) as
+locally: the driver ships its :class:`~evalkit.assets.AssetSettings` and each worker resolves on its own
+node (see docs/scale-out.md for shared and non-shared filesystems)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import re
+import sys
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+from evalkit.errors import EvalkitError
+from evalkit.specs import JobSpec
+from evalkit.store import JobResult, utcnow
+from evalkit.worker import JobContext, WorkerConfig
+
+INSTALL_HINT = "pip install 'evalkit[ray]'"
+# Driver environment that workers need to resolve assets exactly like the driver (pyiqa finds weights via
+# TORCH_HOME); forwarded to the Ray job's workers when set, since Ray workers inherit `ray start`'s environment.
+FORWARDED_ENV = ("EVALKIT_HOME", "EVALKIT_WEIGHTS_MIRROR", "EVALKIT_DATA_MIRROR", "EVALKIT_OFFLINE", "TORCH_HOME",
+                 "HF_HOME", "HF_HUB_OFFLINE")
+DEFAULT_MAX_RETRIES = 2
+FailureKind = Literal["retry", "oom", "error"]
+
+
+def require_ray():
+    """Import Ray or fail with one line that says how to install it (Ray is an optional extra)."""
+    if importlib.util.find_spec("ray") is None:
+        raise EvalkitError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}")
+    import ray
+
+    return ray
+
+
+def classify_failure(exc: BaseException) -> FailureKind:
+    """What a Ray-level exception from ``ray.get`` means for the job.
+
+    ``retry``: the worker process or its node was lost (nothing wrong with the job itself); ``oom``: Ray's
+    memory monitor killed the worker, which is an out-of-memory outcome of the job, not a transient failure;
+    ``error``: anything else (e.g. evalkit failing to import on a node), which retrying would not fix.
+    """
+    from ray import exceptions as rx
+
+    text = str(exc).lower()
+    if isinstance(exc, rx.OutOfMemoryError) or (isinstance(exc, rx.RayActorError) and any(
+            sign in text for sign in ("outofmemoryerror", "low on memory", "out of memory"))):
+        return "oom"
+    if isinstance(exc, rx.RayActorError) and getattr(exc, "actor_init_failed", False):
+        return "error"
+    lost = (rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError, rx.RayActorError,
+            rx.ObjectLostError, rx.RaySystemError)
+    if isinstance(exc, lost):
+        return "retry"
+    if isinstance(exc, rx.RayTaskError) and isinstance(getattr(exc, "cause", None), lost):
+        return "retry"
+    return "error"
+
+
+def worker_device(device: str) -> str:
+    """Inside a worker holding one GPU, Ray exposes only that GPU, so it is always ``cuda`` (= ``cuda:0``)."""
+    return "cuda" if device.startswith("cuda") else device
+
+
+def resources_for(device: str, cpus_per_job: float) -> dict[str, float]:
+    """Explicit Ray resources for one worker: a whole GPU for CUDA jobs, ``cpus_per_job`` CPUs otherwise."""
+    if device.startswith("cuda"):
+        return {"num_gpus": 1, "num_cpus": 1}
+    return {"num_gpus": 0, "num_cpus": cpus_per_job}
+
+
+class JobWorker:
+    """Body of the Ray actor: one :class:`JobContext` per worker process, so models load once per worker."""
+
+    def __init__(self, config: WorkerConfig, context_factory: Callable[[WorkerConfig], Any],
+                 threads: int) -> None:
+        import torch
+
+        if not config.device.startswith("cuda"):
+            # Timings and numerics of a CPU job depend on its thread count: pin it to the CPUs Ray reserved.
+            torch.set_num_threads(max(1, threads))
+        self.device = config.device
+        self.context = context_factory(config)
+        self.environment = _worker_environment(config)
+
+    def run(self, spec: JobSpec) -> JobResult:
+        from evalkit.registry import get_method
+
+        try:
+            version = get_method(spec.method).version
+        except EvalkitError as exc:
+            version, problem = None, str(exc)
+        else:
+            problem = None
+        if version is not None and version != spec.method_version:
+            problem = (f"this worker has {spec.method} version {version} but the driver planned version "
+                       f"{spec.method_version}: install the same evalkit on every Ray node")
+        if problem:
+            return JobResult(key=spec.key, status="error", message=problem, device=self.device,
+                             started=utcnow(), finished=utcnow())
+        result = self.context.run(spec)
+        result.extra.setdefault("environment", self.environment)  # what this job was timed on: the worker's node
+        adapters = getattr(self.context, "_adapters", None)
+        loaded = adapters.get((spec.method, spec.weight_set, str(self.context.device))) if adapters else None
+        if loaded is not None:
+            details = loaded[0].info()
+            result.extra["method_info"] = (details.parameters, details.layers)
+        return result
+
+
+class RayExecutor:
+    """Runs jobs on the Ray cluster at ``address``: ``HOST:PORT``, ``auto``, or ``None`` ($RAY_ADDRESS, else a
+    fresh local Ray)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, max_retries: int | None = None,
+                 cpus_per_job: float | None = None, workers: int | None = None,
+                 context_factory: Callable[[WorkerConfig], Any] = JobContext,
+                 log: Callable[[str], None] | None = None) -> None:
+        require_ray()
+        self.address = address
+        self.max_retries = _env_number("EVALKIT_RAY_MAX_RETRIES", max_retries, DEFAULT_MAX_RETRIES, int)
+        self.cpus_per_job = _env_number("EVALKIT_RAY_CPUS_PER_JOB", cpus_per_job, 1.0, float)
+        self.workers = _env_number("EVALKIT_RAY_WORKERS", workers, None, int)
+        self.context_factory = context_factory
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.method_info: dict[str, dict[str, int]] = {}  # label -> parameters/layers, read by the runner
+        self.retried: dict[str, int] = {}  # job key -> number of lost-worker retries (for reports and tests)
+
+    # -- cluster ------------------------------------------------------------------------------------------
+    def _connect(self, ray) -> bool:
+        """Connect (or start a local Ray); True when this call did, so ``map`` disconnects only its own."""
+        if ray.is_initialized():
+            return False
+        try:
+            local = self.address is None and not os.environ.get("RAY_ADDRESS")
+            extra: dict[str, Any] = {"include_dashboard": False} if local else {}
+            env_vars = {name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name)}
+            if env_vars:
+                extra["runtime_env"] = {"env_vars": env_vars}
+            ray.init(address=self.address, logging_level="WARNING", log_to_driver=False, **extra)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = self.address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
+            first = (str(exc).splitlines() or [""])[0]
+            raise EvalkitError(f"cannot connect to Ray at {where} ({first}): start it with 'ray start "
+                               f"--head' and pass --ray-address HOST:PORT (or auto)") from exc
+        return True
+
+    def _plan_workers(self, ray, device: str, jobs: int) -> tuple[int, dict[str, float]]:
+        resources = resources_for(device, self.cpus_per_job)
+        total = ray.cluster_resources()
+        if device.startswith("cuda"):
+            slots = int(total.get("GPU", 0))
+            if slots < 1 and not self.workers:
+                raise EvalkitError("the Ray cluster has no GPU: add GPU nodes, or run with --device cpu")
+        else:
+            slots = int(total.get("CPU", 0) // self.cpus_per_job)
+            if slots < 1 and not self.workers:
+                raise EvalkitError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs, fewer than the "
+                                   f"{self.cpus_per_job:g} each job needs: lower EVALKIT_RAY_CPUS_PER_JOB")
+        return max(1, min(self.workers or slots, jobs)), resources
+
+    # -- executor protocol --------------------------------------------------------------------------------
+    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[tuple[JobSpec, JobResult]]:
+        if not specs:
+            return
+        ray = require_ray()
+        connected_here = self._connect(ray)
+        actors: list[Any] = []
+        inflight: dict[Any, tuple[Any, JobSpec]] = {}
+        try:
+            count, resources = self._plan_workers(ray, config.device, len(specs))
+            remote_config = dataclasses.replace(config, device=worker_device(config.device))
+            config_ref = ray.put(remote_config)
+            actor_cls = ray.remote(JobWorker).options(max_restarts=0, max_concurrency=1, **resources)
+            threads = max(1, int(self.cpus_per_job))
+
+            def new_actor():
+                actor = actor_cls.remote(config_ref, self.context_factory, threads)
+                actors.append(actor)
+                return actor
+
+            totals = ray.cluster_resources()
+            self.log(f"ray: {count} workers x {_describe(resources)} on cluster "
+                     f"{ray.get_runtime_context().gcs_address} ({totals.get('CPU', 0):g} CPU, "
+                     f"{totals.get('GPU', 0):g} GPU)")
+            queue = deque(specs)
+            attempts: dict[str, int] = {}
+            failed_starts = 0  # workers in a row that died in their constructor (e.g. evalkit missing on a node)
+
+            def submit(actor) -> None:
+                spec = queue.popleft()
+                attempts[spec.key] = attempts.get(spec.key, 0) + 1
+                inflight[actor.run.remote(spec)] = (actor, spec)
+
+            for _ in range(count):
+                submit(new_actor())
+            while inflight:
+                (ref,), _ = ray.wait(list(inflight), num_returns=1)
+                actor, spec = inflight.pop(ref)
+                try:
+                    result = ray.get(ref)
+                    failed_starts = 0
+                except ray.exceptions.RayError as exc:
+                    result = self._failure(ray, exc, spec, attempts[spec.key], config.device, queue)
+                    _kill(ray, actor)  # a worker that failed is never trusted with another job
+                    actors.remove(actor)
+                    failed_starts = failed_starts + 1 if getattr(exc, "actor_init_failed", False) else 0
+                    if failed_starts > self.max_retries:  # workers cannot start: fail the rest, don't retry each
+                        while queue:
+                            rest = queue.popleft()
+                            yield rest, dataclasses.replace(result, key=rest.key)
+                    actor = new_actor() if queue else None
+                if result is not None:
+                    info = result.extra.pop("method_info", None)
+                    if info is not None:
+                        self.method_info[spec.label] = {"parameters": info[0], "layers": info[1]}
+                    yield spec, result
+                if actor is not None and queue:
+                    submit(actor)
+        finally:
+            for actor in actors:  # killing a worker also ends the job it may still be running
+                _kill(ray, actor)
+            if connected_here:
+                ray.shutdown()
+
+    def _failure(self, ray, exc: BaseException, spec: JobSpec, attempt: int, device: str,
+                 queue: deque) -> JobResult | None:
+        """A Ray-level failure: requeue the job (``None``) or turn it into an ``oom``/``error`` result."""
+        kind = classify_failure(exc)
+        text = _summary(exc)
+        if kind == "retry" and attempt <= self.max_retries:
+            self.retried[spec.key] = self.retried.get(spec.key, 0) + 1
+            self.log(f"ray: worker lost on {spec.label} {spec.pair_id} @{spec.resolution} "
+                     f"({type(exc).__name__}); retry {attempt} of {self.max_retries}")
+            queue.appendleft(spec)
+            return None
+        if kind == "oom":
+            status, message = "oom", f"out of memory: Ray killed the worker ({type(exc).__name__}: {text})"
+        elif kind == "retry":
+            status = "error"
+            message = (f"Ray worker lost {attempt} times ({type(exc).__name__}: {text}); giving up after "
+                       f"{self.max_retries} retries (EVALKIT_RAY_MAX_RETRIES)")
+        else:
+            status, message = "error", f"{type(exc).__name__}: {text}"
+        now = utcnow()
+        return JobResult(key=spec.key, status=status, message=message, device=worker_device(device),
+                         started=now, finished=now)
+
+
+def _worker_environment(config: WorkerConfig) -> dict[str, Any]:
+    """The worker's node and device, recorded per job: on a cluster the driver's machine says nothing about it."""
+    import platform
+
+    import ray
+    import torch
+
+    from evalkit import environment
+
+    env = environment.device_description(config.device)
+    env.update(hostname=platform.node(), node_ip=ray.util.get_node_ip_address(), ray_version=ray.__version__,
+               torch_version=torch.__version__, python=platform.python_version(), executor="ray",
+               warmup=getattr(config, "warmup", 0), repeats=getattr(config, "repeats", 1))
+    return env
+
+
+def _summary(exc: BaseException) -> str:
+    """One line for a Ray exception: the underlying ``Type: message`` when Ray wraps a traceback (a worker
+    that failed in its constructor), else Ray's own first line."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    from ray.exceptions import RayTaskError
+
+    wrapped = isinstance(exc, RayTaskError) or getattr(exc, "actor_init_failed", False)
+    return (lines[-1] if wrapped else lines[0])[:300]
+
+
+def _kill(ray, actor) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # noqa: BLE001 - the actor may already be gone with its node
+        pass
+
+
+def _describe(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k.removeprefix('num_').upper().rstrip('S')}" for k, v in resources.items() if v)
+
+
+def _env_number(name: str, given, default, kind):
+    """An explicit argument wins, then the environment variable ``name``, then the default."""
+    if given is not None:
+        return kind(given)
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise EvalkitError(f"{name}={raw!r} is not a number: set it to e.g. {default or 1}") from None

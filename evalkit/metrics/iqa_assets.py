@@ -1,0 +1,89 @@
+"""Weight files of the pyiqa-backed metrics, resolved through evalkit's asset store; the pyiqa entry point.
+
+pyiqa would download its files itself into ``$TORCH_HOME/hub/pyiqa`` without any checksum. evalkit instead
+resolves each file with :class:`~evalkit.assets.AssetStore` (cache -> mirror -> download, sha256-verified) and
+hands pyiqa the resolved path (``pretrained_model_path=``), so that
+
+- a benchmark's NIQE/BRISQUE/NIMA numbers are tied to a verified file, whatever ``TORCH_HOME`` holds;
+- a missing file makes the metric ``unavailable`` with the place it looked and the fix, never a crashed run.
+
+Availability is decided without touching the network. A file hosted on the Hugging Face hub counts as not
+obtainable when ``HF_HUB_OFFLINE`` is set (the standard switch users and CI set when the hub cannot be
+reached), as well as when evalkit downloads are off (``EVALKIT_OFFLINE``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evalkit.assets import Asset, default_store
+from evalkit.errors import AssetError
+
+PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
+
+
+def hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def asset_availability(asset: Asset, what: str) -> tuple[bool, str]:
+    """(available, reason) for a metric's weight file, without downloading.
+
+    ``(True, "")`` when a verified local copy exists; ``(True, "downloads … on first use")`` when it can be
+    fetched; otherwise ``(False, reason)`` where the reason names the file, where evalkit looked and how to
+    supply it.
+    """
+    store = default_store()
+    try:
+        found = store.locate(asset)
+    except AssetError as exc:  # a copy exists but fails its sha256 check
+        return False, f"{what}: {exc}"
+    if found is not None:
+        return True, ""
+    blocked = None
+    if not asset.url:
+        blocked = "no download address is known"
+    elif not store.settings.allow_download:
+        blocked = "downloads are disabled (EVALKIT_OFFLINE)"
+    elif "huggingface.co" in asset.url and hf_offline():
+        blocked = "HF_HUB_OFFLINE is set, so it cannot be downloaded from the Hugging Face hub"
+    if blocked is None:
+        return True, f"downloads {asset.url} on first use"
+    return False, (f"{what}: {asset.short} not found and {blocked}; looked in {store._looked(asset)}. "
+                   f"Fix: {store._how_to_supply(asset)}")
+
+
+def fetch(asset: Asset) -> Path:
+    """Verified local path of ``asset`` (downloading when allowed); raises :class:`AssetError` otherwise."""
+    return default_store().fetch(asset)
+
+
+def create_pyiqa_metric(name: str, device: torch.device, **options: Any):
+    """A pyiqa metric with its options pinned explicitly, built on ``device`` once (pyiqa is imported lazily:
+    importing it costs seconds, which ``evalkit metrics`` and runs without these metrics should not pay)."""
+    import pyiqa
+
+    return pyiqa.create_metric(name, device=device, **options)
+
+
+def as_batch(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(1, 3, H, W) float32 in [0, 1] on ``device``: the range pyiqa asserts."""
+    if image.dim() == 3:
+        image = image.unsqueeze(0)
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"expected an RGB image tensor (1, 3, H, W), got shape {tuple(image.shape)}")
+    return image.to(device=device, dtype=torch.float32).clamp(0.0, 1.0)
+
+
+def same_size(output: torch.Tensor, reference: torch.Tensor, metric: str) -> None:
+    if output.shape[-2:] != reference.shape[-2:]:
+        raise ValueError(
+            f"{metric} compares pixel-aligned images but the output is "
+            f"{output.shape[-1]}x{output.shape[-2]} and the reference "
+            f"{reference.shape[-1]}x{reference.shape[-2]}: "
+            f"resize both to the same size first"
+        )

@@ -1,0 +1,115 @@
+"""NIMA (Talebi & Milanfar 2018), no-reference aesthetic score of the output: pyiqa's AVA model.
+
+Definition (pyiqa ``nima``): the output is resized (short side 299, bilinear) and centre-cropped to 299x299,
+normalised with mean = std = 0.5, passed through an Inception-ResNet-v2 backbone (timm
+``inception_resnet_v2``, ``features_only``), global-average-pooled, then Linear(1536 -> 10) + softmax gives
+the predicted distribution of AVA ratings 1..10; the score is its mean, sum_k k * p_k, in [1, 10]. Higher is
+better.
+
+Weights: ``NIMA_InceptionV2_ava-b0c77c00.pth`` from pyiqa's weight repository (Hugging Face
+``chaofengc/IQA-PyTorch-Weights``), a ``{'params': state_dict}`` checkpoint that pyiqa loads with
+``strict=True`` into the *whole* model: it holds every backbone weight as well as the head. pyiqa's
+constructor nonetheless first downloads timm's ImageNet ``inception_resnet_v2`` weights from the hub, only to
+overwrite them all; evalkit builds the same pyiqa module with that download switched off (see
+:func:`build_network`), so the NIMA checkpoint is the one file needed. Its upstream publishes no checksum: the
+store pins it on first download (trust on first use).
+
+When the checkpoint is not available (as on machines without access to the Hugging Face hub) the metric is
+reported ``unavailable`` with the reason and how to supply the file; it is never computed from untrained
+weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from evalkit.assets import Asset
+from evalkit.errors import AssetError
+from evalkit.metrics.base import EvalSample, Metric, MetricInfo
+from evalkit.metrics.iqa_assets import PYIQA_WEIGHTS_URL, as_batch, asset_availability, fetch
+
+NIMA_AVA = Asset(
+    name="iqa/nima/NIMA_InceptionV2_ava-b0c77c00.pth",
+    sha256=None,  # not published upstream; pinned in $EVALKIT_HOME/pins.json on first download
+    kind="weights",
+    url=PYIQA_WEIGHTS_URL + "NIMA_InceptionV2_ava-b0c77c00.pth",
+)
+
+
+class _TimmWithoutDownload:
+    """Stands in for ``timm`` inside pyiqa's NIMA constructor: same API, ``pretrained`` forced off."""
+
+    def __init__(self, timm_module) -> None:
+        self._timm = timm_module
+
+    def __getattr__(self, name: str):
+        return getattr(self._timm, name)
+
+    def create_model(self, name: str, pretrained: bool = False, **kwargs):
+        return self._timm.create_model(name, pretrained=False, **kwargs)
+
+
+def build_network() -> torch.nn.Module:
+    """pyiqa's NIMA(inception_resnet_v2, AVA, 10 classes) backbone uninitialised: load a checkpoint next.
+
+    The ImageNet download pyiqa's constructor would trigger is skipped because the NIMA checkpoint replaces
+    every weight (pyiqa itself loads it with strict=True); architecture, preprocessing and head stay pyiqa's.
+    """
+    import pyiqa.archs.nima_arch as nima_arch
+
+    real_timm = nima_arch.timm
+    nima_arch.timm = _TimmWithoutDownload(real_timm)
+    try:
+        return nima_arch.NIMA(base_model_name="inception_resnet_v2", train_dataset="ava", num_classes=10,
+                              pretrained=False)
+    finally:
+        nima_arch.timm = real_timm
+
+
+def load_checkpoint(net: torch.nn.Module, path: Path) -> None:
+    """Load a pyiqa NIMA checkpoint strictly; a wrong file is one line naming it and what does not match."""
+    raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    state = raw.get("params", raw) if isinstance(raw, dict) else raw
+    if not isinstance(state, dict):
+        raise AssetError(f"NIMA checkpoint {path} is not a state dict: "
+                         f"supply NIMA_InceptionV2_ava-b0c77c00.pth")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    if missing or unexpected or wrong:
+        raise AssetError(
+            f"NIMA checkpoint {path} does not fit pyiqa's inception_resnet_v2 NIMA ({len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors, e.g. "
+            f"{(missing + unexpected + wrong)[0]}): supply NIMA_InceptionV2_ava-b0c77c00.pth"
+        )
+    net.load_state_dict(state, strict=True)
+
+
+class NIMA(Metric):
+    info: ClassVar[MetricInfo] = MetricInfo(
+        name="nima", higher_is_better=True, reference="none", range=(1.0, 10.0),
+        description="NIMA aesthetic score (mean of the predicted AVA rating distribution, 1-10)",
+        weights=(NIMA_AVA.name,),
+        definition=("mean of softmax(Linear(GAP(InceptionResNetV2(x)))) over ratings 1..10, x resized + "
+                    "centre-cropped to 299, normalised (x-0.5)/0.5; pyiqa 'nima' AVA checkpoint"),
+    )
+    asset: ClassVar[Asset] = NIMA_AVA
+    weight_set: ClassVar[str] = "ava"  # label nima[ava] in `evalkit weights status|fetch`
+
+    def availability(self) -> tuple[bool, str]:
+        return asset_availability(self.asset, "NIMA AVA checkpoint (pyiqa 'nima')")
+
+    def setup(self) -> None:
+        path = fetch(self.asset)
+        net = build_network()
+        load_checkpoint(net, path)
+        self.net = net.to(self.device).eval()
+
+    def compute(self, sample: EvalSample, features=None) -> float:
+        with torch.no_grad():
+            return float(self.net(as_batch(sample.output, self.device)))

@@ -1,0 +1,136 @@
+"""Load what a leaderboard shows from a results root: the selected runs, their jobs and metrics, and the optional
+tables other parts of evalkit add (``timings`` from speed runs, ``preferences`` / ``metric_agreement`` from human
+studies). Optional tables are read only when they exist, so a page builds from any results database.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from evalkit.errors import EvalkitError
+from evalkit.store import DB_NAME, ResultsStore
+
+
+@dataclass
+class ReportData:
+    """Everything a report renders, already restricted to the selected runs (one protocol)."""
+
+    root: Path
+    protocol: str
+    runs: list[dict[str, Any]]
+    jobs: pd.DataFrame
+    metrics: pd.DataFrame
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: pd.DataFrame | None = None
+    preferences: pd.DataFrame | None = None
+    agreement: pd.DataFrame | None = None
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [r["run_id"] for r in self.runs]
+
+    @property
+    def labels(self) -> list[str]:
+        """Row keys in a stable order (by label), including entries whose every job failed."""
+        return sorted(self.jobs["entry"].unique()) if len(self.jobs) else []
+
+
+def table_exists(conn: sqlite3.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
+    return row is not None
+
+
+def _optional(conn: sqlite3.Connection, name: str, query: str, args: tuple = ()) -> pd.DataFrame | None:
+    if not table_exists(conn, name):
+        return None
+    return pd.read_sql_query(query, conn, params=args)
+
+
+def select_runs(store: ResultsStore, run_ids: list[str] | None) -> list[dict[str, Any]]:
+    """The requested runs, or (default) every run of the protocol of the latest run.
+
+    Defaulting to all runs of one protocol lets ``evalkit run -m a`` followed by ``evalkit run -m b`` show both
+    methods, while never mixing protocols, whose metrics are not comparable.
+    """
+    runs = [dict(r) for r in store.runs()]
+    if not runs:
+        raise EvalkitError(f"no runs in {store.path}: run `evalkit run --out {store.root}` first")
+    if run_ids:
+        by_id = {r["run_id"]: r for r in runs}
+        missing = [r for r in run_ids if r not in by_id]
+        if missing:
+            raise EvalkitError(f"unknown run id(s) {', '.join(missing)} in {store.path}: "
+                               f"known runs are {', '.join(by_id)}")
+        chosen = [by_id[r] for r in run_ids]
+    else:
+        latest = store.latest_run()
+        protocol = next(r["protocol"] for r in runs if r["run_id"] == latest)
+        chosen = [r for r in runs if r["protocol"] == protocol]
+    protocols = sorted({r["protocol"] for r in chosen})
+    if len(protocols) > 1:
+        raise EvalkitError(f"the selected runs use different protocols ({', '.join(protocols)}): pass --run ids of "
+                           f"one protocol, since metrics of different protocols are not comparable")
+    for run in chosen:
+        for key in ("environment", "methods", "resolutions"):
+            try:
+                run[key] = json.loads(run[key]) if run.get(key) else None
+            except (TypeError, ValueError):
+                pass
+    return chosen
+
+
+def add_entries(jobs: pd.DataFrame) -> pd.Series:
+    """A row key per job: the label, plus the differing parameters when one label ran with several settings.
+
+    Results of ``gatys`` with 60 and with 300 iterations must not be averaged into one row.
+    """
+    entries = jobs["label"].astype(str).copy()
+    for label, group in jobs.groupby("label"):
+        variants = group["params"].unique()
+        if len(variants) < 2:
+            continue
+        decoded = {v: json.loads(v) for v in variants}
+        keys = sorted({k for d in decoded.values() for k in d})
+        differing = [k for k in keys if len({json.dumps(d.get(k), sort_keys=True) for d in decoded.values()}) > 1]
+        for raw, params in decoded.items():
+            suffix = ", ".join(f"{k}={params.get(k)}" for k in differing)
+            entries[group.index[group["params"] == raw]] = f"{label} ({suffix})"
+    return entries
+
+
+def load_report_data(root: str | Path, run_ids: list[str] | None = None) -> ReportData:
+    root = Path(root)
+    if not (root / DB_NAME).is_file():
+        raise EvalkitError(f"no results database at {root / DB_NAME}: run `evalkit run --out {root}` first, "
+                           f"or pass --results pointing at a results root")
+    with ResultsStore(root) as store:
+        runs = select_runs(store, run_ids)
+        ids = [r["run_id"] for r in runs]
+        protocol = runs[0]["protocol"]
+        jobs = store.jobs_frame(ids)
+        jobs = jobs[jobs["protocol"] == protocol].reset_index(drop=True)
+        jobs["entry"] = add_entries(jobs) if len(jobs) else pd.Series(dtype=str)
+        metrics = store.metrics_frame(ids)
+        metrics = metrics[metrics["job_key"].isin(jobs["job_key"])]
+        metrics = metrics.merge(jobs[["job_key", "entry"]], on="job_key", how="left")
+        conn = store.conn
+        methods = {}
+        for row in conn.execute("SELECT * FROM methods"):
+            item = dict(row)
+            item["weight_digests"] = json.loads(item["weight_digests"]) if item.get("weight_digests") else {}
+            methods[item["label"]] = item
+        marks = ",".join("?" * len(ids))
+        timings = _optional(conn, "timings", f"SELECT t.* FROM timings t WHERE t.job_key IN (SELECT job_key FROM "
+                                             f"run_jobs WHERE run_id IN ({marks}))", tuple(ids))
+        preferences = _optional(conn, "preferences", "SELECT * FROM preferences ORDER BY study, rank")
+        agreement = _optional(conn, "metric_agreement", "SELECT * FROM metric_agreement ORDER BY study, metric")
+    return ReportData(root=root, protocol=protocol, runs=runs, jobs=jobs, metrics=metrics, methods=methods,
+                      timings=timings if timings is not None and len(timings) else None,
+                      preferences=preferences if preferences is not None and len(preferences) else None,
+                      agreement=agreement if agreement is not None and len(agreement) else None)

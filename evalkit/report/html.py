@@ -1,0 +1,269 @@
+"""Render the self-contained HTML leaderboard from :class:`~evalkit.report.data.ReportData`.
+
+The page is one file with inline CSS, JS and SVG (no CDN, no network), plus JPEG thumbnails and the output PNGs it
+links to under the results root. Templates live in ``evalkit/templates`` with autoescaping on, so method names,
+parameters, paths and messages can never inject markup.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from evalkit import __version__
+from evalkit.errors import EvalkitError
+from evalkit.imaging import Resolution
+from evalkit.report.data import ReportData
+from evalkit.report.formatting import fmt_num, fmt_pm
+from evalkit.report.plots import Plot, color_for, make_plot
+from evalkit.report.quality import QualityTable, build_quality_table, lookup_info
+from evalkit.report.speed import SpeedSection, speed_section
+from evalkit.report.thumbs import Thumb, ThumbMaker
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("evalkit", "templates"),
+                      autoescape=select_autoescape(["html", "j2", "svg"], default_for_string=True, default=True),
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = fmt_num
+    env.filters["pm"] = fmt_pm
+    env.filters["sortval"] = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
+    return env
+
+
+# -- image grid ----------------------------------------------------------------------------------------------------
+@dataclass
+class GridCell:
+    thumb: Thumb | None
+    status: str
+    message: str = ""
+
+
+@dataclass
+class GridRow:
+    pair_id: str
+    content: GridCell
+    style: GridCell
+    outputs: list[GridCell]
+
+
+@dataclass
+class Grid:
+    entries: list[str]
+    resolution: str | None
+    rows: list[GridRow] = field(default_factory=list)
+    note: str = ""
+
+
+def _protocol(name: str):
+    from evalkit.specs import load_protocol
+
+    try:
+        return load_protocol(name)
+    except EvalkitError:
+        return None
+
+
+def build_grid(data: ReportData, thumbs: ThumbMaker) -> Grid:
+    """One row per pair: content | style | each entry's output (seed 0 at the grid's resolution)."""
+    from evalkit.assets import default_store
+
+    jobs = data.jobs
+    entries = data.labels
+    if jobs.empty:
+        return Grid(entries, None, note="no jobs")
+    ok = jobs[jobs["status"] == "ok"]
+    counts = ok["resolution"].value_counts() if len(ok) else jobs["resolution"].value_counts()
+    resolution = str(counts.index[0])
+    protocol = _protocol(data.protocol)
+    store = default_store()
+    inputs: dict[str, GridCell] = {}
+    problems: list[str] = []
+
+    def input_cell(image_id: str) -> GridCell:
+        if image_id in inputs:
+            return inputs[image_id]
+        cell = GridCell(None, "missing", f"image '{image_id}' not found in the cache, mirror or packages")
+        if protocol is not None and image_id in protocol.images:
+            try:
+                located = store.locate(protocol.images[image_id])
+                if located is not None:
+                    cell = GridCell(thumbs.input_thumb(located.path), "ok", image_id)
+            except Exception as exc:  # noqa: BLE001 - a missing input must not stop the page
+                cell = GridCell(None, "error", f"{type(exc).__name__}: {exc}")
+        elif protocol is None:
+            cell.message = f"protocol '{data.protocol}' not found, so its input images cannot be located"
+        if cell.thumb is None:
+            problems.append(cell.message)
+        inputs[image_id] = cell
+        return cell
+
+    grid = Grid(entries, resolution)
+    at_res = jobs[jobs["resolution"] == resolution]
+    pair_order = [p.id for p in protocol.pairs] if protocol is not None else []
+    pair_ids = [p for p in pair_order if p in set(at_res["pair_id"])]
+    pair_ids += sorted(set(at_res["pair_id"]) - set(pair_ids))
+    for pair_id in pair_ids:
+        pjobs = at_res[at_res["pair_id"] == pair_id].sort_values("seed")
+        first = pjobs.iloc[0]
+        outputs = []
+        for entry in entries:
+            ejobs = pjobs[pjobs["entry"] == entry]
+            good = ejobs[(ejobs["status"] == "ok") & ejobs["output_path"].notna()]
+            if len(good):
+                path = data.root / good.iloc[0]["output_path"]
+                if path.is_file():
+                    outputs.append(GridCell(thumbs.thumb(path), "ok", f"{entry} · seed {good.iloc[0]['seed']}"))
+                else:
+                    outputs.append(GridCell(None, "missing", f"output file {path} is missing"))
+            elif len(ejobs):
+                outputs.append(GridCell(None, str(ejobs.iloc[0]["status"]), str(ejobs.iloc[0]["message"] or "")))
+            else:
+                outputs.append(GridCell(None, "absent", "no job for this pair"))
+        grid.rows.append(GridRow(pair_id, input_cell(str(first["content"])), input_cell(str(first["style"])),
+                                 outputs))
+    if problems:
+        grid.note = f"{len(problems)} input image(s) unavailable: {problems[0]}"
+    return grid
+
+
+# -- plots ---------------------------------------------------------------------------------------------------------
+def _megapixels(res: str, group: pd.DataFrame) -> float | None:
+    sizes = group.dropna(subset=["width", "height"])
+    if len(sizes):
+        return float((sizes["width"] * sizes["height"]).median()) / 1e6
+    pixels = Resolution.parse(res).pixels
+    return pixels / 1e6 if pixels else None
+
+
+def time_plot(data: ReportData, colors: dict[str, str]) -> Plot | None:
+    """Median ``network + post`` seconds per entry and resolution (ok jobs only), against megapixels."""
+    jobs = data.jobs[(data.jobs["status"] == "ok") & data.jobs["time_network_s"].notna()].copy()
+    if jobs.empty:
+        return None
+    jobs["total"] = jobs["time_network_s"] + jobs["time_post_s"].fillna(0.0)
+    series: dict[str, list[tuple[float, float, str]]] = {}
+    for (entry, res), group in jobs.groupby(["entry", "resolution"]):
+        mp = _megapixels(res, group)
+        seconds = float(group["total"].median())
+        series.setdefault(entry, []).append(
+            (mp, seconds, f"{entry} @ {res}: {fmt_num(seconds)} s (median of {len(group)} jobs)"))
+    devices = ", ".join(sorted(set(jobs["device"].dropna().astype(str)))) or "unknown device"
+    return make_plot("Time vs resolution", "megapixels", "seconds (network + post, median)", series, colors,
+                     lines=True, note=f"measured on {devices}")
+
+
+def tradeoff_plot(data: ReportData, table: QualityTable, colors: dict[str, str]) -> Plot | None:
+    """Mean content loss (x) vs mean style loss (y) per entry: the trade-off every stylization makes."""
+    names = {c.metric for c in table.columns}
+    if not {"content_loss", "style_loss"} <= names:
+        return None
+    series = {}
+    for row in table.rows:
+        c, s = row.cells["content_loss"], row.cells["style_loss"]
+        if c.available and s.available:
+            series[row.entry] = [(c.mean, s.mean, f"{row.entry}: content {fmt_num(c.mean)}, style {fmt_num(s.mean)}")]
+    notes = []
+    for name in ("content_loss", "style_loss"):
+        info = lookup_info(name)
+        if info is not None:
+            notes.append(f"{name.replace('_', ' ')}: {'higher' if info.higher_is_better else 'lower'} is better")
+    return make_plot("Content loss vs style loss", "content loss (mean over pairs)", "style loss (mean over pairs)",
+                     series, colors, lines=False, note="; ".join(notes))
+
+
+# -- environment ---------------------------------------------------------------------------------------------------
+def environment_info(data: ReportData) -> dict[str, Any]:
+    envs = [r["environment"] for r in data.runs if isinstance(r.get("environment"), dict)]
+    env = envs[-1] if envs else {}
+    weight_rows = []
+    for entry in data.labels:
+        ejobs = data.jobs[data.jobs["entry"] == entry]
+        label = str(ejobs["label"].iloc[0])
+        method = data.methods.get(label, {})
+        digests = method.get("weight_digests") or {}
+        if not digests:
+            try:
+                digests = json.loads(ejobs["spec"].iloc[0]).get("weight_digests") or {}
+            except (KeyError, TypeError, ValueError):
+                digests = {}
+        params = json.loads(ejobs["params"].iloc[0]) if ejobs["params"].iloc[0] else {}
+        weight_rows.append({
+            "entry": entry, "method": str(ejobs["method"].iloc[0]),
+            "weight_set": ejobs["weight_set"].iloc[0] if ejobs["weight_set"].notna().iloc[0] else "",
+            "params": params, "digests": sorted(digests.items()),
+            "parameters": method.get("parameters"), "layers": method.get("layers"),
+            "version": method.get("version"),
+        })
+    devices = sorted({str(r.get("device")) for r in data.runs if r.get("device")})
+    hardware = []
+    for e in envs:
+        text = e.get("gpu_model") or e.get("cpu_model")
+        if text and text not in hardware:
+            hardware.append(text)
+    return {
+        "devices": devices, "hardware": hardware, "env": env,
+        "packages": sorted((env.get("packages") or {}).items()),
+        "weights": weight_rows,
+    }
+
+
+# -- human study ---------------------------------------------------------------------------------------------------
+def preference_columns(data: ReportData) -> list[dict[str, Any]]:
+    """One column per human study: ``{study, by_label: {label: row}}``."""
+    if data.preferences is None:
+        return []
+    out = []
+    for study, group in data.preferences.groupby("study", sort=True):
+        best = group["score"].max()
+        out.append({"study": str(study), "best": best,
+                    "by_label": {str(r["label"]): r for r in group.to_dict("records")}})
+    return out
+
+
+# -- page ----------------------------------------------------------------------------------------------------------
+def render_leaderboard(data: ReportData, out: Path, exports: list[tuple[str, str]] | None = None,
+                       title: str | None = None) -> Path:
+    """Write the page to ``out`` (thumbnails under ``data.root / 'thumbs'``) and return its path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    protocol = _protocol(data.protocol)
+    preferred = list(protocol.metrics) if protocol is not None else None
+    table = build_quality_table(data.jobs, data.metrics, preferred)
+    colors = {entry: color_for(i) for i, entry in enumerate(data.labels)}
+    thumbs = ThumbMaker(data.root, out)
+    speed: SpeedSection | None = speed_section(data)
+    plots = [p for p in (time_plot(data, colors), tradeoff_plot(data, table, colors)) if p is not None]
+    eval_sizes = sorted(set(data.metrics["eval_size"])) if len(data.metrics) else []
+    context = {
+        "title": title or f"evalkit leaderboard · {data.protocol}",
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "version": __version__,
+        "protocol": data.protocol,
+        "protocol_obj": protocol,
+        "protocol_current": protocol is not None and protocol.sha256 == data.runs[0].get("protocol_sha256"),
+        "runs": data.runs,
+        "table": table,
+        "prefs": preference_columns(data),
+        "agreement": data.agreement.to_dict("records") if data.agreement is not None else [],
+        "preferences": data.preferences.to_dict("records") if data.preferences is not None else [],
+        "speed": speed,
+        "grid": build_grid(data, thumbs),
+        "plots": plots,
+        "colors": colors,
+        "environment": environment_info(data),
+        "exports": exports or [],
+        "eval_sizes": eval_sizes,
+    }
+    html = environment().get_template("leaderboard.html.j2").render(**context)
+    tmp = out.with_suffix(".html.part")
+    tmp.write_text(html, encoding="utf-8")
+    tmp.replace(out)
+    return out

@@ -1,0 +1,61 @@
+"""The leaderboard's speed section: the PhotoWCT2-format table built by :mod:`evalkit.report.speed_table`, plus
+the device it was measured on. This module only adapts data and renders; the table logic lives in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from evalkit.report.data import ReportData
+
+
+@dataclass
+class SpeedSection:
+    """A rendered-ready table: header cells, rows of display strings, the device and a note."""
+
+    columns: list[str]
+    rows: list[list[str]]
+    device: str
+    note: str = ""
+
+
+def frame_to_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    def show(value: object) -> str:
+        if value is None or (isinstance(value, float) and pd.isna(value)):
+            return "–"
+        return str(value)
+
+    return [str(c) for c in frame.columns], [[show(v) for v in row] for row in frame.itertuples(index=False)]
+
+
+def measured_on(data: ReportData) -> str:
+    """Device and hardware of the timed jobs (e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``)."""
+    devices = sorted(set(data.jobs.loc[data.jobs["status"] == "ok", "device"].dropna().astype(str)))
+    hardware = []
+    for run in data.runs:
+        env = run.get("environment") if isinstance(run.get("environment"), dict) else {}
+        text = env.get("gpu_model") or env.get("cpu_model")
+        if text and text not in hardware:
+            hardware.append(text)
+    out = ", ".join(devices) or "unknown device"
+    return f"{out} ({'; '.join(hardware)})" if hardware else out
+
+
+def speed_section(data: ReportData) -> SpeedSection | None:
+    """``None`` when no job of the selected runs was timed."""
+    timed = data.jobs[data.jobs["time_network_s"].notna() | (data.jobs["status"] == "oom")]
+    if timed.empty:
+        return None
+    try:
+        from evalkit.report import speed_table
+    except ImportError:
+        return None
+    frame = speed_table.build(data)
+    fixed = list(frame.columns[:3])  # model, params, layers
+    measured = [c for c in frame.columns[3:] if frame[c].notna().any()]
+    skipped = [c for c in frame.columns[3:] if c not in measured]
+    columns, rows = frame_to_rows(frame[fixed + measured])
+    note = f"Not measured in these runs: {', '.join(skipped)}." if skipped else ""
+    return SpeedSection(columns, rows, measured_on(data), note)

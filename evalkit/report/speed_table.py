@@ -1,0 +1,151 @@
+"""The PhotoWCT2-style speed table (Chiu & Gurari, WACV 2022, Table 2) as a pure function of the jobs frame.
+
+One row per model: parameter count, layer count, then seconds per image at 1024x512, 1280x720, 1920x1080,
+2560x1440 and 3840x2160, written ``network+post`` (``0.39+0.14``), ``network`` alone for a method without
+post-processing, or ``OOM``. The cell of a (model, resolution) is the median over its ``ok`` jobs of the per-job
+medians stored in ``jobs.time_network_s`` / ``jobs.time_post_s``. Both ``evalkit speed`` and the leaderboard call
+:func:`speed_table`; :func:`speed_summary` gives the same cells as numbers with their spread (from ``timings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
+
+PAPER_RESOLUTIONS: tuple[str, ...] = ("1k", "hd", "fhd", "qhd", "4k")
+_STATUS_CELL = {"timeout": "timeout", "error": "error", "unavailable": "n/a", "skipped": "skipped"}
+
+
+def resolution_header(resolution: str) -> str:
+    """``4k`` -> ``3840x2160``: the paper's column names; other resolutions keep their name."""
+    if resolution in NAMED_RESOLUTIONS:
+        w, h = NAMED_RESOLUTIONS[resolution]
+        return f"{w}x{h}"
+    return resolution
+
+
+def format_seconds(value: float) -> str:
+    """Two decimals like the paper, more for sub-0.1 s values so fast methods do not all read 0.00."""
+    if value >= 0.1:
+        return f"{value:.2f}"
+    if value >= 0.001:
+        return f"{value:.3f}"
+    return f"{value:.1e}"
+
+
+def format_count(n: Any) -> str | None:
+    """Parameter counts as a paper writes them: ``8.35M``, ``120.3K``, ``0``."""
+    if n is None or (isinstance(n, float) and pd.isna(n)):
+        return None
+    n = int(n)
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1_000:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def is_oom(status: str, message: Any) -> bool:
+    """An ``oom`` job, or one skipped because a smaller resolution of its method ran out of memory."""
+    return status == "oom" or (status == "skipped" and isinstance(message, str) and "OOM" in message)
+
+
+def cell(jobs: pd.DataFrame) -> str | None:
+    """The display string for the jobs of one (model, resolution); ``None`` when there are none."""
+    if jobs.empty:
+        return None
+    ok = jobs[(jobs["status"] == "ok") & jobs["time_network_s"].notna()]
+    if len(ok):
+        text = format_seconds(float(ok["time_network_s"].median()))
+        post = ok["time_post_s"].dropna()
+        return f"{text}+{format_seconds(float(post.median()))}" if len(post) else text
+    if any(is_oom(s, m) for s, m in zip(jobs["status"], jobs.get("message", [None] * len(jobs)), strict=False)):
+        return "OOM"
+    for status in ("timeout", "error", "unavailable", "skipped"):
+        if (jobs["status"] == status).any():
+            return _STATUS_CELL[status]
+    return str(jobs["status"].iloc[0])
+
+
+def _method_counts(methods: pd.DataFrame | Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
+    if methods is None:
+        return {}
+    if isinstance(methods, pd.DataFrame):
+        return {str(r["label"]): dict(r) for _, r in methods.iterrows()}
+    return {str(k): dict(v) for k, v in methods.items()}
+
+
+def ordered_resolutions(jobs: pd.DataFrame, resolutions: Sequence[str] | None) -> list[str]:
+    """The paper's five columns plus any other resolution present, smallest first."""
+    if resolutions is not None:
+        return list(resolutions)
+    extra = [r for r in jobs["resolution"].dropna().astype(str).unique() if r not in PAPER_RESOLUTIONS]
+
+    def pixels(res: str) -> int:
+        parsed = Resolution.parse(res)
+        return parsed.pixels or (parsed.short_side or 0) ** 2
+
+    return sorted([*PAPER_RESOLUTIONS, *extra], key=pixels)
+
+
+def speed_table(jobs: pd.DataFrame, methods: pd.DataFrame | Mapping[str, Mapping[str, Any]] | None = None,
+                resolutions: Sequence[str] | None = None, row_key: str = "label") -> pd.DataFrame:
+    """Rows ``model, params, layers, <WxH>...`` from a jobs frame (columns ``label``/``row_key``, ``resolution``,
+    ``status``, ``message``, ``time_network_s``, ``time_post_s``) and the ``methods`` table (``label``,
+    ``parameters``, ``layers``; a DataFrame or a label-keyed mapping). Missing cells are ``None``."""
+    columns = ordered_resolutions(jobs, resolutions)
+    counts = _method_counts(methods)
+    rows = []
+    for key in sorted(jobs[row_key].dropna().astype(str).unique()):
+        mine = jobs[jobs[row_key].astype(str) == key]
+        label = str(mine["label"].iloc[0]) if "label" in mine else key
+        info = counts.get(label, {})
+        layers = info.get("layers")
+        row: dict[str, Any] = {"model": key, "params": format_count(info.get("parameters")),
+                               "layers": None if layers is None or pd.isna(layers) else int(layers)}
+        for res in columns:
+            row[resolution_header(res)] = cell(mine[mine["resolution"].astype(str) == res])
+        rows.append(row)
+    # object dtype: keep None (not NaN) for missing cells and ints (not floats) for layer counts
+    return pd.DataFrame(rows, columns=["model", "params", "layers", *[resolution_header(r) for r in columns]],
+                        dtype=object)
+
+
+def build(data: Any) -> pd.DataFrame:
+    """The table for a leaderboard's :class:`~evalkit.report.data.ReportData` (``jobs``, ``methods``)."""
+    row_key = "entry" if "entry" in data.jobs.columns else "label"
+    return speed_table(data.jobs, data.methods, row_key=row_key)
+
+
+def speed_summary(jobs: pd.DataFrame, timings: pd.DataFrame | None = None, row_key: str = "label") -> pd.DataFrame:
+    """One row per (model, resolution): status, jobs, median network/post seconds, their spread over the timed
+    repeats (min, quartiles, max, from ``timings``), load time and peak memory. Numbers, for plots and exports."""
+    out = []
+    for (key, res), group in jobs.groupby([row_key, "resolution"], sort=True):
+        ok = group[group["status"] == "ok"]
+        row: dict[str, Any] = {
+            "model": key, "resolution": res, "status": cell(group), "jobs": len(group),
+            "network_s": ok["time_network_s"].median() if len(ok) else None,
+            "post_s": ok["time_post_s"].median() if len(ok) and ok["time_post_s"].notna().any() else None,
+            "load_s": ok["time_load_s"].median() if "time_load_s" in ok and len(ok) else None,
+            "peak_memory_bytes": group["peak_memory_bytes"].max() if "peak_memory_bytes" in group else None,
+        }
+        if timings is not None and len(ok):
+            reps = timings[timings["job_key"].isin(ok["job_key"])]
+            for column, name in (("network_s", "network"), ("post_s", "post")):
+                values = reps[column].dropna()
+                if len(values):
+                    row.update({f"{name}_min": values.min(), f"{name}_q1": values.quantile(0.25),
+                                f"{name}_q3": values.quantile(0.75), f"{name}_max": values.max(),
+                                f"{name}_repeats": len(values)})
+        out.append(row)
+    frame = pd.DataFrame(out)
+    if frame.empty:
+        return frame
+    order = {res: i for i, res in enumerate(ordered_resolutions(jobs, None))}
+    frame["_order"] = frame["resolution"].map(order)
+    return frame.sort_values(["model", "_order"], kind="stable").drop(columns="_order").reset_index(drop=True)

@@ -1,0 +1,134 @@
+"""A real headless Chromium takes a whole study: instructions -> consent -> trials (keyboard and mouse, with a
+reload in the middle) -> completion code; served by uvicorn on loopback."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from evalkit.study.app import create_app
+from evalkit.study.build import load_study
+from tests._cdp import Browser, chromium_path
+from tests.study_support import make_study
+
+pytestmark = pytest.mark.skipif(chromium_path() is None,
+                                reason="chromium not installed (/usr/bin/chromium; `make system-deps` installs it)")
+
+
+@pytest.fixture
+def server(tmp_path):
+    import uvicorn
+
+    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="style", trials_per_participant=4)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(folder), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield folder, f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    thread.join(10)
+
+
+def _press(browser: Browser, key: str, code: str, keycode: int) -> None:
+    for kind in ("keyDown", "keyUp"):
+        browser.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code,
+                                                "windowsVirtualKeyCode": keycode})
+
+
+def _wait_for(browser: Browser, expression: str, timeout: float = 15) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = browser.evaluate(expression)
+        except RuntimeError:  # navigation in progress: the context is gone for a moment
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(expression)
+
+
+def test_browser_completes_a_whole_study(server, tmp_path):
+    folder, url = server
+    config = load_study(folder)
+    total = config["trials_per_participant"] + config["vigilance"] + config["repeats"]
+    keys = [("ArrowLeft", "ArrowLeft", 37), ("ArrowRight", "ArrowRight", 39), ("1", "Digit1", 49),
+            ("b", "KeyB", 66)]
+    with Browser(tmp_path / "chromium-profile") as browser:
+        browser.goto(f"{url}/?PROLIFIC_PID=pp42&STUDY_ID=st1&SESSION_ID=se7")
+        assert "Which carries the style better?" in browser.evaluate("document.body.innerText")
+        browser.click("#consent")
+        browser.click("#start")
+        for step in range(total):
+            counter = _wait_for(browser, "document.getElementById('counter') &&"
+                                         f" document.getElementById('counter').innerText.startsWith('{step + 1} /')"
+                                         " && document.getElementById('counter').innerText")
+            assert counter == f"{step + 1} / {total}"
+            # every stimulus actually loaded
+            assert _wait_for(browser, "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            if step == 2:  # a reload resumes at the same trial
+                browser.send("Page.reload")
+                _wait_for(browser, f"document.getElementById('counter') && document.getElementById('counter')"
+                                   f".innerText === '{step + 1} / {total}'")
+            if step % 3 == 2:
+                browser.click("#option-B")
+            else:
+                _press(browser, *keys[step % len(keys)])
+        code = _wait_for(browser, "document.getElementById('completion-code') &&"
+                                  " document.getElementById('completion-code').innerText")
+        assert code == config["completion_code"]
+        assert browser.evaluate("document.getElementById('prolific-return').href").endswith(
+            f"cc={config['completion_code']}")
+        assert browser.console_errors() == []
+    with sqlite3.connect(folder / "study.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == total
+        assert conn.execute("SELECT COUNT(*) FROM votes WHERE rt_ms > 0").fetchone()[0] == total
+        assert conn.execute("SELECT prolific_pid, study_id, session_id, completed IS NOT NULL FROM participants"
+                            ).fetchall() == [("pp42", "st1", "se7", 1)]
+
+
+def test_browser_completes_the_static_export(tmp_path):
+    """The static folder works on any file server: the page runs a manifest sequence and keeps the answers."""
+    import functools
+    import http.server
+    import json
+
+    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="favorite", trials_per_participant=3)
+    config = load_study(folder)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder / "static"))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with Browser(tmp_path / "chromium-static") as browser:
+            browser.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html?seq=1&PROLIFIC_PID=px")
+            browser.click("#consent")
+            browser.click("#start")
+            manifest = json.loads((folder / "static" / "manifest.json").read_text())
+            sequence = manifest["sequences"][1]
+            for step in range(len(sequence)):
+                _wait_for(browser, f"document.querySelector('.counter') && document.querySelector('.counter')"
+                                   f".innerText === '{step + 1} / {len(sequence)}'")
+                _press(browser, "ArrowRight", "ArrowRight", 39)
+            assert _wait_for(browser, "document.querySelector('.code') && document.querySelector('.code').innerText"
+                             ) == config["completion_code"]
+            state = browser.evaluate(f"localStorage.getItem('evalkit-study-{config['name']}')")
+            assert browser.console_errors() == []
+    finally:
+        httpd.shutdown()
+    state = json.loads(state)
+    assert state["PROLIFIC_PID"] == "px" and state["sequence"] == 1
+    # every answer is the right-hand option's token, and the private key maps it back to a candidate
+    assert [a["choice"] for a in state["answers"]] == [t["options"][1]["token"] for t in sequence]
+    assert all(config["static_tokens"][a["choice"]] in config["candidates"] for a in state["answers"])
