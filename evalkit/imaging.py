@@ -177,15 +177,29 @@ def load_mask_colors(path: str | Path) -> np.ndarray:
     return np.asarray(load_image(path), dtype=np.uint8)
 
 
-def colors_to_labels(masks: list[np.ndarray]) -> list[np.ndarray]:
-    """Map the colours of several masks to shared integer labels, so label k means the same region everywhere."""
-    palette: dict[tuple[int, int, int], int] = {}
-    out = []
+def colors_to_labels(masks: list[np.ndarray], min_fraction: float = 0.005) -> list[np.ndarray]:
+    """Map the colours of several masks to shared integer labels, so label k means the same region everywhere.
+
+    Real segmentation masks (e.g. Deep Photo Style Transfer's) have anti-aliased borders: thousands of blended
+    colours along region edges. A colour covering less than ``min_fraction`` of every mask is therefore snapped to
+    the nearest (RGB distance) dominant colour, as the official WCT2 code snaps to its palette; otherwise each border
+    shade would become a tiny fake segment.
+    """
+    counts: dict[tuple[int, int, int], float] = {}
+    uniques = []
     for mask in masks:
         flat = mask.reshape(-1, 3)
-        uniq, inverse = np.unique(flat, axis=0, return_inverse=True)
-        ids = np.array([palette.setdefault(tuple(int(v) for v in color), len(palette)) for color in uniq])
-        out.append(ids[inverse.reshape(-1)].reshape(mask.shape[:2]))
+        uniq, inverse, freq = np.unique(flat, axis=0, return_inverse=True, return_counts=True)
+        uniques.append((uniq, inverse.reshape(-1)))
+        for color, n in zip(map(tuple, uniq.tolist()), freq / len(flat), strict=True):
+            counts[color] = max(counts.get(color, 0.0), float(n))
+    dominant = sorted(c for c, frac in counts.items() if frac >= min_fraction) or [max(counts, key=counts.get)]
+    palette = np.array(dominant, dtype=np.int64)
+    out = []
+    for mask, (uniq, inverse) in zip(masks, uniques, strict=True):
+        dist = ((uniq[:, None, :].astype(np.int64) - palette[None, :, :]) ** 2).sum(-1)
+        ids = dist.argmin(axis=1)
+        out.append(ids[inverse].reshape(mask.shape[:2]))
     return out
 
 

@@ -97,3 +97,24 @@ def test_mask_colours_map_to_shared_labels():
     la, lb = imaging.colors_to_labels([a, b])
     assert la[0, 1] == lb[1, 1]  # black is the same label in both
     assert la[0, 0] != la[0, 1] and lb[0, 0] not in (la[0, 0], la[0, 1])
+
+
+def test_antialiased_mask_borders_snap_to_the_dominant_colours():
+    mask = np.zeros((100, 100, 3), np.uint8)
+    mask[:, 50:] = (0, 0, 255)
+    mask[:, 49] = (0, 0, 150)  # a 1-pixel blended border: 1% of pixels...
+    mask[10, 49] = (0, 0, 60)  # ...and a rarer shade
+    (labels,) = imaging.colors_to_labels([mask], min_fraction=0.02)
+    assert len(np.unique(labels)) == 2
+    assert labels[0, 49] == labels[0, 50] and labels[10, 49] == labels[0, 0]  # 150 is nearer blue, 60 nearer black
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("EVALKIT_DATA_MIRROR"), reason="needs EVALKIT_DATA_MIRROR")
+def test_dpst_masks_give_a_handful_of_shared_segments():
+    from pathlib import Path
+
+    root = Path(__import__("os").environ["EVALKIT_DATA_MIRROR"]) / "dpst" / "segmentation"
+    content, style = (imaging.load_mask_colors(root / f"{name}4.png") for name in ("in", "tar"))
+    assert len(np.unique(content.reshape(-1, 3), axis=0)) > 1000  # anti-aliased: thousands of raw colours
+    lc, ls = imaging.colors_to_labels([content, style])
+    assert 2 <= len(np.unique(lc)) <= 9 and set(np.unique(lc)) & set(np.unique(ls))
