@@ -9,8 +9,8 @@ ifneq ($(wildcard $(SHARED)/weights),)
 export EVALKIT_WEIGHTS_MIRROR ?= $(SHARED)/weights
 export EVALKIT_DATA_MIRROR ?= $(SHARED)/data
 export TORCH_HOME ?= $(SHARED)/weights/torch_home
-endif
 export HF_HUB_OFFLINE ?= 1
+endif
 
 .PHONY: setup quick test lint system-deps clean
 
