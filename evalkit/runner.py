@@ -199,7 +199,7 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
 
 
 def _describe(spec: JobSpec) -> str:
-    return f"{spec.label} · {spec.pair_id} · {spec.resolution} · seed {spec.seed}"
+    return escape(f"{spec.label} · {spec.pair_id} · {spec.resolution} · seed {spec.seed}")  # keep [weights]
 
 
 def _record_method(store: ResultsStore, label: str, info: dict, config: WorkerConfig, executor) -> None:
