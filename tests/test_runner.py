@@ -184,3 +184,5 @@ def test_export_csv_and_parquet_match_the_database(plugin, bad_input_protocol, t
         wide = read(out / "export" / f"metrics_wide.{fmt}")
         assert len(jobs) == 7 and sorted(jobs["status"].unique()) == ["error", "ok"]
         assert len(wide) == 5 and {"content_loss", "style_loss"} <= set(wide.columns)
+        timings = read(out / "export" / f"timings.{fmt}")
+        assert len(timings) == 5 and set(timings["repeat"]) == {0}  # one timed repeat per ok job (local default)

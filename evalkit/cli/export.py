@@ -18,7 +18,7 @@ def export(
     run: list[str] = typer.Option([], "--run", help="Only these run ids (repeatable; default: all)."),
     dest: Path = typer.Option(None, "--dest", help="Folder for the tables (default: <out>/export)."),
 ) -> None:
-    """Write jobs.csv and metrics.csv (long) + metrics_wide.csv, or the Parquet equivalents."""
+    """Write jobs, metrics (long), metrics_wide and timings (one row per timed repeat) as CSV or Parquet."""
     if fmt not in ("csv", "parquet"):
         raise EvalkitError(f"unknown format '{fmt}': use csv or parquet")
     if not (out / DB_NAME).is_file():
@@ -28,9 +28,10 @@ def export(
     with ResultsStore(out) as store:
         jobs = store.jobs_frame(run or None).drop(columns=["spec"])
         metrics = store.metrics_frame(run or None)
+        timings = store.timings_frame(run or None)
     wide = metrics.pivot_table(index=["job_key", "label", "pair_id", "resolution", "seed"], columns="metric",
                                values="value", aggfunc="first").reset_index() if len(metrics) else metrics
-    tables = {"jobs": jobs, "metrics": metrics, "metrics_wide": wide}
+    tables = {"jobs": jobs, "metrics": metrics, "metrics_wide": wide, "timings": timings}
     for name, frame in tables.items():
         path = dest / f"{name}.{fmt}"
         if fmt == "csv":
