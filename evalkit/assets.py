@@ -196,9 +196,24 @@ class AssetStore:
         found = self.locate(asset)
         if found is not None:
             return found.path
-        if asset.url and self.settings.allow_download:
+        if self.download_blocker(asset) is None:
             return self._download(asset, progress)
         raise AssetError(self._not_found_message(asset))
+
+    def download_blocker(self, asset: Asset) -> str | None:
+        """Why ``asset`` cannot be downloaded now (``None`` when it can): the one rule every caller shares.
+
+        A file hosted on the Hugging Face hub counts as not obtainable when ``HF_HUB_OFFLINE`` is set, the
+        standard switch users and CI set when the hub cannot be reached.
+        """
+        if not asset.url:
+            return "no download address is known"
+        if not self.settings.allow_download:
+            return "downloads are disabled (EVALKIT_OFFLINE)"
+        if "huggingface.co" in asset.url and os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in (
+                "1", "true", "yes", "on"):
+            return "HF_HUB_OFFLINE is set, so it cannot be downloaded from the Hugging Face hub"
+        return None
 
     def _looked(self, asset: Asset) -> str:
         mirror = self.mirror(asset.kind)
@@ -220,9 +235,8 @@ class AssetStore:
 
     def _not_found_message(self, asset: Asset, reason: str | None = None) -> str:
         why = f" ({reason})" if reason else ""
-        dl = "" if asset.url else "; no download address is known"
-        if asset.url and not self.settings.allow_download:
-            dl = "; downloads are disabled (EVALKIT_OFFLINE)"
+        blocker = None if reason else self.download_blocker(asset)
+        dl = f"; {blocker}" if blocker else ""
         return f"{asset.short} not found{why}: looked in {self._looked(asset)}{dl}. Fix: {self._how_to_supply(asset)}"
 
     def _download(self, asset: Asset, progress: bool) -> Path:

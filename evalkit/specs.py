@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from evalkit.assets import Asset
 from evalkit.errors import ProtocolError

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ CREATE INDEX IF NOT EXISTS run_jobs_by_job ON run_jobs(job_key);
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -189,7 +189,7 @@ class ResultsStore:
     # -- runs -------------------------------------------------------------------------------------------------
     def start_run(self, protocol: str, protocol_sha256: str, command: str, methods: list[str],
                   resolutions: list[str], device: str, executor: str, environment: dict[str, Any]) -> str:
-        run_id = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         with self.transaction() as cur:
             cur.execute(
                 "INSERT INTO runs(run_id, started, status, protocol, protocol_sha256, command, methods, resolutions,"

@@ -55,7 +55,7 @@ class WeightSet:
             except AssetError as exc:
                 return "corrupt", str(exc)
             if found is None:
-                if asset.url and store.settings.allow_download:
+                if store.download_blocker(asset) is None:
                     return "downloadable", f"{asset.name} from {asset.url}"
                 return "missing", store._not_found_message(asset)
             sources.add(found.source)

@@ -33,6 +33,18 @@ needs_weights = pytest.mark.skipif(WEIGHTS_MIRROR is None,
                                    reason="EVALKIT_WEIGHTS_MIRROR not set and ../shared/weights absent")
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for eigh/conv-heavy tests: on the shared 2-core CI machine, 2 threads per process made
+    convs and eigh 8x slower (oversubscription); restored afterwards so other modules keep their setting."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_home(tmp_path_factory) -> Path:
     """One EVALKIT_HOME for the session, so the dequantised VGG-19 is built once."""

@@ -14,12 +14,12 @@ import json
 import os
 import shutil
 import sqlite3
+import tomllib
 import urllib.parse
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import tomllib
 from rich.console import Console
 
 from tests._cdp import Browser, chromium_path

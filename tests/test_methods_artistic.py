@@ -34,15 +34,7 @@ from methods.reinhard import Reinhard
 from methods.wct import WCT
 from tests.conftest import DATA_MIRROR, WEIGHTS_MIRROR, needs_data, needs_weights
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread for these tests: on the shared 2-core CI machine, 2 threads per process made convs and
-    eigh 8x slower (oversubscription); restored afterwards so other modules keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 # -- official layouts, transcribed from SOURCES.md ----------------------------------------------------------------
 _VGG_SHAPES = {"0": (3, 3, 1, 1), "2": (64, 3), "5": (64, 64), "9": (128, 64), "12": (128, 128), "16": (256, 128),

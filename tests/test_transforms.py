@@ -17,15 +17,7 @@ from skimage import color
 from methods import _transforms as T
 from methods.reinhard import lab_to_rgb, lalphabeta_to_rgb, reinhard_transfer, rgb_to_lab, rgb_to_lalphabeta
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread for these tests: on the shared 2-core CI machine, 2 threads per process made convs and
-    eigh 8x slower (oversubscription); restored afterwards so other modules keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def correlated(c: int, h: int, w: int, seed: int, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:

@@ -36,6 +36,8 @@ def speed(
     details: bool = typer.Option(False, "--details", help="Also print medians, spread and peak memory per cell."),
 ) -> None:
     """Seconds per image (network+post, or OOM) per model and resolution, from a results database."""
+    from evalkit.report.formatting import markdown_table, md_escape
+    from evalkit.report.speed import frame_to_rows
     from evalkit.report.speed_table import speed_summary, speed_table
     from evalkit.store import DB_NAME, ResultsStore
 
@@ -67,20 +69,19 @@ def speed(
         {describe_environment(known[r].get("environment") and json.loads(known[r]["environment"]) or {})
          for r in run_ids})
     title = f"Seconds per image, network+post (median of timed repeats); runs {', '.join(run_ids)}"
+    header, cells = frame_to_rows(table)
     if fmt == "md":
-        cells = [[("–" if v is None or v != v else str(v)) for v in row] for row in table.itertuples(index=False)]
-        lines = [f"{title}", "", "| " + " | ".join(table.columns) + " |",
-                 "|" + "|".join([":---"] + ["---:"] * (len(table.columns) - 1)) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in cells]
+        lines = [title, "", *markdown_table([md_escape(h) for h in header],
+                                            [[md_escape(c) for c in row] for row in cells])]
         lines += ["", *[f"measured on: {d}" for d in devices]]
         typer.echo("\n".join(lines))
     else:
         console = Console(width=max(Console().width, 140))  # the paper's table is wide; never elide cells
         rich_table = Table(title=title)
-        for i, column in enumerate(table.columns):
-            rich_table.add_column(str(column), justify="left" if i == 0 else "right")
-        for row in table.itertuples(index=False):
-            rich_table.add_row(*[("–" if v is None or v != v else escape(str(v))) for v in row])  # wct[cd16x]
+        for i, column in enumerate(header):
+            rich_table.add_column(column, justify="left" if i == 0 else "right")
+        for row in cells:
+            rich_table.add_row(*[escape(c) for c in row])  # keeps wct[cd16x] intact
         console.print(rich_table)
         for d in devices:
             console.print(f"measured on: {escape(d)}")

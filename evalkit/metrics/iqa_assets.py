@@ -7,14 +7,11 @@ hands pyiqa the resolved path (``pretrained_model_path=``), so that
 - a benchmark's NIQE/BRISQUE/NIMA numbers are tied to a verified file, whatever ``TORCH_HOME`` holds;
 - a missing file makes the metric ``unavailable`` with the place it looked and the fix, never a crashed run.
 
-Availability is decided without touching the network. A file hosted on the Hugging Face hub counts as not
-obtainable when ``HF_HUB_OFFLINE`` is set (the standard switch users and CI set when the hub cannot be
-reached), as well as when evalkit downloads are off (``EVALKIT_OFFLINE``).
+Availability is decided without touching the network, by the resolver's own download rule.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +23,13 @@ from evalkit.errors import AssetError
 PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
 
 
-def hf_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def asset_availability(asset: Asset, what: str) -> tuple[bool, str]:
     """(available, reason) for a metric's weight file, without downloading.
 
-    ``(True, "")`` when a verified local copy exists; ``(True, "downloads … on first use")`` when it can be
-    fetched; otherwise ``(False, reason)`` where the reason names the file, where evalkit looked and how to
-    supply it.
+    ``(True, "")`` when a verified local copy exists; ``(True, "downloads … on first use")`` when the resolver
+    may fetch it; otherwise ``(False, reason)`` naming the file, where evalkit looked and how to supply it.
+    The download rule is the resolver's own (:meth:`AssetStore.download_blocker`), so ``evalkit metrics`` and
+    ``evalkit weights status`` always agree.
     """
     store = default_store()
     try:
@@ -44,17 +38,9 @@ def asset_availability(asset: Asset, what: str) -> tuple[bool, str]:
         return False, f"{what}: {exc}"
     if found is not None:
         return True, ""
-    blocked = None
-    if not asset.url:
-        blocked = "no download address is known"
-    elif not store.settings.allow_download:
-        blocked = "downloads are disabled (EVALKIT_OFFLINE)"
-    elif "huggingface.co" in asset.url and hf_offline():
-        blocked = "HF_HUB_OFFLINE is set, so it cannot be downloaded from the Hugging Face hub"
-    if blocked is None:
+    if store.download_blocker(asset) is None:
         return True, f"downloads {asset.url} on first use"
-    return False, (f"{what}: {asset.short} not found and {blocked}; looked in {store._looked(asset)}. "
-                   f"Fix: {store._how_to_supply(asset)}")
+    return False, f"{what}: {store._not_found_message(asset)}"
 
 
 def fetch(asset: Asset) -> Path:

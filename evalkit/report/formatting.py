@@ -57,3 +57,9 @@ def md_escape(text: object) -> str:
     """Markdown cell text: HTML specials become entities and Markdown syntax characters are backslash-escaped."""
     text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _MD_SPECIALS.sub(r"\\\1", text).replace("\n", " ")
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a Markdown table from already-escaped cells: first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]

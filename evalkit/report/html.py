@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +244,7 @@ def render_leaderboard(data: ReportData, out: Path, exports: list[tuple[str, str
     eval_sizes = sorted(set(data.metrics["eval_size"])) if len(data.metrics) else []
     context = {
         "title": title or f"evalkit leaderboard · {data.protocol}",
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "version": __version__,
         "protocol": data.protocol,
         "protocol_obj": protocol,

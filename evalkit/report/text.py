@@ -7,7 +7,7 @@ escaped for the target format, so a method called ``a_b & <c> 50%`` cannot break
 from __future__ import annotations
 
 from evalkit.report.data import ReportData
-from evalkit.report.formatting import fmt_num, fmt_pm, latex_escape, latex_num, md_escape
+from evalkit.report.formatting import fmt_num, fmt_pm, latex_escape, latex_num, markdown_table, md_escape
 from evalkit.report.quality import QualityTable, build_quality_table
 from evalkit.report.speed import SpeedSection, speed_section
 
@@ -37,19 +37,14 @@ def _protocol_metrics(data: ReportData) -> list[str] | None:
 
 def to_markdown(table: QualityTable, speed: SpeedSection | None, protocol: str) -> str:
     header, rows = quality_cells(table)
-    lines = [f"### Quality ({md_escape(protocol)})", "",
-             "| " + " | ".join(md_escape(h) for h in header) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|"]
-    for cells in rows:
-        texts = [f"**{md_escape(t)}**" if best else md_escape(t) for t, best in cells]
-        lines.append("| " + " | ".join(texts) + " |")
+    cells = [[f"**{md_escape(t)}**" if best else md_escape(t) for t, best in row] for row in rows]
+    lines = [f"### Quality ({md_escape(protocol)})", "", *markdown_table([md_escape(h) for h in header], cells)]
     lines += ["", f"Mean ± 95 % CI half-width over pairs ({md_escape(table.ci_method)}). "
                   "↑/↓: higher/lower is better; best in bold; n/a: not computed."]
     if speed is not None:
         lines += ["", f"### Speed (seconds, network+post; measured on {md_escape(speed.device)})", "",
-                  "| " + " | ".join(md_escape(c) for c in speed.columns) + " |",
-                  "|" + "|".join([":---"] + ["---:"] * (len(speed.columns) - 1)) + "|"]
-        lines += ["| " + " | ".join(md_escape(v) for v in row) + " |" for row in speed.rows]
+                  *markdown_table([md_escape(c) for c in speed.columns],
+                                  [[md_escape(v) for v in row] for row in speed.rows])]
         if speed.note:
             lines += ["", md_escape(speed.note)]
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ import secrets
 import shutil
 import sqlite3
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -261,7 +261,7 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
 
     config = {
         "name": out.name,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "question": question,
         "prompt": QUESTIONS[question],
         "format": fmt,
