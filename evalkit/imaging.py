@@ -33,6 +33,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from evalkit.errors import ImageError
 
 MAX_PIXELS = 120_000_000  # ~ 11k x 11k: beyond anything a benchmark needs, below what exhausts memory
+MAX_UPSCALE = 4.0  # resizing an image up by more than this is recorded on the job as a warning
 
 NAMED_RESOLUTIONS: dict[str, tuple[int, int]] = {
     "1k": (1024, 512),
@@ -61,7 +62,8 @@ class Resolution:
         if key.isdigit() and 16 <= int(key) <= 16384:
             return cls(key, short_side=int(key))
         names = ", ".join(NAMED_RESOLUTIONS)
-        raise ValueError(f"unknown resolution '{text}': use one of {names}, or a short side in pixels (e.g. 512)")
+        raise ValueError(f"unknown resolution '{text}': use one of {names}, or a short side from 16 to 16384 pixels "
+                         f"(e.g. 512)")
 
     @property
     def pixels(self) -> int | None:
@@ -139,6 +141,20 @@ def to_rgb8(img: Image.Image, path: str | Path = "<image>") -> Image.Image:
             return Image.fromarray(arr, "RGB")
         return img.convert("RGB")
     raise ImageError(f"image {path} has unsupported mode {mode}: convert it to 8-bit RGB PNG or JPEG")
+
+
+def check_min_side(img: Image.Image, path: str | Path, min_side: int) -> None:
+    """An image whose short side is below ``min_side`` is an error: a 1x1 image silently upscaled to 512 px is not
+    a benchmark input, it is a broken file."""
+    w, h = img.size
+    if min(w, h) < min_side:
+        raise ImageError(f"image {path} is {w}x{h}, its short side is below the minimum of {min_side} px: supply the "
+                         f"full-size image, or lower min_image_side in the protocol")
+
+
+def upscale_factor(source: tuple[int, int], target: tuple[int, int]) -> float:
+    """How much the resize rule enlarged an image (1.0 or less when it shrank it)."""
+    return max(target[0] / source[0], target[1] / source[1])
 
 
 def load_rgb_array16(path: str | Path) -> np.ndarray | None:

@@ -8,6 +8,7 @@ their stored PNG instead of being re-stylized.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections import Counter
@@ -35,8 +36,9 @@ from evalkit.executors import get_executor
 from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
 from evalkit.metrics import metric_names
 from evalkit.registry import MethodSelector, choose_weight_set, get_method
+from evalkit.rootlock import RootLock
 from evalkit.specs import JobSpec, Protocol, load_protocol
-from evalkit.store import FINAL_STATUSES, ResultsStore
+from evalkit.store import FAILED_STATUSES, FINAL_STATUSES, ResultsStore
 from evalkit.weights import weight_label
 from evalkit.worker import JobContext, WorkerConfig
 
@@ -59,6 +61,7 @@ class RunRequest:
     assets: AssetSettings = field(default_factory=AssetSettings.from_env)
     progress: bool = True
     command: str = ""
+    wait: bool = False  # another run holds the results root: wait for it instead of refusing
 
 
 @dataclass
@@ -75,6 +78,11 @@ class RunSummary:
     def database(self) -> Path:
         return self.root / "evalkit.sqlite"
 
+    @property
+    def failed(self) -> Counter:
+        """Jobs that ended error / timeout / unavailable: any of them makes ``evalkit run`` exit non-zero."""
+        return Counter({k: v for k, v in self.counts.items() if k in FAILED_STATUSES})
+
 
 def parse_resolutions(text: str | None, protocol: Protocol) -> list[str]:
     """``None`` -> the protocol's; ``all`` -> every named resolution; else a comma list (validated)."""
@@ -83,8 +91,13 @@ def parse_resolutions(text: str | None, protocol: Protocol) -> list[str]:
     if text.strip().lower() == "all":
         return list(NAMED_RESOLUTIONS)
     values = [part.strip().lower() for part in text.split(",") if part.strip()]
+    if not values:
+        raise EvalkitError(f"--res '{text}' names no resolution: write e.g. --res 512 or --res 1k,4k")
     for value in values:
-        Resolution.parse(value)
+        try:
+            Resolution.parse(value)
+        except ValueError as exc:
+            raise EvalkitError(f"--res: {exc}") from None
     return values
 
 
@@ -133,6 +146,8 @@ def plan_jobs(protocol: Protocol, request: RunRequest, console: Console) -> tupl
 
 
 def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSummary:
+    """Plan, take the root's lock, clean up after crashed runs, execute, record; the run row always ends in a final
+    status (``finished``, ``interrupted`` on Ctrl-C, ``failed`` with the reason on any other exception)."""
     console = console or Console(stderr=True)
     protocol = load_protocol(request.protocol)
     metrics = request.metrics if request.metrics is not None else protocol.metrics
@@ -146,40 +161,69 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
     for error in plan_errors:  # the valid methods still run; these are reported and make the exit status 1
         console.print(f"[red]error:[/red] {escape(error)}")
     root = Path(request.out)
-    store = ResultsStore(root)
+    command = request.command or shlex.join(sys.argv)
+    lock = RootLock(root, command).acquire(wait=request.wait, notify=lambda line: console.print(escape(line)))
+    try:
+        store = ResultsStore(root)
+        try:
+            _recover(store, console)
+            return _execute(request, protocol, metrics, specs, plan_errors, methods_info, store, command, console)
+        finally:
+            store.close()
+    finally:
+        lock.release()
+
+
+def _recover(store: ResultsStore, console: Console) -> None:
+    """What a killed run left behind: runs still marked ``running`` and half-written PNGs. Called under the lock,
+    which proves that no other process is writing this root."""
+    stale = store.mark_interrupted(detected_by=f"evalkit run (pid {os.getpid()})")
+    if stale:
+        console.print(f"marked {len(stale)} earlier run(s) whose process is gone as interrupted: {', '.join(stale)}")
+    orphans = store.remove_orphans()
+    if orphans:
+        console.print(f"removed {len(orphans)} half-written output file(s) left by a killed run")
+
+
+def _execute(request: RunRequest, protocol: Protocol, metrics: list[str], specs: list[JobSpec],
+             plan_errors: list[str], methods_info: dict, store: ResultsStore, command: str,
+             console: Console) -> RunSummary:
     env = environment.capture(request.device)
     executor_name = request.executor or str(protocol.timing.get("executor", "local"))
     run_id = store.start_run(
-        protocol.name, protocol.sha256, request.command or shlex.join(sys.argv), list(methods_info),
-        request.resolutions or protocol.resolutions, request.device, executor_name, env,
+        protocol.name, protocol.sha256, command, list(methods_info), request.resolutions or protocol.resolutions,
+        request.device, executor_name, env, protocol_text=protocol.text, protocol_source=protocol.source,
     )
+    status, note = "failed", None
+    counts: Counter = Counter()
+    failures: list[tuple[str, str, str]] = []
     statuses = store.job_status(spec.key for spec in specs)
     todo = [s for s in specs if statuses.get(s.key) not in FINAL_STATUSES]
     reused = [s for s in specs if statuses.get(s.key) in FINAL_STATUSES]
-    store.attach_jobs(run_id, (s.key for s in reused))
-    config = WorkerConfig(protocol=protocol, device=request.device, metrics=list(metrics),
-                          assets=request.assets.to_dict(),
-                          warmup=int(request.warmup if request.warmup is not None
-                                     else protocol.timing.get("warmup", 0)),
-                          repeats=int(request.repeats if request.repeats is not None
-                                      else protocol.timing.get("repeats", 1)))
-    counts: Counter = Counter()
-    failures: list[tuple[str, str, str]] = []
-    if reused:
-        console.print(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
-        _backfill_metrics(store, protocol, reused, config, statuses, console)
-    executor = get_executor(executor_name, **request.executor_options, ray_address=request.ray_address)
-    if getattr(executor, "note", None):
-        console.print(executor.note)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    status = "finished"
     try:
+        store.attach_jobs(run_id, (s.key for s in reused))
+        config = WorkerConfig(protocol=protocol, device=request.device, metrics=list(metrics),
+                              assets=request.assets.to_dict(),
+                              warmup=int(request.warmup if request.warmup is not None
+                                         else protocol.timing.get("warmup", 0)),
+                              repeats=int(request.repeats if request.repeats is not None
+                                          else protocol.timing.get("repeats", 1)))
+        if reused:
+            console.print(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
+            _backfill_metrics(store, protocol, reused, config, statuses, console)
+        executor = get_executor(executor_name, **request.executor_options, ray_address=request.ray_address)
+        if getattr(executor, "note", None):
+            console.print(executor.note)
+        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         with Progress(*columns, console=console, disable=not request.progress, transient=False) as progress:
             task = progress.add_task(_describe(todo[0]) if todo else "nothing to do", total=len(todo))
             for i, (spec, result) in enumerate(executor.map(todo, config)):
                 store.record_job(run_id, protocol.name, spec, result, protocol.eval_size)
                 counts[result.status] += 1
+                for warning in result.warnings:
+                    progress.console.print(f"[yellow]warning[/yellow] {escape(spec.label)} {escape(spec.pair_id)} "
+                                           f"@{spec.resolution}: {escape(warning)}")
                 if result.status != "ok":
                     failures.append((f"{spec.label} {spec.pair_id} {spec.resolution} s{spec.seed}",
                                      result.status, result.message or ""))
@@ -189,13 +233,16 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
                 progress.update(task, advance=1, description=_describe(nxt) if nxt else "done")
         for label, info in methods_info.items():
             _record_method(store, label, info, config, executor)
+        status = "finished"
     except KeyboardInterrupt:
-        status = "interrupted"
+        status, note = "interrupted", "interrupted: stopped by the user (Ctrl-C)"
+        raise
+    except BaseException as exc:
+        note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
         raise
     finally:
-        store.finish_run(run_id, status)
-        store.close()
-    return RunSummary(run_id, root, len(specs), len(reused), counts, plan_errors, failures)
+        store.finish_run(run_id, status, note)
+    return RunSummary(run_id, store.root, len(specs), len(reused), counts, plan_errors, failures)
 
 
 def _describe(spec: JobSpec) -> str:

@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,15 +74,26 @@ class JobContext:
         self._suite: MetricSuite | None = None
 
     # -- inputs ---------------------------------------------------------------------------------------------------
-    def image(self, image_id: str, resolution: Resolution):
-        """Decoded, resized PIL image for a protocol image id (cached per size)."""
+    def image(self, image_id: str, resolution: Resolution, warnings: list[str] | None = None):
+        """Decoded, resized PIL image for a protocol image id (cached per size).
+
+        Images below the protocol's ``min_image_side`` are an error naming the file; an enlargement by more than
+        :data:`~evalkit.imaging.MAX_UPSCALE` is appended to ``warnings`` (recorded on the job)."""
         key = (image_id, resolution.name)
         if key not in self._images:
             path = self.store.fetch(self.protocol.images[image_id])
-            self._images[key] = imaging.resize(imaging.load_image(path), resolution)
+            source = imaging.load_image(path)
+            imaging.check_min_side(source, path, self.protocol.min_image_side)
+            resized = imaging.resize(source, resolution)
+            self._images[key] = (resized, imaging.upscale_factor(source.size, resized.size), source.size, path)
             if len(self._images) > 16:  # a 4K image is 25 MB decoded: keep the cache bounded
                 self._images.pop(next(iter(self._images)))
-        return self._images[key]
+        resized, factor, size, path = self._images[key]
+        if warnings is not None and factor > imaging.MAX_UPSCALE:
+            warnings.append(f"image {Path(path).name} ({size[0]}x{size[1]}) was upscaled {factor:.1f}x to "
+                            f"{resized.size[0]}x{resized.size[1]}: results at this resolution show interpolation, "
+                            f"not the method")
+        return resized
 
     def masks(self, spec: JobSpec, content_res: Resolution, style_res: Resolution) -> Masks | None:
         if not (spec.content_mask and spec.style_mask):
@@ -141,8 +153,8 @@ class JobContext:
     def _run(self, spec: JobSpec, result: JobResult) -> None:
         res = Resolution.parse(spec.resolution)
         style_res = Resolution.parse(spec.style_size)
-        content_img = self.image(spec.content, res)
-        style_img = self.image(spec.style, style_res)
+        content_img = self.image(spec.content, res, result.warnings)
+        style_img = self.image(spec.style, style_res, result.warnings)
         masks = self.masks(spec, res, style_res)
         adapter, load_s = self.adapter(spec)
         result.time_load_s = load_s

@@ -8,6 +8,9 @@ It copies the study folder (the original is not touched), starts ``evalkit study
 runs every participant concurrently (consent -> trials -> done) with httpx, retries a vote whose answer was lost
 (the server must treat it idempotently), kills the server with SIGKILL once ``--kill-after`` of the expected votes
 are acknowledged, restarts it, and finally compares the acknowledgements with the database.
+
+It always stops by itself: a request that cannot reach the server for ``--max-down`` seconds ends that participant
+with an error, and the whole run is cancelled after ``--deadline`` seconds (both reported as FAIL).
 """
 
 from __future__ import annotations
@@ -50,8 +53,9 @@ class Server:
         self.folder, self.port, self.proc = folder, port, None
 
     def start(self) -> None:
+        # every simulated participant comes from 127.0.0.1: lift the per-address limit for the test
         cmd = [sys.executable, "-c", "from evalkit.cli import main; main()", "study", "serve", str(self.folder),
-               "--host", "127.0.0.1", "--port", str(self.port)]
+               "--host", "127.0.0.1", "--port", str(self.port), "--new-per-address", "0"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -72,14 +76,22 @@ class Server:
             self.proc.wait(20)
 
 
-async def participant(i: int, base: str, stats: Stats, expected: int) -> None:
+class ServerGone(Exception):
+    """The server stayed unreachable for longer than --max-down."""
+
+
+async def participant(i: int, base: str, stats: Stats, expected: int, max_down: float) -> None:
     async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=30) as client:
         async def call(method: str, url: str, **kw) -> httpx.Response:
-            while True:  # the server may be down (killed); retry until it is back
+            down_since = None
+            while True:  # the server may be down (killed); retry until it is back, but not forever
                 try:
                     return await client.request(method, url, **kw)
-                except httpx.TransportError:
+                except httpx.TransportError as exc:
                     stats.retries += 1
+                    down_since = down_since or time.monotonic()
+                    if time.monotonic() - down_since > max_down:
+                        raise ServerGone(f"{method} {url}: server unreachable for {max_down:g}s ({exc})") from exc
                     await asyncio.sleep(0.2)
 
         await call("GET", f"/?PROLIFIC_PID=load{i}")
@@ -144,12 +156,24 @@ async def main_async(args: argparse.Namespace) -> int:
 
     base = f"http://127.0.0.1:{port}"
     kill_task = asyncio.create_task(killer())
-    await asyncio.gather(*(participant(i, base, stats, expected) for i in range(args.participants)))
+    async def guarded(i: int) -> None:
+        try:
+            await participant(i, base, stats, expected, args.max_down)
+        except ServerGone as exc:
+            stats.errors.append(f"participant {i}: {exc}")
+
+    try:
+        await asyncio.wait_for(asyncio.gather(*(guarded(i) for i in range(args.participants))), args.deadline)
+    except TimeoutError:
+        stats.errors.append(f"the run did not finish within --deadline {args.deadline:g}s")
     elapsed = time.perf_counter() - started
+    lat = sorted(stats.latencies)
     if not kill_task.done():
         kill_task.cancel()
         stats.errors.append("the run finished before the kill point")
     server.stop()
+    if not lat:
+        lat.append(float("nan"))
 
     conn = sqlite3.connect(folder / "study.sqlite")
     rows = conn.execute("SELECT pid, idx, token FROM votes").fetchall()
@@ -162,7 +186,6 @@ async def main_async(args: argparse.Namespace) -> int:
     missing = [k for k in stats.acked if k not in stored]
     mismatched = [k for k, t in stats.acked.items() if k in stored and stored[k] != t]
     unacked = [k for k in stored if k not in stats.acked]
-    lat = sorted(stats.latencies)
 
     def q(p: float) -> float:
         return 1000 * lat[min(len(lat) - 1, int(p * len(lat)))]
@@ -195,6 +218,9 @@ def main() -> int:
     parser.add_argument("--participants", type=int, default=100)
     parser.add_argument("--kill-after", type=float, default=0.5, help="fraction of expected votes before SIGKILL")
     parser.add_argument("--keep", action="store_true", help="keep the copied study folder and its database")
+    parser.add_argument("--max-down", type=float, default=60.0,
+                        help="seconds a request may keep failing to reach the server before its participant gives up")
+    parser.add_argument("--deadline", type=float, default=900.0, help="seconds before the whole run is cancelled")
     args = parser.parse_args()
     if not (args.study / "study.json").is_file():
         parser.error(f"{args.study} is not a study folder (no study.json): build one with `evalkit study build`")

@@ -137,9 +137,10 @@ def test_html_escapes_marks_unavailable_and_is_self_contained(results):
 
 def test_human_study_tables_add_column_and_agreement(results):
     with sqlite3.connect(results / "evalkit.sqlite") as conn:
-        conn.execute("CREATE TABLE preferences (study TEXT, label TEXT, score REAL, lower REAL, upper REAL, "
-                     "rank INTEGER, votes INTEGER)")
-        conn.execute("CREATE TABLE metric_agreement (study TEXT, metric TEXT, agreement REAL, n INTEGER)")
+        conn.execute("CREATE TABLE IF NOT EXISTS preferences (study TEXT, label TEXT, score REAL, lower REAL, "
+                     "upper REAL, rank INTEGER, votes INTEGER)")
+        conn.execute("CREATE TABLE IF NOT EXISTS metric_agreement (study TEXT, metric TEXT, agreement REAL, "
+                     "n INTEGER)")
         conn.executemany("INSERT INTO preferences VALUES (?,?,?,?,?,?,?)",
                          [("pilot", "alpha[w1]", 1.25, 0.9, 1.6, 1, 40), ("pilot", EVIL, -0.5, -0.9, -0.1, 2, 40)])
         conn.execute("INSERT INTO metric_agreement VALUES ('pilot', 'ssim', 0.625, 80)")

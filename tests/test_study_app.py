@@ -78,9 +78,13 @@ def test_answer_key_database_and_outside_files_are_unreachable(study, tmp_path):
     # an image that is part of the study is served
     _, _, html = _trial(client)
     assert client.get(re.search(r'src="(/img/[^"]+)"', html).group(1)).headers["content-type"] == "image/png"
-    # the admin page and CSV need the token, and then show methods (the admin may see them)
+    # the admin page and CSV need the token, and then show methods (the admin may see them); the token is
+    # exchanged for a cookie and leaves the URL (issue 11: it used to stay there through the page's refresh)
     r = client.get(f"/admin?token={token}")
+    assert r.status_code == 303 and r.headers["location"] == "/admin"
+    r = client.get("/admin")
     assert r.status_code == 200 and 'id="started">1<' in r.text
+    assert token not in r.text
     assert client.get("/admin/votes.csv", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
@@ -135,13 +139,15 @@ def test_votes_are_idempotent_and_survive_a_restart(study):
     restarted.cookies.update(client.cookies)
     assert _trial(restarted)[0] == nxt == idx + 1
     assert restarted.get("/").headers["location"] == "/trial"  # reload of the entry page resumes too
-    # a returning Prolific participant without the cookie gets their own sequence back
+    # a returning Prolific ID without the cookie never gets that session (issue 11: knowing someone's Prolific ID
+    # used to be enough to answer as them): it gets a fresh session, flagged as a repeat ID
     again = TestClient(create_app(study), follow_redirects=False)
     again.post("/start", data={"consent": "yes", "PROLIFIC_PID": "P123"})
-    assert _trial(again)[0] == nxt
+    assert _trial(again)[0] == 0
+    assert again.cookies["evalkit_study"] != client.cookies["evalkit_study"]
     with sqlite3.connect(study / "study.sqlite") as conn:
-        assert conn.execute("SELECT prolific_pid, study_id, session_id FROM participants").fetchall() == [
-            ("P123", "S9", "X1")]
+        assert conn.execute("SELECT prolific_pid, study_id, session_id, repeat_id FROM participants ORDER BY n"
+                            ).fetchall() == [("P123", "S9", "X1", 0), ("P123", None, None, 1)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

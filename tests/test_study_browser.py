@@ -3,6 +3,7 @@ reload in the middle) -> completion code; served by uvicorn on loopback."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sqlite3
 import threading
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from evalkit.study.app import create_app
+from evalkit.study.app import ServeOptions, create_app
 from evalkit.study.build import load_study
 from tests._cdp import Browser, chromium_path
 from tests.study_support import make_study
@@ -19,24 +20,36 @@ pytestmark = pytest.mark.skipif(chromium_path() is None,
                                 reason="chromium not installed (/usr/bin/chromium; `make system-deps` installs it)")
 
 
-@pytest.fixture
-def server(tmp_path):
-    import uvicorn
-
-    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="style", trials_per_participant=4)
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(folder), host="127.0.0.1", port=port, log_level="warning"))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serve(app, port: int):
+    import uvicorn
+
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not srv.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield folder, f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(tmp_path):
+    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="style", trials_per_participant=4,
+                           completion_code="PROLIFIC42")
+    with _serve(create_app(folder), _free_port()) as url:
+        yield folder, url
 
 
 def _press(browser: Browser, key: str, code: str, keycode: int) -> None:
@@ -86,7 +99,11 @@ def test_browser_completes_a_whole_study(server, tmp_path):
                 _press(browser, *keys[step % len(keys)])
         code = _wait_for(browser, "document.getElementById('completion-code') &&"
                                   " document.getElementById('completion-code').innerText")
-        assert code == config["completion_code"]
+        # the participant's own code (issue 11: it used to be one constant for the whole study); the Prolific
+        # return link carries the study's Prolific code
+        with sqlite3.connect(folder / "study.sqlite") as conn:
+            assert code == conn.execute("SELECT completion_code FROM participants").fetchone()[0]
+        assert code != config["completion_code"]
         assert browser.evaluate("document.getElementById('prolific-return').href").endswith(
             f"cc={config['completion_code']}")
         assert browser.console_errors() == []
@@ -97,38 +114,68 @@ def test_browser_completes_a_whole_study(server, tmp_path):
                             ).fetchall() == [("pp42", "st1", "se7", 1)]
 
 
-def test_browser_completes_the_static_export(tmp_path):
-    """The static folder works on any file server: the page runs a manifest sequence and keeps the answers."""
+def _file_server(folder):
     import functools
     import http.server
-    import json
 
-    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="favorite", trials_per_participant=3)
-    config = load_study(folder)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder / "static"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
     handler.log_message = lambda *a, **k: None
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def _take_static(browser: Browser, url: str, sequence: list) -> None:
+    browser.goto(url)
+    browser.click("#consent")
+    browser.click("#start")
+    for step in range(len(sequence)):
+        _wait_for(browser, f"document.querySelector('.counter') && document.querySelector('.counter')"
+                           f".innerText === '{step + 1} / {len(sequence)}'")
+        _press(browser, "ArrowRight", "ArrowRight", 39)
+
+
+def test_browser_completes_the_static_export(tmp_path):
+    """The static folder works on any file server: the page runs a manifest sequence and keeps the answers. Without
+    a submit_url it shows no completion code (it has none to show); with one, the code the study server issued."""
+    import json
+
+    api_port = _free_port()
+    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="favorite", trials_per_participant=3,
+                           submit_url=f"http://127.0.0.1:{api_port}/static-submit")
+    config = load_study(folder)
+    manifest = json.loads((folder / "static" / "manifest.json").read_text())
+    sequence = manifest["sequences"][1]
+    offline = tmp_path / "offline-static"  # the same export with no submit_url
+    import shutil
+
+    shutil.copytree(folder / "static", offline)
+    (offline / "manifest.json").write_text(json.dumps({**manifest, "submit_url": None}))
+    httpd, httpd_offline = _file_server(folder / "static"), _file_server(offline)
+    static_origin = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
         with Browser(tmp_path / "chromium-static") as browser:
-            browser.goto(f"http://127.0.0.1:{httpd.server_address[1]}/index.html?seq=1&PROLIFIC_PID=px")
-            browser.click("#consent")
-            browser.click("#start")
-            manifest = json.loads((folder / "static" / "manifest.json").read_text())
-            sequence = manifest["sequences"][1]
-            for step in range(len(sequence)):
-                _wait_for(browser, f"document.querySelector('.counter') && document.querySelector('.counter')"
-                                   f".innerText === '{step + 1} / {len(sequence)}'")
-                _press(browser, "ArrowRight", "ArrowRight", 39)
-            assert _wait_for(browser, "document.querySelector('.code') && document.querySelector('.code').innerText"
-                             ) == config["completion_code"]
+            _take_static(browser, f"http://127.0.0.1:{httpd_offline.server_address[1]}/index.html?seq=1&"
+                                  "PROLIFIC_PID=px", sequence)
+            assert "cannot issue completion codes" in _wait_for(
+                browser, "document.getElementById('result') && document.getElementById('result').innerText")
+            assert browser.evaluate("document.querySelector('.code')") is None
             state = browser.evaluate(f"localStorage.getItem('evalkit-study-{config['name']}')")
+            assert browser.console_errors() == []
+        with _serve(create_app(folder, ServeOptions(static_origins=(static_origin,))), api_port), \
+                Browser(tmp_path / "chromium-static-2") as browser:
+            _take_static(browser, f"{static_origin}/index.html?seq=1&PROLIFIC_PID=py", sequence)
+            code = _wait_for(browser, "document.querySelector('.code') && document.querySelector('.code').innerText")
             assert browser.console_errors() == []
     finally:
         httpd.shutdown()
+        httpd_offline.shutdown()
     state = json.loads(state)
     assert state["PROLIFIC_PID"] == "px" and state["sequence"] == 1
     # every answer is the right-hand option's token, and the private key maps it back to a candidate
     assert [a["choice"] for a in state["answers"]] == [t["options"][1]["token"] for t in sequence]
     assert all(config["static_tokens"][a["choice"]] in config["candidates"] for a in state["answers"])
+    with sqlite3.connect(folder / "study.sqlite") as conn:
+        assert conn.execute("SELECT prolific_pid, origin, completion_code FROM participants").fetchall() == [
+            ("py", "static", code)]
+        assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == len(sequence)

@@ -8,7 +8,7 @@ import typer
 
 from evalkit.cli import app
 from evalkit.errors import EvalkitError
-from evalkit.store import DB_NAME, ResultsStore
+from evalkit.store import ResultsStore
 
 
 @app.command()
@@ -21,14 +21,12 @@ def export(
     """Write jobs, metrics (long), metrics_wide and timings (one row per timed repeat) as CSV or Parquet."""
     if fmt not in ("csv", "parquet"):
         raise EvalkitError(f"unknown format '{fmt}': use csv or parquet")
-    if not (out / DB_NAME).is_file():
-        raise EvalkitError(f"no results database at {out / DB_NAME}: run `evalkit run --out {out}` first")
-    dest = dest or out / "export"
-    dest.mkdir(parents=True, exist_ok=True)
-    with ResultsStore(out) as store:
+    with ResultsStore.open_reader(out, f"evalkit run --results {out}") as store:
         jobs = store.jobs_frame(run or None).drop(columns=["spec"])
         metrics = store.metrics_frame(run or None)
         timings = store.timings_frame(run or None)
+    dest = dest or out / "export"
+    dest.mkdir(parents=True, exist_ok=True)
     wide = metrics.pivot_table(index=["job_key", "label", "pair_id", "resolution", "seed"], columns="metric",
                                values="value", aggfunc="first").reset_index() if len(metrics) else metrics
     tables = {"jobs": jobs, "metrics": metrics, "metrics_wide": wide, "timings": timings}

@@ -30,6 +30,8 @@ def leaderboard(
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
     data = load_report_data(results, run or None)
+    for note in data.notes:
+        typer.echo(f"note: {note}", err=True)
     if fmt in ("md", "tex"):
         from evalkit.report.text import render_tables
 

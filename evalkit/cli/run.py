@@ -52,6 +52,8 @@ def run(
     device_memory: str = typer.Option(None, "--device-memory", help="CUDA memory budget, e.g. 12GiB (isolated)."),
     skip_after_oom: bool = typer.Option(True, "--skip-after-oom/--no-skip-after-oom",
                                         help="After an OOM, skip larger resolutions of that method (isolated)."),
+    wait: bool = typer.Option(False, "--wait", help="If another run is writing this results root, wait for it "
+                                                    "instead of refusing."),
     home: Path = Home,
     weights_mirror: Path = WeightsMirror,
     data_mirror: Path = DataMirror,
@@ -85,7 +87,7 @@ def run(
         progress=not no_progress, command=shlex.join(["evalkit", *sys.argv[1:]]),
         warmup=warmup, repeats=repeats,
         executor_options=_isolated_options(timeout, cpu_memory, device_memory, skip_after_oom),
-        ray_address=ray_address,
+        ray_address=ray_address, wait=wait,
     )
     try:
         summary = run_benchmark(request, console)
@@ -100,8 +102,16 @@ def run(
     console.print(table)
     typer.echo(f"results: {summary.database.resolve()}")
     typer.echo(f"images:  {(summary.root / 'images').resolve()}")
-    typer.echo(f"export:  evalkit export --out {summary.root}")
+    typer.echo(f"export:  evalkit export --results {summary.root}")
+    failed = summary.failed
+    if failed:
+        what = ", ".join(f"{n} {status}" for status, n in sorted(failed.items()))
+        console.print(f"[red]{sum(failed.values())} job(s) did not succeed ({what})[/red]: their messages are above "
+                      f"and in `evalkit runs --results {summary.root}`; exit status 1 (ok, oom and skipped-after-OOM "
+                      f"jobs are results; error, timeout and unavailable are not)")
     if summary.plan_errors:
+        console.print(f"[red]{len(summary.plan_errors)} method selector(s) could not be planned[/red] (see above)")
+    if failed or summary.plan_errors:
         raise typer.Exit(1)
 
 

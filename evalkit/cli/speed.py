@@ -39,14 +39,11 @@ def speed(
     from evalkit.report.formatting import markdown_table, md_escape
     from evalkit.report.speed import frame_to_rows
     from evalkit.report.speed_table import speed_summary, speed_table
-    from evalkit.store import DB_NAME, ResultsStore
+    from evalkit.store import ResultsStore
 
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
-    if not (out / DB_NAME).is_file():
-        raise EvalkitError(f"no results database at {out / DB_NAME}: run `evalkit run --protocol speed --out {out}`"
-                           f" first, or pass --out pointing at a results root")
-    with ResultsStore(out) as store:
+    with ResultsStore.open_reader(out, f"evalkit run --protocol speed --results {out}") as store:
         known = {r["run_id"]: dict(r) for r in store.runs()}
         run_ids = list(known) if run == ["all"] else (list(run) or ([store.latest_run()] if known else []))
         missing = [r for r in run_ids if r not in known]
@@ -56,11 +53,12 @@ def speed(
         jobs = store.jobs_frame(run_ids)
         timings = store.timings_frame(run_ids)
         methods = {r["label"]: dict(r) for r in store.conn.execute("SELECT label, parameters, layers FROM methods")}
+        protocol_notes = [note for r in run_ids if (note := store.stored_protocol(r)[1])]
         environments = [json.loads(r["environment"]) for r in store.conn.execute(
             "SELECT DISTINCT environment FROM job_environment WHERE job_key IN (SELECT job_key FROM run_jobs WHERE "
             f"run_id IN ({','.join('?' * len(run_ids))}))", run_ids)]
     if jobs.empty:
-        raise EvalkitError(f"run(s) {', '.join(run_ids)} in {out / DB_NAME} have no jobs")
+        raise EvalkitError(f"run(s) {', '.join(run_ids)} in {out} have no jobs")
     table = speed_table(jobs, methods)
     if fmt == "csv":
         typer.echo(table.to_csv(index=False), nl=False)
@@ -91,6 +89,8 @@ def speed(
     if details:
         summary = speed_summary(jobs, timings if len(timings) else None)
         typer.echo(summary.to_string(index=False))
+    for note in dict.fromkeys(protocol_notes):
+        typer.echo(f"note: {note}", err=True)
     if (jobs["status"] == "skipped").any():
         typer.echo("note: 'OOM' includes resolutions skipped after an OOM at a smaller one (assumes memory grows "
                    "with resolution)")

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.errors import EvalkitError
-from evalkit.store import DB_NAME, ResultsStore
+from evalkit.store import ResultsStore
 
 
 @dataclass
@@ -30,6 +30,8 @@ class ReportData:
     timings: pd.DataFrame | None = None
     preferences: pd.DataFrame | None = None
     agreement: pd.DataFrame | None = None
+    spec: Any = None  # the Protocol as stored with the newest selected run (None if it cannot be read)
+    notes: list[str] = field(default_factory=list)  # e.g. the protocol file changed since the run
 
     @property
     def run_ids(self) -> list[str]:
@@ -106,11 +108,15 @@ def add_entries(jobs: pd.DataFrame) -> pd.Series:
 
 def load_report_data(root: str | Path, run_ids: list[str] | None = None) -> ReportData:
     root = Path(root)
-    if not (root / DB_NAME).is_file():
-        raise EvalkitError(f"no results database at {root / DB_NAME}: run `evalkit run --out {root}` first, "
-                           f"or pass --results pointing at a results root")
-    with ResultsStore(root) as store:
+    with ResultsStore.open_reader(root, f"evalkit run --results {root}") as store:
         runs = select_runs(store, run_ids)
+        notes: list[str] = []
+        try:
+            spec, note = store.stored_protocol(runs[-1]["run_id"])
+            if note:
+                notes.append(note)
+        except EvalkitError:  # a run recorded before protocols were stored, whose protocol is not found by name
+            spec = None
         ids = [r["run_id"] for r in runs]
         protocol = runs[0]["protocol"]
         jobs = store.jobs_frame(ids)
@@ -133,4 +139,5 @@ def load_report_data(root: str | Path, run_ids: list[str] | None = None) -> Repo
     return ReportData(root=root, protocol=protocol, runs=runs, jobs=jobs, metrics=metrics, methods=methods,
                       timings=timings if timings is not None and len(timings) else None,
                       preferences=preferences if preferences is not None and len(preferences) else None,
-                      agreement=agreement if agreement is not None and len(agreement) else None)
+                      agreement=agreement if agreement is not None and len(agreement) else None, spec=spec,
+                      notes=notes)

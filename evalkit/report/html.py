@@ -18,7 +18,6 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalkit import __version__
-from evalkit.errors import EvalkitError
 from evalkit.imaging import Resolution
 from evalkit.report.data import ReportData
 from evalkit.report.formatting import fmt_num, fmt_pm
@@ -62,15 +61,6 @@ class Grid:
     note: str = ""
 
 
-def _protocol(name: str):
-    from evalkit.specs import load_protocol
-
-    try:
-        return load_protocol(name)
-    except EvalkitError:
-        return None
-
-
 def build_grid(data: ReportData, thumbs: ThumbMaker) -> Grid:
     """One row per pair: content | style | each entry's output (seed 0 at the grid's resolution)."""
     from evalkit.assets import default_store
@@ -82,7 +72,7 @@ def build_grid(data: ReportData, thumbs: ThumbMaker) -> Grid:
     ok = jobs[jobs["status"] == "ok"]
     counts = ok["resolution"].value_counts() if len(ok) else jobs["resolution"].value_counts()
     resolution = str(counts.index[0])
-    protocol = _protocol(data.protocol)
+    protocol = data.spec
     store = default_store()
     inputs: dict[str, GridCell] = {}
     problems: list[str] = []
@@ -234,7 +224,7 @@ def render_leaderboard(data: ReportData, out: Path, exports: list[tuple[str, str
     """Write the page to ``out`` (thumbnails under ``data.root / 'thumbs'``) and return its path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    protocol = _protocol(data.protocol)
+    protocol = data.spec
     preferred = list(protocol.metrics) if protocol is not None else None
     table = build_quality_table(data.jobs, data.metrics, preferred)
     colors = {entry: color_for(i) for i, entry in enumerate(data.labels)}

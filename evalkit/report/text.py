@@ -26,13 +26,7 @@ def quality_cells(table: QualityTable) -> tuple[list[str], list[list[tuple[str, 
 
 
 def _protocol_metrics(data: ReportData) -> list[str] | None:
-    from evalkit.errors import EvalkitError
-    from evalkit.specs import load_protocol
-
-    try:
-        return list(load_protocol(data.protocol).metrics)
-    except EvalkitError:
-        return None
+    return list(data.spec.metrics) if data.spec is not None else None
 
 
 def to_markdown(table: QualityTable, speed: SpeedSection | None, protocol: str) -> str:

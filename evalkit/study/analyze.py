@@ -30,11 +30,13 @@ from evalkit.study.build import load_study
 
 @dataclass
 class Exclusion:
-    """Participants are excluded if they fail more vigilance trials than allowed, or answer repeated trials less
-    consistently than ``min_consistency`` (chance is 1/k for k options)."""
+    """Participants are excluded if they fail more vigilance trials than allowed, answer repeated trials less
+    consistently than ``min_consistency`` (chance is 1/k for k options), or are a second session of a Prolific ID
+    that already had one (``keep_repeat_ids`` keeps those)."""
 
     max_vigilance_failures: int = 0
     min_consistency: float = 0.5
+    keep_repeat_ids: bool = False
 
 
 @dataclass
@@ -56,7 +58,8 @@ def participant_report(rows: list[dict[str, Any]], config: dict[str, Any]) -> di
     report: dict[str, dict[str, Any]] = {}
     chosen = {(r["pid"], r["idx"]): r["cand"] for r in rows}
     for r in rows:
-        p = report.setdefault(r["pid"], {"n": r["n"], "answered": 0, "vigilance_results": [], "repeat_results": []})
+        p = report.setdefault(r["pid"], {"n": r["n"], "answered": 0, "vigilance_results": [], "repeat_results": [],
+                                         "repeat_id": bool(r.get("repeat_id"))})
         p["answered"] += 1
         if r["kind"] == "vigilance":
             p["vigilance_results"].append(r["cand"] in items[r["item"]]["correct"])
@@ -71,6 +74,8 @@ def excluded_participants(report: dict[str, dict[str, Any]], rule: Exclusion) ->
         failures = len(p["vigilance_results"]) - sum(p["vigilance_results"])
         reps = p["repeat_results"]
         if failures > rule.max_vigilance_failures or (reps and sum(reps) / len(reps) < rule.min_consistency):
+            out.add(pid)
+        if p.get("repeat_id") and not rule.keep_repeat_ids:
             out.add(pid)
     return out
 
@@ -204,7 +209,8 @@ def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, A
     pd.DataFrame([{"participant": p["n"], "answered": p["answered"],
                    "vigilance_passed": sum(p["vigilance_results"]), "vigilance_total": len(p["vigilance_results"]),
                    "repeats_consistent": sum(p["repeat_results"]), "repeats_total": len(p["repeat_results"]),
-                   "excluded": pid in excluded} for pid, p in sorted(report.items(), key=lambda kv: kv[1]["n"])]
+                   "repeat_id": p.get("repeat_id", False), "excluded": pid in excluded}
+                  for pid, p in sorted(report.items(), key=lambda kv: kv[1]["n"])]
                  ).to_csv(out / "participants.csv", index=False)
     summary = {"study": analysis.study, "participants": analysis.participants, "excluded": analysis.excluded,
                "votes_used": analysis.votes_used, "krippendorff_alpha": analysis.alpha, "notes": analysis.notes,

@@ -1,20 +1,20 @@
 """The study server: a Starlette ASGI app (run by ``evalkit study serve`` on uvicorn).
 
 Participants are identified by a random, HttpOnly, SameSite cookie, never by anything they type; everything they
-send is validated before any state changes, and the pages they get carry only opaque option tokens and random image
-names. The answer key (study.json), the database and every other file stay out of reach: the only file route
-serves names matching ``[0-9a-f]{32}.png`` from ``static/images`` and nothing else.
+send is validated (:mod:`evalkit.study.http`) before any state changes, and the pages they get carry only opaque
+option tokens and random image names. The answer key (study.json), the database and every other file stay out of
+reach: the only file route serves names matching ``[0-9a-f]{32}.png`` from ``static/images`` and nothing else.
+Each route is one small handler method of :class:`StudyServer`; the admin routes live in :mod:`evalkit.study.admin`.
 """
 
 from __future__ import annotations
 
-import csv
-import hmac
-import io
 import json
 import re
 import secrets
+import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,241 +26,320 @@ from starlette.routing import Route
 from evalkit.study import LETTERS
 from evalkit.study import db as studydb
 from evalkit.study.build import IMAGES_DIR, STATIC_DIR, load_study
-from evalkit.study.design import Item
+from evalkit.study.design import Item, participant_sequence
+from evalkit.study.http import (
+    BadRequest,
+    ascii_int,
+    prolific_params,
+    read_form,
+    read_json,
+    security_headers,
+    token,
+)
+from evalkit.study.limits import DEFAULT_NEW_PER_ADDRESS, DEFAULT_WINDOW_S, RateLimiter, client_address
 from evalkit.study.render import render
 
 COOKIE = "evalkit_study"
-IMAGE_NAME = re.compile(r"[0-9a-f]{32}\.png")
-PROLIFIC_VALUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-TOKEN_VALUE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-PROLIFIC_PARAMS = {"PROLIFIC_PID": "prolific_pid", "STUDY_ID": "study_id", "SESSION_ID": "session_id"}
-MAX_BODY = 4096
+IMAGE_NAME = re.compile(r"[0-9a-f]{32}\.png", re.ASCII)
+PROLIFIC_RETURN = "https://app.prolific.com/submissions/complete?cc={code}"
+STATIC_BODY_LIMIT = 65536
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+@dataclass
+class ServeOptions:
+    """How a study is served (``evalkit study serve`` options); the study's own settings are in study.json."""
+
+    secure_cookies: bool = False  # set Secure on every cookie (behind TLS; see docs/studies.md)
+    max_participants: int | None = None  # None: the cap stored with the study (none if it has none)
+    new_per_address: int = DEFAULT_NEW_PER_ADDRESS  # new sessions per client address per window; 0 = unlimited
+    window_s: float = DEFAULT_WINDOW_S
+    trust_proxy: bool = False  # take the client address from X-Forwarded-For (only behind your own proxy)
+    static_origins: tuple[str, ...] = ()  # origins whose static export may post answers to /static-submit
 
 
-def create_app(folder: Path) -> Starlette:
-    """Build the app for one study folder (its database is created if missing)."""
-    folder = Path(folder)
-    config = load_study(folder)
-    items = [Item.from_dict(d) for d in config["items"]]
-    images = (folder / STATIC_DIR / IMAGES_DIR).resolve()
-    studydb.init(folder)
-    local = threading.local()
+class StudyServer:
+    """State shared by the handlers of one study folder: configuration, items, per-thread connections, limits."""
 
-    def conn():
-        # one connection per worker thread: sqlite3 connections must not be shared across concurrent threads
-        c = getattr(local, "conn", None)
+    def __init__(self, folder: Path, options: ServeOptions) -> None:
+        self.folder = Path(folder)
+        self.options = options
+        self.config = load_study(self.folder)
+        self.items = [Item.from_dict(d) for d in self.config["items"]]
+        self.items_by_id = {it.id: it for it in self.items}
+        self.images = (self.folder / STATIC_DIR / IMAGES_DIR).resolve()
+        self.codes = studydb.CodeIssuer.from_config(self.config)
+        self.limiter = RateLimiter(options.new_per_address, options.window_s)
+        cap = options.max_participants if options.max_participants is not None else self.config.get(
+            "max_participants")
+        self.max_participants: int | None = int(cap) if cap else None
+        studydb.init(self.folder)
+        self._local = threading.local()
+
+    # -- plumbing ---------------------------------------------------------------------------------------------
+    def conn(self) -> sqlite3.Connection:
+        """One connection per worker thread: sqlite3 connections must not be shared across concurrent threads."""
+        c = getattr(self._local, "conn", None)
         if c is None:
-            c = local.conn = studydb.connect(folder)
+            c = self._local.conn = studydb.connect(self.folder)
         return c
 
-    def headers(nonce: str | None = None) -> dict[str, str]:
-        script = f"'nonce-{nonce}'" if nonce else "'none'"
-        return {
-            "Content-Security-Policy": f"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
-                                       f"script-src {script}; form-action 'self'; frame-ancestors 'none'",
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-            "Cache-Control": "no-store",
-        }
-
-    def page(name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    def page(self, name: str, status: int = 200, headers: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
         nonce = secrets.token_urlsafe(12)
-        html = render(name, study=config["name"], nonce=nonce, **ctx)
-        return HTMLResponse(html, status_code=status, headers=headers(nonce))
+        html = render(name, study=self.config["name"], nonce=nonce, **ctx)
+        return HTMLResponse(html, status_code=status, headers={**security_headers(nonce), **(headers or {})})
 
-    def error(status: int, message: str, request: Request) -> Response:
-        if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"error": message}, status_code=status, headers=headers())
-        return PlainTextResponse(message, status_code=status, headers=headers())
+    def notice(self, status: int, title: str, message: str, headers: dict[str, str] | None = None) -> Response:
+        return self.page("notice.html", status=status, headers=headers, title=title, message=message)
 
-    def current_pid(request: Request) -> str | None:
+    @staticmethod
+    def wants_json(request: Request) -> bool:
+        return "application/json" in request.headers.get("accept", "")
+
+    def error(self, request: Request, status: int, message: str) -> Response:
+        if self.wants_json(request):
+            return JSONResponse({"error": message}, status_code=status, headers=security_headers())
+        return PlainTextResponse(message, status_code=status, headers=security_headers())
+
+    def current_pid(self, request: Request) -> str | None:
         pid = request.cookies.get(COOKIE)
-        if not pid or not TOKEN_VALUE.fullmatch(pid):
+        if not pid or len(pid) > 64 or not re.fullmatch(r"[A-Za-z0-9_-]+", pid, re.ASCII):
             return None
-        return pid if studydb.participant(conn(), pid) is not None else None
+        return pid if studydb.participant(self.conn(), pid) is not None else None
 
-    async def read_form(request: Request) -> dict[str, str]:
-        length = request.headers.get("content-length")
-        if length is None or not length.isdigit() or int(length) > MAX_BODY:
-            raise BadRequest(413 if length and length.isdigit() else 411, "request body missing or too large")
-        ctype = request.headers.get("content-type", "")
-        if ctype.startswith("application/json"):
-            try:
-                data = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BadRequest(400, "body is not valid JSON") from exc
-            if not isinstance(data, dict) or not all(isinstance(v, (str, int)) for v in data.values()):
-                raise BadRequest(400, "body must be a flat JSON object")
-            return {str(k): str(v) for k, v in data.items()}
-        if not ctype.startswith("application/x-www-form-urlencoded"):
-            raise BadRequest(415, "send application/x-www-form-urlencoded or application/json")
-        form = await request.form()
-        return {k: v for k, v in form.items() if isinstance(v, str)}
+    def set_cookie(self, response: Response, name: str, value: str, path: str = "/",
+                   samesite: str = "lax") -> None:
+        response.set_cookie(name, value, httponly=True, samesite=samesite, max_age=7 * 86400, path=path,  # type: ignore[arg-type]
+                            secure=self.options.secure_cookies)
 
-    def prolific_params(source: dict[str, str] | Any) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for param, column in PROLIFIC_PARAMS.items():
-            value = source.get(param)
-            if value in (None, ""):
-                out[column] = None
-            elif not PROLIFIC_VALUE.fullmatch(value):
-                raise BadRequest(400, f"{param} must be 1-64 letters, digits, '-' or '_'")
-            else:
-                out[column] = value
-        return out
+    def admit(self, request: Request) -> Response | None:
+        """``None`` when a new session may start now; else the polite page that says why not."""
+        if self.max_participants is not None:
+            count = self.conn().execute("SELECT COUNT(*) FROM participants").fetchone()[0]
+            if count >= self.max_participants:
+                return self.study_full()
+        address = client_address(request, self.options.trust_proxy)
+        if not self.limiter.allow(address):
+            wait = self.limiter.retry_after(address)
+            return self.notice(429, "Please try again later",
+                               f"Too many new sessions were started from your network just now. Please try again in "
+                               f"about {max(1, wait // 60)} minute(s).", headers={"Retry-After": str(wait)})
+        return None
 
-    # -- participant pages ------------------------------------------------------------------------------------
-    def index(request: Request) -> Response:
-        try:
-            params = prolific_params(request.query_params)
-        except BadRequest as exc:
-            return error(exc.status, str(exc), request)
-        if current_pid(request):
+    def study_full(self) -> Response:
+        return self.notice(403, "This study is full",
+                           "Thank you for your interest: all places in this study have been taken. "
+                           "Please return it on Prolific (or close this page) without starting.")
+
+    # -- participant pages --------------------------------------------------------------------------------------
+    def index(self, request: Request) -> Response:
+        params = prolific_params(request.query_params)
+        if self.current_pid(request):
             return RedirectResponse("/trial", status_code=303)
-        return page("consent.html", prompt=config["prompt"], params=params,
-                    total=config["trials_per_participant"] + config["vigilance"] + config["repeats"])
+        return self.page("consent.html", prompt=self.config["prompt"], params=params,
+                         total=self.config["trials_per_participant"] + self.config["vigilance"]
+                         + self.config["repeats"])
 
-    async def start(request: Request) -> Response:
-        try:
-            form = await read_form(request)
-            params = prolific_params(form)
-            if form.get("consent") != "yes":
-                raise BadRequest(400, "consent is required to take part")
-        except BadRequest as exc:
-            return error(exc.status, str(exc), request)
-        pid = current_pid(request)
+    async def start(self, request: Request) -> Response:
+        form = await read_form(request)
+        params = prolific_params(form)
+        if form.get("consent") != "yes":
+            raise BadRequest(400, "consent is required to take part")
+        pid = self.current_pid(request)
         if pid is None:
-            pid = studydb.create_participant(conn(), config, items, params)
+            refused = self.admit(request)
+            if refused is not None:
+                return refused
+            try:
+                pid = studydb.create_participant(self.conn(), self.config, self.items, params,
+                                                 self.max_participants)
+            except studydb.StudyFull:
+                return self.study_full()
         response = RedirectResponse("/trial", status_code=303)
-        response.set_cookie(COOKIE, pid, httponly=True, samesite="lax", max_age=7 * 86400)
+        self.set_cookie(response, COOKIE, pid)
         return response
 
-    def trial_page(request: Request) -> Response:
-        pid = current_pid(request)
+    def trial_page(self, request: Request) -> Response:
+        pid = self.current_pid(request)
         if pid is None:
             return RedirectResponse("/", status_code=303)
-        state = studydb.progress(conn(), pid)
+        state = studydb.progress(self.conn(), pid)
         if state.done:
             return RedirectResponse("/done", status_code=303)
-        row = studydb.trial(conn(), pid, state.next_idx)
-        options = [{"letter": LETTERS[i], "token": token,
-                    "src": f"/img/{config['candidates'][cid]['image']}.png"}
-                   for i, (token, cid) in enumerate(json.loads(row["options"]))]
-        pair_id = next(it.pair_id for it in items if it.id == row["item"])
-        refs = config["references"][pair_id]
-        return page("trial.html", prompt=config["prompt"], fmt=config["format"], idx=state.next_idx,
-                    total=state.total, options=options,
-                    style=f"/img/{refs['style']}.png" if config["show_style"] else None,
-                    content=f"/img/{refs['content']}.png" if config["show_content"] else None)
+        row = studydb.trial(self.conn(), pid, state.next_idx)
+        assert row is not None  # progress() only points at stored trials
+        candidates = self.config["candidates"]
+        options = [{"letter": LETTERS[i], "token": tok, "src": f"/img/{candidates[cid]['image']}.png"}
+                   for i, (tok, cid) in enumerate(json.loads(row["options"]))]
+        refs = self.config["references"][self.items_by_id[row["item"]].pair_id]
+        return self.page("trial.html", prompt=self.config["prompt"], fmt=self.config["format"], idx=state.next_idx,
+                         total=state.total, options=options,
+                         style=f"/img/{refs['style']}.png" if self.config["show_style"] else None,
+                         content=f"/img/{refs['content']}.png" if self.config["show_content"] else None)
 
-    async def vote(request: Request) -> Response:
-        pid = current_pid(request)
+    async def vote(self, request: Request) -> Response:
+        pid = self.current_pid(request)
         if pid is None:
-            return error(403, "no participant session: start the study first", request)
-        try:
-            form = await read_form(request)
-            idx_text, token, rt_text = form.get("trial", ""), form.get("choice", ""), form.get("rt", "")
-            if not idx_text.isdigit() or len(idx_text) > 6:
-                raise BadRequest(400, "trial must be a non-negative integer")
-            if not TOKEN_VALUE.fullmatch(token):
-                raise BadRequest(400, "choice is missing or malformed")
-            if rt_text and (not rt_text.isdigit() or len(rt_text) > 9):
-                raise BadRequest(400, "rt must be a non-negative integer (milliseconds)")
-            outcome = studydb.record_vote(conn(), pid, int(idx_text), token, int(rt_text) if rt_text else None)
-        except (BadRequest, studydb.VoteError) as exc:
-            return error(exc.status, str(exc), request)
-        state = studydb.progress(conn(), pid)
-        if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"status": outcome, "trial": int(idx_text), "next": state.next_idx,
-                                 "total": state.total, "done": state.done}, headers=headers())
+            return self.error(request, 403, "no participant session: start the study first")
+        form = await read_form(request)
+        idx = ascii_int(form.get("trial"), "trial")
+        choice = token(form.get("choice"), "choice")
+        rt = ascii_int(form.get("rt"), "rt", max_digits=9, required=False)
+        assert idx is not None
+        outcome = studydb.record_vote(self.conn(), pid, idx, choice, rt, self.codes)
+        state = studydb.progress(self.conn(), pid)
+        if self.wants_json(request):
+            return JSONResponse({"status": outcome, "trial": idx, "next": state.next_idx, "total": state.total,
+                                 "done": state.done}, headers=security_headers())
         return RedirectResponse("/done" if state.done else "/trial", status_code=303)
 
-    def done(request: Request) -> Response:
-        pid = current_pid(request)
+    def return_url(self, kind: str | None) -> str | None:
+        """Prolific's return link for a finished participant: the study's own completion code for that outcome."""
+        code = self.config.get("screened_code") if kind == "screened" else self.config.get("completion_code")
+        return PROLIFIC_RETURN.format(code=code) if code else None
+
+    def done(self, request: Request) -> Response:
+        pid = self.current_pid(request)
         if pid is None:
             return RedirectResponse("/", status_code=303)
-        if not studydb.progress(conn(), pid).done:
+        if not studydb.progress(self.conn(), pid).done:
             return RedirectResponse("/trial", status_code=303)
-        who = studydb.participant(conn(), pid)
-        code = config["completion_code"]
-        prolific = f"https://app.prolific.com/submissions/complete?cc={code}" if who["prolific_pid"] else None
-        return page("done.html", code=code, prolific_url=prolific)
+        who = studydb.participant(self.conn(), pid)
+        assert who is not None
+        code, kind = who["completion_code"], who["code_kind"]
+        if code is None:  # finished before this server issued codes (an older study database)
+            code, kind = self.codes.issue(self.conn(), pid)
+            self.conn().execute("UPDATE participants SET completion_code=?, code_kind=? WHERE pid=?",
+                                (code, kind, pid))
+        prolific = self.return_url(kind) if who["prolific_pid"] else None
+        return self.page("done.html", code=code, screened=kind == "screened", prolific_url=prolific)
 
-    def image(request: Request) -> Response:
+    def image(self, request: Request) -> Response:
         name = request.path_params["name"]
         if not IMAGE_NAME.fullmatch(name):
             return PlainTextResponse("not found", status_code=404)
-        path = images / name
+        path = self.images / name
         if not path.is_file():
             return PlainTextResponse("not found", status_code=404)
         return FileResponse(path, media_type="image/png",
                             headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
 
-    def health(request: Request) -> Response:
+    def health(self, request: Request) -> Response:
         return PlainTextResponse("ok")
 
-    # -- admin ------------------------------------------------------------------------------------------------
-    def authorised(request: Request) -> bool:
-        given = request.query_params.get("token") or request.headers.get("authorization", "").removeprefix("Bearer ")
-        return bool(given) and hmac.compare_digest(given.encode(), config["admin_token"].encode())
+    # -- answers posted by the static export --------------------------------------------------------------------
+    def cors(self, request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if origin and (origin in self.options.static_origins or "*" in self.options.static_origins):
+            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
+                    "Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": "Content-Type"}
+        return {}
 
-    def admin(request: Request) -> Response:
-        if not authorised(request):
-            return PlainTextResponse("admin token required", status_code=401, headers=headers())
-        from evalkit.study.analyze import participant_report
+    def static_preflight(self, request: Request) -> Response:
+        return Response(status_code=204 if self.cors(request) else 403, headers=self.cors(request))
 
-        rows = studydb.vote_rows(folder)
-        report = participant_report(rows, config)
-        c = conn()
-        started = c.execute("SELECT COUNT(*) FROM participants").fetchone()[0]
-        completed = c.execute("SELECT COUNT(*) FROM participants WHERE completed IS NOT NULL").fetchone()[0]
-        totals = {r["pid"]: r["total"] for r in c.execute("SELECT pid, COUNT(*) AS total FROM trials GROUP BY pid")}
-        people = [dict(r, total=totals.get(r["pid"], 0)) for r in
-                  c.execute("SELECT pid, n, prolific_pid, created, completed FROM participants ORDER BY n")]
-        for p in people:
-            p.update(report.get(p["pid"], {}))
-        vig = [v for p in report.values() for v in p.get("vigilance_results", [])]
-        rep = [v for p in report.values() for v in p.get("repeat_results", [])]
-        return page("admin.html", started=started, completed=completed, votes=len(rows), people=people,
-                    vigilance_rate=(sum(vig) / len(vig)) if vig else None, vigilance_n=len(vig),
-                    repeat_rate=(sum(rep) / len(rep)) if rep else None, repeat_n=len(rep),
-                    token=request.query_params.get("token", ""))
+    async def static_submit(self, request: Request) -> Response:
+        """A whole sequence answered in the static export: validated against the manifest, stored as one
+        participant, answered with that participant's completion code."""
+        headers = self.cors(request)
+        if request.headers.get("origin") and not headers and request.headers.get("origin") != _own_origin(request):
+            return JSONResponse({"error": "this origin may not submit answers: start the server with "
+                                          "--static-origin ORIGIN"}, status_code=403)
+        try:
+            data = await read_json(request, STATIC_BODY_LIMIT)
+            submission, prolific, trials, answers = self._parse_static(data)
+        except BadRequest as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
+        refused = None
+        exists = self.conn().execute("SELECT 1 FROM participants WHERE submission=?", (submission,)).fetchone()
+        if not exists:
+            refused = self.admit(request)
+        if refused is not None:
+            return JSONResponse({"error": "study full or too many submissions: try later"},
+                                status_code=refused.status_code, headers=headers)
+        try:
+            code, kind = studydb.record_static(self.conn(), submission, prolific, trials, answers, self.codes,
+                                               self.max_participants)
+        except studydb.StudyFull:
+            return JSONResponse({"error": "the study is full"}, status_code=403, headers=headers)
+        return JSONResponse({"status": "stored", "completion_code": code, "code_kind": kind,
+                             "prolific_url": self.return_url(kind) if prolific.get("prolific_pid") else None},
+                            headers=headers)
 
-    def admin_csv(request: Request) -> Response:
-        if not authorised(request):
-            return PlainTextResponse("admin token required", status_code=401, headers=headers())
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(["participant", "prolific_pid", "study_id", "session_id", "trial", "item", "kind",
-                         "repeat_of", "options", "chosen", "chosen_kind", "rt_ms", "created"])
-        cands = config["candidates"]
+    def _parse_static(self, data: Any) -> tuple[str, dict[str, str | None], list[dict[str, Any]],
+                                                 list[tuple[str, int | None]]]:
+        if not isinstance(data, dict):
+            raise BadRequest(400, "body must be a JSON object")
+        submission = token(data.get("submission"), "submission")
+        prolific = prolific_params({k: data.get(k) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")})
+        index = ascii_int(str(data.get("sequence")) if isinstance(data.get("sequence"), int)
+                          and not isinstance(data.get("sequence"), bool) else data.get("sequence"), "sequence")
+        trials = self.static_trials(index)  # type: ignore[arg-type]
+        answers = data.get("answers")
+        if not isinstance(answers, list) or len(answers) != len(trials):
+            raise BadRequest(400, f"answers must be a list of {len(trials)} answers, one per trial")
+        parsed: list[tuple[str, int | None]] = []
+        for i, (answer, trial) in enumerate(zip(answers, trials, strict=True)):
+            if not isinstance(answer, dict):
+                raise BadRequest(400, f"answer {i} must be an object")
+            values = {k: str(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in answer.items()}
+            if ascii_int(values.get("trial"), f"answers[{i}].trial") != i:
+                raise BadRequest(400, f"answers[{i}].trial must be {i}")
+            choice = token(values.get("choice"), f"answers[{i}].choice")
+            if choice not in dict(trial["options"]):
+                raise BadRequest(400, f"answers[{i}].choice is not one of that trial's options")
+            parsed.append((choice, ascii_int(values.get("rt"), f"answers[{i}].rt", 9, required=False)))
+        return submission, prolific, trials, parsed
 
-        def name(cid: str) -> str:
-            return cands[cid]["label"] or f"<{cands[cid]['kind']}>"
+    def static_trials(self, index: int) -> list[dict[str, Any]]:
+        """Static sequence ``index`` as stored trials: the design's items and kinds, the manifest's tokens."""
+        manifest = self.static_manifest()
+        if index >= len(manifest["sequences"]):
+            raise BadRequest(400, f"sequence must be below {len(manifest['sequences'])}")
+        key = self.config.get("static_tokens", {})
+        seq = participant_sequence(self.items, index, self.config["seed"], self.config["trials_per_participant"],
+                                   self.config["vigilance"], self.config["repeats"])
+        out = []
+        for design, shown in zip(seq, manifest["sequences"][index], strict=True):
+            options = [[o["token"], key[o["token"]]] for o in shown["options"]]
+            if [cid for _, cid in options] != design.order:
+                raise BadRequest(409, "the manifest does not match this study's design: rebuild the static export")
+            out.append({"item": design.item, "kind": design.kind, "repeat_of": design.repeat_of, "options": options})
+        return out
 
-        for r in studydb.vote_rows(folder):
-            opts = [cid for _, cid in json.loads(r["options"])]
-            writer.writerow([r["n"], r["prolific_pid"], r["study_id"], r["session_id"], r["idx"], r["item"],
-                             r["kind"], r["repeat_of"], "|".join(name(c) for c in opts), name(r["cand"]),
-                             cands[r["cand"]]["kind"], r["rt_ms"], r["created"]])
-        return Response(buf.getvalue(), media_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="{config["name"]}-votes.csv"', **headers()})
+    def static_manifest(self) -> dict[str, Any]:
+        cached = getattr(self, "_manifest", None)
+        if cached is None:
+            cached = self._manifest = json.loads((self.folder / STATIC_DIR / "manifest.json").read_text())
+        return cached
 
-    routes = [
-        Route("/", index, methods=["GET"]),
-        Route("/start", start, methods=["POST"]),
-        Route("/trial", trial_page, methods=["GET"]),
-        Route("/vote", vote, methods=["POST"]),
-        Route("/done", done, methods=["GET"]),
-        Route("/img/{name}", image, methods=["GET"]),
-        Route("/healthz", health, methods=["GET"]),
-        Route("/admin", admin, methods=["GET"]),
-        Route("/admin/votes.csv", admin_csv, methods=["GET"]),
-    ]
-    return Starlette(routes=routes)
+    # -- the app --------------------------------------------------------------------------------------------------
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.index, methods=["GET"]),
+            Route("/start", self.start, methods=["POST"]),
+            Route("/trial", self.trial_page, methods=["GET"]),
+            Route("/vote", self.vote, methods=["POST"]),
+            Route("/done", self.done, methods=["GET"]),
+            Route("/img/{name}", self.image, methods=["GET"]),
+            Route("/healthz", self.health, methods=["GET"]),
+            Route("/static-submit", self.static_submit, methods=["POST"]),
+            Route("/static-submit", self.static_preflight, methods=["OPTIONS"]),
+        ]
+
+
+def _own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def create_app(folder: Path, options: ServeOptions | None = None) -> Starlette:
+    """Build the app for one study folder (its database is created, or migrated, if needed)."""
+    from evalkit.study.admin import AdminRoutes
+
+    server = StudyServer(Path(folder), options or ServeOptions())
+
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status", 400)
+        return server.error(request, status, str(exc))
+
+    return Starlette(routes=server.routes() + AdminRoutes(server).routes(),
+                     exception_handlers={BadRequest: bad_request, studydb.VoteError: bad_request})

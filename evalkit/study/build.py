@@ -19,10 +19,10 @@ import itertools
 import json
 import math
 import random
+import re
 import secrets
 import shutil
-import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.study import FORMATS, MAX_OPTIONS, QUESTIONS
+from evalkit.study.codes import new_secret, write_private
 from evalkit.study.design import Item, participant_sequence
 from evalkit.study.render import render
 
@@ -49,37 +50,23 @@ class BuildResult:
     candidates: int
     static_sequences: int
     admin_token: str
+    notes: list[str] = field(default_factory=list)  # e.g. the protocol file changed since the run
 
 
 def _fail(msg: str) -> EvalkitError:
     return EvalkitError(msg)
 
 
-def load_run_jobs(results: Path, run: str) -> tuple[str, list[sqlite3.Row]]:
+def load_run_jobs(results: Path, run: str) -> tuple[str, list[dict[str, Any]]]:
     """The run id (``latest`` resolved) and its successful jobs with an output image."""
-    db = results / "evalkit.sqlite"
-    if not db.is_file():
-        raise _fail(f"no results database at {db}: pass --results ROOT of a finished `evalkit run`")
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        if run == "latest":
-            row = conn.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1").fetchone()
-            if row is None:
-                raise _fail(f"{db} holds no runs: run `evalkit run --out {results}` first")
-            run = row["run_id"]
-        elif conn.execute("SELECT 1 FROM runs WHERE run_id=?", (run,)).fetchone() is None:
-            known = [r[0] for r in conn.execute("SELECT run_id FROM runs ORDER BY started")]
-            raise _fail(f"run '{run}' is not in {db}: known runs are {', '.join(known) or 'none'} (or use latest)")
-        rows = list(conn.execute(
-            "SELECT j.* FROM jobs j JOIN run_jobs r ON r.job_key = j.job_key WHERE r.run_id=? AND j.status='ok'"
-            " AND j.output_path IS NOT NULL ORDER BY j.label, j.pair_id, j.resolution, j.seed", (run,)))
-    finally:
-        conn.close()
-    return run, rows
+    from evalkit.store import ResultsStore
+
+    with ResultsStore.open_reader(results, "evalkit run") as store:
+        run_id = store.resolve_run(run)
+        return run_id, store.run_outputs(run_id)
 
 
-def _select_method(rows: list[sqlite3.Row], name: str) -> str:
+def _select_method(rows: list[dict[str, Any]], name: str) -> str:
     labels = sorted({r["label"] for r in rows})
     if name in labels:
         return name
@@ -133,11 +120,25 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
            pairs: list[str] | None = None, fmt: str = "ab", trials_per_participant: int | None = None,
            vigilance: int | None = None, repeats: int = 2, seed: int | None = None,
            resolution: str | None = None, static_participants: int | None = None,
-           completion_code: str | None = None) -> BuildResult:
+           completion_code: str | None = None, screened_code: str | None = None,
+           screen_out_after: int | None = None, max_participants: int | None = None,
+           submit_url: str | None = None) -> BuildResult:
     if question not in QUESTIONS:
         raise _fail(f"unknown question '{question}': use one of {', '.join(QUESTIONS)}")
     if fmt not in FORMATS:
         raise _fail(f"unknown format '{fmt}': use ab or nway")
+    for option, value in (("--completion-code", completion_code), ("--screened-code", screened_code)):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value, re.ASCII):
+            raise _fail(f"{option} '{value}' must be 1-64 letters, digits, '-' or '_' (Prolific's code as shown "
+                        f"in its study settings)")
+    if screened_code and screen_out_after is None:
+        raise _fail("--screened-code needs --screen-out N (how many failed vigilance trials screen a participant out)")
+    if screen_out_after is not None and screen_out_after < 0:
+        raise _fail("--screen-out must not be negative")
+    if max_participants is not None and max_participants < 1:
+        raise _fail("--max-participants must be at least 1")
+    if submit_url is not None and not re.fullmatch(r"https?://[^\s\"'<>]+", submit_url):
+        raise _fail(f"--submit-url '{submit_url}' must be an http(s) URL, e.g. https://study.example.org/static-submit")
     if out.exists() and any(out.iterdir()):
         raise _fail(f"study folder {out} already exists and is not empty: choose a new --out or delete it")
     run_id, rows = load_run_jobs(results, run)
@@ -152,7 +153,7 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
     if res not in resolutions:
         raise _fail(f"resolution '{resolution}' not in this run for these methods:"
                     f" choose from {', '.join(resolutions)}")
-    outputs: dict[tuple[str, str], sqlite3.Row] = {}
+    outputs: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:  # lowest seed wins: one image per (method, pair)
         if r["label"] in labels and r["resolution"] == res:
             outputs.setdefault((r["label"], r["pair_id"]), r)
@@ -167,11 +168,15 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
     if not complete:
         raise _fail(f"no content/style pair has outputs from all of {', '.join(labels)} in run {run_id}")
     protocol_name = outputs[(labels[0], complete[0])]["protocol"]
+    notes: list[str] = []
 
     from evalkit.assets import default_store
-    from evalkit.specs import load_protocol
+    from evalkit.store import ResultsStore
 
-    protocol = load_protocol(protocol_name)
+    with ResultsStore.open_reader(results) as results_store:  # the protocol as the run recorded it, not by name
+        protocol, protocol_note = results_store.stored_protocol(run_id)
+    if protocol_note:
+        notes.append(protocol_note)
     store = default_store()
     seed = secrets.randbelow(2**31) if seed is None else seed
     rng = random.Random(seed)
@@ -257,7 +262,6 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
     vig = (2 if vig_items else 0) if vigilance is None else min(vigilance, vig_items)
     n_static = static_participants or max(1, min(200, math.ceil(2 * n_regular / max(tpp, 1))))
     admin_token = secrets.token_urlsafe(24)
-    code = completion_code or secrets.token_hex(4).upper()
 
     config = {
         "name": out.name,
@@ -273,7 +277,11 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
         # ---- private from here on: never served ----
         "seed": seed,
         "admin_token": admin_token,
-        "completion_code": code,
+        "code_secret": new_secret(),  # key of the per-participant completion codes (evalkit.study.codes)
+        "completion_code": completion_code,  # Prolific's own study code, for the return link (may be None)
+        "screened_code": screened_code,  # Prolific's code for screened-out participants (may be None)
+        "screen_out_after": screen_out_after,  # vigilance failures tolerated before the screened-out code
+        "max_participants": max_participants,
         "results": str(results.resolve()),
         "run_id": run_id,
         "protocol": protocol_name,
@@ -284,18 +292,20 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
         "references": references,
         "items": [it.to_dict() for it in items],
     }
-    manifest, static_key = static_manifest(config, items, n_static)
+    manifest, static_key = static_manifest(config, items, n_static, submit_url)
     config["static_tokens"] = static_key
-    (out / STUDY_FILE).write_text(json.dumps(config, indent=1))
+    write_private(out / STUDY_FILE, json.dumps(config, indent=1))
     (static / "manifest.json").write_text(json.dumps(manifest, indent=1))
     (static / "index.html").write_text(render("static_index.html", prompt=QUESTIONS[question], fmt=fmt))
     return BuildResult(folder=out, items=n_regular, vigilance_items=vig_items, candidates=len(candidates),
-                       static_sequences=n_static, admin_token=admin_token)
+                       static_sequences=n_static, admin_token=admin_token, notes=notes)
 
 
-def static_manifest(config: dict[str, Any], items: list[Item], n: int) -> tuple[dict[str, Any], dict[str, str]]:
+def static_manifest(config: dict[str, Any], items: list[Item], n: int,
+                    submit_url: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """Pre-generated sequences for static hosting: option tokens and image names only; the token->candidate key
-    stays in study.json so that exported responses can be scored later."""
+    stays in study.json so that exported responses can be scored later. No completion code is in it: a static page
+    shows one only when the server at ``submit_url`` accepted the answers (see docs/studies.md)."""
     key: dict[str, str] = {}
     sequences = []
     for p in range(n):
@@ -317,7 +327,7 @@ def static_manifest(config: dict[str, Any], items: list[Item], n: int) -> tuple[
             })
         sequences.append(trials)
     manifest = {"study": config["name"], "prompt": config["prompt"], "format": config["format"],
-                "completion_code": config["completion_code"], "submit_url": None, "sequences": sequences}
+                "submit_url": submit_url, "sequences": sequences}
     return manifest, key
 
 
@@ -327,6 +337,12 @@ def load_study(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise _fail(f"{folder} is not a study folder (no {STUDY_FILE}): build one with `evalkit study build`")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise _fail(f"{path} is not valid JSON ({exc}): rebuild the study") from exc
+    if "code_secret" not in config:  # built before per-participant codes: give it a key, keep everything else
+        config["code_secret"] = new_secret()
+        write_private(path, json.dumps(config, indent=1))
+    elif path.stat().st_mode & 0o077:
+        path.chmod(0o600)  # an older build left the answer key and admin token readable by everyone
+    return config

@@ -1,22 +1,29 @@
-"""The study's vote store: one SQLite database (WAL, synchronous=FULL) in the study folder.
+"""The study's vote store: one SQLite database (WAL, synchronous=FULL) in the study folder, readable by its owner only.
 
 Every vote is committed before the server answers, so an acknowledged vote survives a crash or restart. The primary
 key ``(pid, idx)`` makes each trial answerable once: a re-submitted identical vote is recognised as a duplicate and
 changes nothing; a different answer to an already answered trial is refused. Participant sequences are generated
 once, inside the same transaction that allocates the participant number, and stored, so a reload or a restart
 resumes exactly where the participant was.
+
+Identity is the session cookie alone. A Prolific ID that arrives again without its cookie gets a *fresh* session
+flagged ``repeat_id`` (never the earlier session: knowing someone's Prolific ID must not let anyone answer in their
+name); ``study analyze`` leaves repeat-ID sessions out unless asked to keep them. The completion code is written in
+the transaction that stores the last answer.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evalkit.study.codes import completion_code
 from evalkit.study.design import Item, participant_sequence
 
 DB_FILE = "study.sqlite"
@@ -51,6 +58,16 @@ CREATE TABLE IF NOT EXISTS votes (
     PRIMARY KEY (pid, idx)
 );
 """
+# Columns added after the first release, with their definitions: ``init`` adds the missing ones to an old database.
+ADDED_COLUMNS: dict[str, dict[str, str]] = {
+    "participants": {
+        "repeat_id": "INTEGER NOT NULL DEFAULT 0",  # 1: this Prolific ID already had a session
+        "completion_code": "TEXT",
+        "code_kind": "TEXT",  # complete | screened
+        "origin": "TEXT NOT NULL DEFAULT 'server'",  # server | static (answers posted by the static export)
+        "submission": "TEXT",  # static origin: the client's submission id (idempotent re-posts)
+    },
+}
 
 
 class VoteError(Exception):
@@ -61,6 +78,10 @@ class VoteError(Exception):
         self.status = status
 
 
+class StudyFull(Exception):
+    """The study reached its participant cap."""
+
+
 @dataclass
 class Progress:
     next_idx: int  # == total when finished
@@ -69,6 +90,34 @@ class Progress:
     @property
     def done(self) -> bool:
         return self.next_idx >= self.total
+
+
+@dataclass
+class CodeIssuer:
+    """Issues a participant's completion code when their last answer is stored.
+
+    ``screen_out_after``: a participant who failed more vigilance trials than this gets the ``screened`` code
+    (``None``: nobody is screened out).
+    """
+
+    secret: str
+    correct: dict[str, set[str]] = field(default_factory=dict)  # vigilance item id -> acceptable candidates
+    screen_out_after: int | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CodeIssuer:
+        correct = {d["id"]: set(d.get("correct", ())) for d in config["items"] if d.get("kind") == "vigilance"}
+        return cls(config["code_secret"], correct, config.get("screen_out_after"))
+
+    def issue(self, conn: sqlite3.Connection, pid: str) -> tuple[str, str]:
+        kind = "complete"
+        if self.screen_out_after is not None:
+            rows = conn.execute("SELECT t.item, v.cand FROM votes v JOIN trials t ON t.pid=v.pid AND t.idx=v.idx"
+                                " WHERE v.pid=? AND t.kind='vigilance'", (pid,)).fetchall()
+            failures = sum(1 for r in rows if r["cand"] not in self.correct.get(r["item"], set()))
+            if failures > self.screen_out_after:
+                kind = "screened"
+        return completion_code(self.secret, pid, kind), kind
 
 
 def now() -> str:
@@ -85,32 +134,62 @@ def connect(folder: Path) -> sqlite3.Connection:
 
 
 def init(folder: Path) -> None:
+    """Create (or bring up to date) the database; it holds Prolific IDs, so only its owner may read it."""
+    path = folder / DB_FILE
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
     conn = connect(folder)
     try:
         conn.executescript(SCHEMA)
+        migrate(conn)
     finally:
         conn.close()
+    for suffix in ("", "-wal", "-shm"):
+        sidecar = folder / f"{DB_FILE}{suffix}"
+        if sidecar.exists():
+            os.chmod(sidecar, 0o600)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns later versions introduced (databases of earlier studies stay readable and writable)."""
+    for table, columns in ADDED_COLUMNS.items():
+        present = {r["name"] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for name, definition in columns.items():
+            if name not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS participants_by_submission ON participants(submission)")
+
+
+def _insert_participant(conn: sqlite3.Connection, pid: str, n: int, prolific: dict[str, str | None],
+                        origin: str = "server", submission: str | None = None) -> None:
+    repeat = prolific.get("prolific_pid") and conn.execute(
+        "SELECT 1 FROM participants WHERE prolific_pid=? LIMIT 1", (prolific["prolific_pid"],)).fetchone()
+    conn.execute("INSERT INTO participants(pid, n, prolific_pid, study_id, session_id, created, repeat_id, origin,"
+                 " submission) VALUES (?,?,?,?,?,?,?,?,?)",
+                 (pid, n, prolific.get("prolific_pid"), prolific.get("study_id"), prolific.get("session_id"), now(),
+                  1 if repeat else 0, origin, submission))
+
+
+def _next_number(conn: sqlite3.Connection, max_participants: int | None) -> int:
+    count, n = conn.execute("SELECT COUNT(*), COALESCE(MAX(n) + 1, 0) FROM participants").fetchone()
+    if max_participants is not None and count >= max_participants:
+        raise StudyFull(f"the study has reached its limit of {max_participants} participants")
+    return int(n)
 
 
 def create_participant(conn: sqlite3.Connection, config: dict[str, Any], items: list[Item],
-                       prolific: dict[str, str | None]) -> str:
-    """Allocate the next participant number and store their whole (seeded) sequence, atomically."""
+                       prolific: dict[str, str | None], max_participants: int | None = None) -> str:
+    """Allocate the next participant number and store their whole (seeded) sequence, atomically.
+
+    Always a new session (see the module docstring); raises :class:`StudyFull` at the cap.
+    """
     pid = secrets.token_urlsafe(18)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if prolific.get("prolific_pid"):  # a returning Prolific participant resumes instead of starting over
-            row = conn.execute("SELECT pid FROM participants WHERE prolific_pid=? ORDER BY n LIMIT 1",
-                               (prolific["prolific_pid"],)).fetchone()
-            if row:
-                conn.execute("COMMIT")
-                return row["pid"]
-        n = conn.execute("SELECT COALESCE(MAX(n) + 1, 0) FROM participants").fetchone()[0]
+        n = _next_number(conn, max_participants)
         seq = participant_sequence(items, n, config["seed"], config["trials_per_participant"],
                                    config["vigilance"], config["repeats"])
-        conn.execute("INSERT INTO participants(pid, n, prolific_pid, study_id, session_id, created)"
-                     " VALUES (?,?,?,?,?,?)",
-                     (pid, n, prolific.get("prolific_pid"), prolific.get("study_id"), prolific.get("session_id"),
-                      now()))
+        _insert_participant(conn, pid, n, prolific)
         conn.executemany(
             "INSERT INTO trials(pid, idx, item, kind, repeat_of, options) VALUES (?,?,?,?,?,?)",
             [(pid, i, t.item, t.kind, t.repeat_of,
@@ -137,8 +216,13 @@ def trial(conn: sqlite3.Connection, pid: str, idx: int) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM trials WHERE pid=? AND idx=?", (pid, idx)).fetchone()
 
 
-def record_vote(conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms: int | None) -> str:
-    """Store one vote; returns ``stored`` or ``duplicate``; raises :class:`VoteError` and changes nothing otherwise."""
+def record_vote(conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms: int | None,
+                codes: CodeIssuer | None = None) -> str:
+    """Store one vote; returns ``stored`` or ``duplicate``; raises :class:`VoteError` and changes nothing otherwise.
+
+    The last answer also marks the participant complete and, with ``codes``, issues their completion code, in the
+    same transaction.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = trial(conn, pid, idx)
@@ -159,13 +243,73 @@ def record_vote(conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms:
         conn.execute("INSERT INTO votes(pid, idx, token, cand, rt_ms, created) VALUES (?,?,?,?,?,?)",
                      (pid, idx, token, options[token], rt_ms, now()))
         if state.next_idx + 1 >= state.total:
-            conn.execute("UPDATE participants SET completed=? WHERE pid=?", (now(), pid))
+            _complete(conn, pid, codes)
         conn.execute("COMMIT")
         return "stored"
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _complete(conn: sqlite3.Connection, pid: str, codes: CodeIssuer | None) -> None:
+    code, kind = codes.issue(conn, pid) if codes is not None else (None, None)
+    conn.execute("UPDATE participants SET completed=?, completion_code=?, code_kind=? WHERE pid=?",
+                 (now(), code, kind, pid))
+
+
+def record_static(conn: sqlite3.Connection, submission: str, prolific: dict[str, str | None],
+                  trials: list[dict[str, Any]], answers: list[tuple[str, int | None]], codes: CodeIssuer,
+                  max_participants: int | None = None) -> tuple[str, str]:
+    """Store a whole sequence answered in the static export as one participant; returns (code, kind).
+
+    ``trials``: the sequence's trials (item, kind, repeat_of, options as [token, candidate] pairs); ``answers``:
+    (chosen token, rt) per trial, already validated against them. Re-posting the same ``submission`` returns the code
+    issued the first time and stores nothing.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT completion_code, code_kind FROM participants WHERE submission=?",
+                           (submission,)).fetchone()
+        if row is not None:
+            conn.execute("COMMIT")
+            return row["completion_code"], row["code_kind"]
+        pid = secrets.token_urlsafe(18)
+        n = _next_number(conn, max_participants)
+        _insert_participant(conn, pid, n, prolific, origin="static", submission=submission)
+        conn.executemany("INSERT INTO trials(pid, idx, item, kind, repeat_of, options) VALUES (?,?,?,?,?,?)",
+                         [(pid, i, t["item"], t["kind"], t["repeat_of"], json.dumps(t["options"]))
+                          for i, t in enumerate(trials)])
+        stamp = now()
+        conn.executemany("INSERT INTO votes(pid, idx, token, cand, rt_ms, created) VALUES (?,?,?,?,?,?)",
+                         [(pid, i, token, dict(trials[i]["options"])[token], rt, stamp)
+                          for i, (token, rt) in enumerate(answers)])
+        _complete(conn, pid, codes)
+        code, kind = conn.execute("SELECT completion_code, code_kind FROM participants WHERE pid=?",
+                                  (pid,)).fetchone()
+        conn.execute("COMMIT")
+        return code, kind
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def participant_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every participant with their answer count (for the admin page and exports); empty if the study never ran."""
+    if not (folder / DB_FILE).is_file():
+        return []
+    conn = connect(folder)
+    try:
+        conn.executescript(SCHEMA)
+        migrate(conn)
+        rows = conn.execute(
+            "SELECT p.*, (SELECT COUNT(*) FROM trials t WHERE t.pid=p.pid) AS total,"
+            " (SELECT COUNT(*) FROM votes v WHERE v.pid=p.pid) AS answered FROM participants p ORDER BY p.n"
+        ).fetchall()
+        return [dict(r) for r in rows]
+    finally:
+        conn.close()
 
 
 def vote_rows(folder: Path) -> list[dict[str, Any]]:
@@ -175,10 +319,11 @@ def vote_rows(folder: Path) -> list[dict[str, Any]]:
     conn = connect(folder)
     try:
         conn.executescript(SCHEMA)
+        migrate(conn)
         rows = conn.execute(
-            "SELECT v.pid, p.n, p.prolific_pid, p.study_id, p.session_id, v.idx, t.item, t.kind, t.repeat_of,"
-            " t.options, v.token, v.cand, v.rt_ms, v.created FROM votes v JOIN trials t ON t.pid=v.pid AND"
-            " t.idx=v.idx JOIN participants p ON p.pid=v.pid ORDER BY p.n, v.idx").fetchall()
+            "SELECT v.pid, p.n, p.prolific_pid, p.study_id, p.session_id, p.repeat_id, v.idx, t.item, t.kind,"
+            " t.repeat_of, t.options, v.token, v.cand, v.rt_ms, v.created FROM votes v JOIN trials t ON t.pid=v.pid"
+            " AND t.idx=v.idx JOIN participants p ON p.pid=v.pid ORDER BY p.n, v.idx").fetchall()
         return [dict(r) for r in rows]
     finally:
         conn.close()

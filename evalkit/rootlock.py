@@ -1,0 +1,105 @@
+"""One writer per results root: an advisory lock file that every ``evalkit run`` (local, isolated or Ray driver)
+holds while it writes.
+
+Two runs on one root would both compute every job (each sees the other's jobs as not yet finished) and race on the
+same PNG paths. The lock is ``fcntl.flock`` on ``<root>/.evalkit.lock``: the kernel releases it when the holder dies,
+however it dies, so a SIGKILLed run never leaves a stale lock. The file also records who holds it (pid, host,
+command, since), so a refused second run can say which process to wait for. Readers (leaderboard, export, study
+build) never need it; they take it briefly, and only when it is free, to mark runs whose process is gone as
+``interrupted`` (see :meth:`evalkit.store.ResultsStore.mark_interrupted`).
+
+``flock`` is advisory and local: on a network filesystem it works where the filesystem supports it (NFSv4 does), and
+two drivers on different machines writing one shared root are not protected elsewhere.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from evalkit.errors import EvalkitError
+
+LOCK_NAME = ".evalkit.lock"
+
+
+class RootBusy(EvalkitError):
+    """Another process writes this results root."""
+
+
+class RootLock:
+    """Exclusive advisory lock on a results root; use as a context manager or call :meth:`acquire`/:meth:`release`."""
+
+    def __init__(self, root: str | Path, command: str = "") -> None:
+        self.root = Path(root)
+        self.path = self.root / LOCK_NAME
+        self.command = command or " ".join(sys.argv)
+        self._fh: TextIO | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fh is not None
+
+    def holder(self) -> dict[str, Any]:
+        """Who holds (or last held) the lock, as written in the lock file; ``{}`` when unknown."""
+        try:
+            return json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def describe_holder(self) -> str:
+        info = self.holder()
+        if not info:
+            return "another process"
+        return (f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} "
+                f"({info.get('command', '?')})")
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; ``False`` (nothing changed) when another process holds it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for as long as the lock
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            return False
+        self._fh = fh
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "command": self.command,
+                             "since": datetime.now(UTC).isoformat(timespec="seconds")}))
+        fh.flush()
+        return True
+
+    def acquire(self, wait: bool = False, poll_s: float = 1.0, notify=None) -> RootLock:
+        """Take the lock; without ``wait`` a busy root is a one-line :class:`RootBusy` naming the holder."""
+        announced = False
+        while not self.try_acquire():
+            if not wait:
+                raise RootBusy(f"results root {self.root} is being written by {self.describe_holder()}: wait for it to "
+                               f"finish, pass --wait to queue behind it, or write to another --results folder")
+            if notify is not None and not announced:
+                notify(f"waiting for {self.describe_holder()} to release {self.root}")
+                announced = True
+            time.sleep(poll_s)
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            try:
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            finally:
+                self._fh.close()
+                self._fh = None
+
+    def __enter__(self) -> RootLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
