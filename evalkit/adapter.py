@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from evalkit.assets import AssetStore
 from evalkit.weights import WeightSet
 
 Kind = Literal["artistic", "photorealistic"]
@@ -78,9 +79,13 @@ class MethodAdapter:
     uses_masks: ClassVar[bool] = False
     needs_grad: ClassVar[bool] = False  # True for optimisation methods; others run under torch.no_grad()
 
-    def __init__(self, weight_set: str | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, weight_set: str | None = None, device: str | torch.device = "cpu", assets: AssetStore | None = None
+    ) -> None:
         self.weight_set = weight_set
         self.device = torch.device(device)
+        # Where derived files (a dequantised or converted checkpoint) are cached: the run's own asset store.
+        self.assets = assets if assets is not None else AssetStore.from_env()
 
     # -- lifecycle (the harness times load() separately from stylize()) -----------------------------------------
     def load(self, files: dict[str, Path]) -> None:
@@ -90,8 +95,9 @@ class MethodAdapter:
         """Parameter and layer counts of the loaded model (conv/linear layers, as speed tables count them)."""
         return LoadedInfo(0, 0)
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None,
-                seed: int = 0, **params: Any) -> torch.Tensor:
+    def stylize(
+        self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
+    ) -> torch.Tensor:
         raise NotImplementedError
 
     def postprocess(self, output: torch.Tensor, content: torch.Tensor, **params: Any) -> torch.Tensor | None:

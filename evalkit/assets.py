@@ -96,10 +96,19 @@ def sha256_bytes(data: bytes) -> str:
 
 @dataclass
 class AssetStore:
-    """Resolves :class:`Asset` objects to verified local paths."""
+    """Resolves :class:`Asset` objects to verified local paths.
+
+    There is no process-wide instance: the CLI builds one from its options, a :class:`~evalkit.runner.RunRequest`
+    carries its settings to planning, workers and metrics, so every part of a run resolves files the same way.
+    """
 
     settings: AssetSettings = field(default_factory=AssetSettings.from_env)
     _verified: dict[tuple[str, int, int], str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, **overrides: str | bool | None) -> AssetStore:
+        """A store configured from ``EVALKIT_*`` environment variables (the entry points' default)."""
+        return cls(AssetSettings.from_env(**overrides))
 
     @property
     def home(self) -> Path:
@@ -198,7 +207,7 @@ class AssetStore:
             return found.path
         if self.download_blocker(asset) is None:
             return self._download(asset, progress)
-        raise AssetError(self._not_found_message(asset))
+        raise AssetError(self.not_found_message(asset))
 
     def download_blocker(self, asset: Asset) -> str | None:
         """Why ``asset`` cannot be downloaded now (``None`` when it can): the one rule every caller shares.
@@ -211,7 +220,11 @@ class AssetStore:
         if not self.settings.allow_download:
             return "downloads are disabled (EVALKIT_OFFLINE)"
         if "huggingface.co" in asset.url and os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in (
-                "1", "true", "yes", "on"):
+            "1",
+            "true",
+            "yes",
+            "on",
+        ):
             return "HF_HUB_OFFLINE is set, so it cannot be downloaded from the Hugging Face hub"
         return None
 
@@ -233,7 +246,7 @@ class AssetStore:
             fixes.append(f"or download it from {asset.url}")
         return "; ".join(fixes)
 
-    def _not_found_message(self, asset: Asset, reason: str | None = None) -> str:
+    def not_found_message(self, asset: Asset, reason: str | None = None) -> str:
         why = f" ({reason})" if reason else ""
         blocker = None if reason else self.download_blocker(asset)
         dl = f"; {blocker}" if blocker else ""
@@ -263,7 +276,7 @@ class AssetStore:
         except AssetError:
             raise
         except Exception as exc:  # network errors of every flavour
-            raise AssetError(self._not_found_message(asset, f"download failed: {type(exc).__name__}: {exc}")) from exc
+            raise AssetError(self.not_found_message(asset, f"download failed: {type(exc).__name__}: {exc}")) from exc
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -281,8 +294,13 @@ def _stream(url: str, out, label: str, progress: bool) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "evalkit"})
     with urllib.request.urlopen(request, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        columns = ("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                   TransferSpeedColumn(), TimeRemainingColumn())
+        columns = (
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, disable=not progress, transient=True) as bar:
             task = bar.add_task(f"download {label}", total=total)
             shutil.copyfileobj(_Counting(response, bar, task), out, _CHUNK)
@@ -298,20 +316,3 @@ class _Counting:
         data = self.raw.read(n)
         self.bar.advance(self.task, len(data))
         return data
-
-
-_default: AssetStore | None = None
-
-
-def default_store() -> AssetStore:
-    """The process-wide resolver, configured from the environment unless :func:`configure` was called."""
-    global _default
-    if _default is None:
-        _default = AssetStore(AssetSettings.from_env())
-    return _default
-
-
-def configure(settings: AssetSettings) -> AssetStore:
-    global _default
-    _default = AssetStore(settings)
-    return _default

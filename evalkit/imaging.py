@@ -62,8 +62,9 @@ class Resolution:
         if key.isdigit() and 16 <= int(key) <= 16384:
             return cls(key, short_side=int(key))
         names = ", ".join(NAMED_RESOLUTIONS)
-        raise ValueError(f"unknown resolution '{text}': use one of {names}, or a short side from 16 to 16384 pixels "
-                         f"(e.g. 512)")
+        raise ValueError(
+            f"unknown resolution '{text}': use one of {names}, or a short side from 16 to 16384 pixels (e.g. 512)"
+        )
 
     @property
     def pixels(self) -> int | None:
@@ -148,8 +149,10 @@ def check_min_side(img: Image.Image, path: str | Path, min_side: int) -> None:
     a benchmark input, it is a broken file."""
     w, h = img.size
     if min(w, h) < min_side:
-        raise ImageError(f"image {path} is {w}x{h}, its short side is below the minimum of {min_side} px: supply the "
-                         f"full-size image, or lower min_image_side in the protocol")
+        raise ImageError(
+            f"image {path} is {w}x{h}, its short side is below the minimum of {min_side} px: supply the "
+            f"full-size image, or lower min_image_side in the protocol"
+        )
 
 
 def upscale_factor(source: tuple[int, int], target: tuple[int, int]) -> float:
@@ -177,7 +180,7 @@ def resize(img: Image.Image, resolution: Resolution) -> Image.Image:
     return ImageOps.fit(img, (tw, th), method=Image.LANCZOS, centering=(0.5, 0.5))
 
 
-def resize_labels(labels: np.ndarray, resolution: Resolution) -> np.ndarray:
+def fit_labels(labels: np.ndarray, resolution: Resolution) -> np.ndarray:
     """Resize an integer label map with the same geometry as :func:`resize`, nearest neighbour."""
     img = Image.fromarray(labels.astype(np.int32), mode="I")
     tw, th = resolution.target_size(img.size)

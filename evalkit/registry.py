@@ -16,6 +16,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 
 from evalkit.adapter import MethodAdapter
+from evalkit.assets import AssetStore
 from evalkit.errors import EvalkitError, UnknownMethodError
 
 GROUP = "evalkit.methods"
@@ -91,7 +92,7 @@ def split_selectors(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def choose_weight_set(cls: type[MethodAdapter], requested: str | None, store=None) -> tuple[str | None, str]:
+def choose_weight_set(cls: type[MethodAdapter], requested: str | None, store: AssetStore) -> tuple[str | None, str]:
     """The weight set to use and why: the requested one, else the first available in declared order.
 
     Returns ``(name, reason)``; ``name`` is ``None`` only for methods that declare no weights.

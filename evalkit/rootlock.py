@@ -57,8 +57,7 @@ class RootLock:
         info = self.holder()
         if not info:
             return "another process"
-        return (f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} "
-                f"({info.get('command', '?')})")
+        return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} ({info.get('command', '?')})"
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; ``False`` (nothing changed) when another process holds it."""
@@ -72,8 +71,16 @@ class RootLock:
         self._fh = fh
         fh.seek(0)
         fh.truncate()
-        fh.write(json.dumps({"pid": os.getpid(), "host": platform.node(), "command": self.command,
-                             "since": datetime.now(UTC).isoformat(timespec="seconds")}))
+        fh.write(
+            json.dumps(
+                {
+                    "pid": os.getpid(),
+                    "host": platform.node(),
+                    "command": self.command,
+                    "since": datetime.now(UTC).isoformat(timespec="seconds"),
+                }
+            )
+        )
         fh.flush()
         return True
 
@@ -82,8 +89,10 @@ class RootLock:
         announced = False
         while not self.try_acquire():
             if not wait:
-                raise RootBusy(f"results root {self.root} is being written by {self.describe_holder()}: wait for it to "
-                               f"finish, pass --wait to queue behind it, or write to another --results folder")
+                raise RootBusy(
+                    f"results root {self.root} is being written by {self.describe_holder()}: wait for it to "
+                    f"finish, pass --wait to queue behind it, or write to another --results folder"
+                )
             if notify is not None and not announced:
                 notify(f"waiting for {self.describe_holder()} to release {self.root}")
                 announced = True

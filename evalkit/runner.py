@@ -1,9 +1,11 @@
-"""The driver of ``evalkit run``: plan jobs from a protocol, skip finished ones, execute, record, report.
+"""The driver of ``evalkit run``: plan jobs from a protocol, skip finished ones, schedule, record, report.
 
-Planning turns (method selector, pair, resolution, seed) into frozen :class:`~evalkit.specs.JobSpec` objects keyed by
-content hash. Jobs already in the store with a final status (``ok``/``oom``) are reused, so rerunning a command, or
-resuming one that was killed, only does what is missing. Finished jobs that lack a requested metric are scored from
-their stored PNG instead of being re-stylized.
+Data flows one way: protocol -> frozen :class:`~evalkit.specs.JobSpec` objects (keyed by content hash) ->
+:class:`~evalkit.scheduler.Scheduler` -> an executor -> :class:`~evalkit.results.JobResult` objects -> the
+:class:`~evalkit.store.ResultsStore`, which this module alone writes during a run. Jobs already in the store with a
+final status (``ok``/``oom``) are reused, so rerunning a command, or resuming one that was killed, only does what is
+missing; finished jobs that lack a requested metric travel the same channel as ``score`` jobs (their stored PNG is
+scored, nothing is re-stylized).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -30,22 +31,27 @@ from rich.progress import (
 )
 
 from evalkit import environment
-from evalkit.assets import AssetSettings
+from evalkit.assets import AssetSettings, AssetStore
 from evalkit.errors import EvalkitError
-from evalkit.executors import get_executor
+from evalkit.executors import NAMES as EXECUTORS
+from evalkit.executors import ExecutorChoice
 from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
 from evalkit.metrics import metric_names
 from evalkit.registry import MethodSelector, choose_weight_set, get_method
+from evalkit.results import FAILED_STATUSES, FINAL_STATUSES, JobResult
 from evalkit.rootlock import RootLock
+from evalkit.scheduler import Policy, Scheduler
 from evalkit.specs import JobSpec, Protocol, load_protocol
-from evalkit.store import FAILED_STATUSES, FINAL_STATUSES, ResultsStore
+from evalkit.store import DB_NAME, ResultsStore
 from evalkit.weights import weight_label
-from evalkit.worker import JobContext, WorkerConfig
+from evalkit.worker import WorkerConfig
+
+ISOLATED_OPTIONS = ("timeout", "cpu_memory", "device_memory")
 
 
 @dataclass
 class RunRequest:
-    protocol: str = "quick"
+    protocol: str | Protocol = "quick"  # a name, a path, or an already loaded protocol (loaded once per run)
     methods: list[str] | None = None
     resolutions: list[str] | None = None
     metrics: list[str] | None = None
@@ -54,7 +60,8 @@ class RunRequest:
     seeds: int | None = None
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     executor: str | None = None  # None: the protocol's [timing] executor, else "local"
-    executor_options: dict[str, Any] = field(default_factory=dict)  # e.g. timeout, cpu_memory (isolated)
+    executor_options: dict[str, Any] = field(default_factory=dict)  # timeout, cpu_memory, device_memory (isolated),
+    #                                                                  skip_after_oom (every executor)
     ray_address: str | None = None  # --executor ray: auto, HOST:PORT, or None ($RAY_ADDRESS / a local Ray)
     warmup: int | None = None  # None: the protocol's [timing] warmup (else 0)
     repeats: int | None = None  # None: the protocol's [timing] repeats (else 1)
@@ -76,12 +83,54 @@ class RunSummary:
 
     @property
     def database(self) -> Path:
-        return self.root / "evalkit.sqlite"
+        return self.root / DB_NAME
 
     @property
     def failed(self) -> Counter:
         """Jobs that ended error / timeout / unavailable: any of them makes ``evalkit run`` exit non-zero."""
         return Counter({k: v for k, v in self.counts.items() if k in FAILED_STATUSES})
+
+
+def resolve_protocol(protocol: str | Protocol) -> Protocol:
+    return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
+
+
+def choose_executor(request: RunRequest, protocol: Protocol) -> tuple[ExecutorChoice, Policy]:
+    """The executor, its options and the scheduling policy, validated once, before anything is recorded."""
+    from evalkit.executors.isolated import parse_bytes
+
+    name = request.executor or str(protocol.timing.get("executor", "local"))
+    if name not in EXECUTORS:
+        raise EvalkitError(f"unknown executor '{name}': available executors are {', '.join(EXECUTORS)}")
+    options = dict(request.executor_options)
+    policy = Policy(skip_after_oom=bool(options.pop("skip_after_oom", True)))
+    budgets = {k: v for k in ISOLATED_OPTIONS if (v := options.pop(k, None)) is not None}
+    if options:
+        raise EvalkitError(f"unknown executor option(s) {', '.join(options)}")
+    if budgets and name != "isolated":
+        raise EvalkitError("--timeout, --cpu-memory and --device-memory need worker processes: add --executor isolated")
+    if "timeout" in budgets and float(budgets["timeout"]) <= 0:
+        raise EvalkitError(f"--timeout must be a positive number of seconds, not {budgets['timeout']}")
+    for key in ("cpu_memory", "device_memory"):
+        if key in budgets:
+            budgets[key] = parse_bytes(budgets[key])
+    if "device_memory" in budgets and not request.device.startswith("cuda"):
+        raise EvalkitError(
+            f"--device-memory limits CUDA memory but --device is {request.device}: use --cpu-memory on CPU"
+        )
+    if request.ray_address and name != "ray":
+        raise EvalkitError("--ray-address applies to the Ray executor only: add --executor ray")
+    if name == "ray":
+        from evalkit.executors.ray_executor import require_ray
+
+        require_ray()  # before anything is recorded: one line saying how to install Ray
+        return ExecutorChoice("ray", {"address": request.ray_address}), policy
+    if request.device.startswith("cuda"):  # with Ray the GPUs are on the workers, not the driver
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EvalkitError(f"--device {request.device} requested but torch sees no CUDA device: use --device cpu")
+    return ExecutorChoice(name, budgets), policy
 
 
 def parse_resolutions(text: str | None, protocol: Protocol) -> list[str]:
@@ -101,7 +150,9 @@ def parse_resolutions(text: str | None, protocol: Protocol) -> list[str]:
     return values
 
 
-def plan_jobs(protocol: Protocol, request: RunRequest, console: Console) -> tuple[list[JobSpec], list[str], dict]:
+def plan_jobs(
+    protocol: Protocol, request: RunRequest, store: AssetStore, console: Console
+) -> tuple[list[JobSpec], list[str], dict]:
     """Jobs for every valid method selector; invalid selectors become plan errors (other methods go on)."""
     selectors = request.methods or protocol.methods
     if not selectors:
@@ -115,10 +166,14 @@ def plan_jobs(protocol: Protocol, request: RunRequest, console: Console) -> tupl
         try:
             selector = MethodSelector.parse(text)
             cls = get_method(selector.name)
-            weight_set, reason = choose_weight_set(cls, selector.weight_set)
+            weight_set, reason = choose_weight_set(cls, selector.weight_set, store)
             label = weight_label(cls.name, weight_set)
-            overrides = {**protocol.params.get(cls.name, {}), **protocol.params.get(label, {}),
-                         **request.params.get(cls.name, {}), **request.params.get(label, {})}
+            overrides = {
+                **protocol.params.get(cls.name, {}),
+                **protocol.params.get(label, {}),
+                **request.params.get(cls.name, {}),
+                **request.params.get(label, {}),
+            }
             params = cls.resolve_params(overrides)
         except (EvalkitError, ValueError) as exc:
             errors.append(str(exc))
@@ -129,19 +184,37 @@ def plan_jobs(protocol: Protocol, request: RunRequest, console: Console) -> tupl
         methods_info[label] = {"cls": cls, "weight_set": weight_set, "digests": digests}
         method_seeds = range(seeds) if not cls.deterministic else range(1)
         for pair in protocol.pairs:
-            image_digests = {role: protocol.images[ref].sha256 for role, ref in
-                             (("content", pair.content), ("style", pair.style), ("content_mask", pair.content_mask),
-                              ("style_mask", pair.style_mask)) if ref}
+            image_digests = {
+                role: protocol.images[ref].sha256
+                for role, ref in (
+                    ("content", pair.content),
+                    ("style", pair.style),
+                    ("content_mask", pair.content_mask),
+                    ("style_mask", pair.style_mask),
+                )
+                if ref
+            }
             for res in resolutions:
                 for seed in method_seeds:
-                    specs.append(JobSpec(
-                        method=cls.name, weight_set=weight_set, params=params, pair_id=pair.id, resolution=res,
-                        seed=seed, content=pair.content, style=pair.style,
-                        content_mask=pair.content_mask if cls.uses_masks else None,
-                        style_mask=pair.style_mask if cls.uses_masks else None,
-                        style_size=protocol.style_size, eval_size=protocol.eval_size, method_version=cls.version,
-                        weight_digests=digests, image_digests=image_digests,
-                    ).with_key())
+                    specs.append(
+                        JobSpec(
+                            method=cls.name,
+                            weight_set=weight_set,
+                            params=params,
+                            pair_id=pair.id,
+                            resolution=res,
+                            seed=seed,
+                            content=pair.content,
+                            style=pair.style,
+                            content_mask=pair.content_mask if cls.uses_masks else None,
+                            style_mask=pair.style_mask if cls.uses_masks else None,
+                            style_size=protocol.style_size,
+                            eval_size=protocol.eval_size,
+                            method_version=cls.version,
+                            weight_digests=digests,
+                            image_digests=image_digests,
+                        ).with_key()
+                    )
     return specs, errors, methods_info
 
 
@@ -149,13 +222,14 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
     """Plan, take the root's lock, clean up after crashed runs, execute, record; the run row always ends in a final
     status (``finished``, ``interrupted`` on Ctrl-C, ``failed`` with the reason on any other exception)."""
     console = console or Console(stderr=True)
-    protocol = load_protocol(request.protocol)
+    protocol = resolve_protocol(request.protocol)
+    choice, policy = choose_executor(request, protocol)
     metrics = request.metrics if request.metrics is not None else protocol.metrics
     known = set(metric_names())
     bad_metrics = [m for m in metrics if m not in known]
     if bad_metrics:
         raise EvalkitError(f"unknown metric(s) {', '.join(bad_metrics)}: known metrics are {', '.join(sorted(known))}")
-    specs, plan_errors, methods_info = plan_jobs(protocol, request, console)
+    specs, plan_errors, methods_info = plan_jobs(protocol, request, AssetStore(request.assets), console)
     if not methods_info:
         raise EvalkitError(" ; ".join(plan_errors) or "no methods to run")
     for error in plan_errors:  # the valid methods still run; these are reported and make the exit status 1
@@ -167,7 +241,8 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
         store = ResultsStore(root)
         try:
             _recover(store, console)
-            return _execute(request, protocol, metrics, specs, plan_errors, methods_info, store, command, console)
+            run = _Run(request, protocol, list(metrics), choice, policy, methods_info, store, console)
+            return run.execute(specs, plan_errors, command)
         finally:
             store.close()
     finally:
@@ -185,108 +260,136 @@ def _recover(store: ResultsStore, console: Console) -> None:
         console.print(f"removed {len(orphans)} half-written output file(s) left by a killed run")
 
 
-def _execute(request: RunRequest, protocol: Protocol, metrics: list[str], specs: list[JobSpec],
-             plan_errors: list[str], methods_info: dict, store: ResultsStore, command: str,
-             console: Console) -> RunSummary:
-    env = environment.capture(request.device)
-    executor_name = request.executor or str(protocol.timing.get("executor", "local"))
-    run_id = store.start_run(
-        protocol.name, protocol.sha256, command, list(methods_info), request.resolutions or protocol.resolutions,
-        request.device, executor_name, env, protocol_text=protocol.text, protocol_source=protocol.source,
-    )
-    status, note = "failed", None
-    counts: Counter = Counter()
-    failures: list[tuple[str, str, str]] = []
-    statuses = store.job_status(spec.key for spec in specs)
-    todo = [s for s in specs if statuses.get(s.key) not in FINAL_STATUSES]
-    reused = [s for s in specs if statuses.get(s.key) in FINAL_STATUSES]
-    try:
-        store.attach_jobs(run_id, (s.key for s in reused))
-        config = WorkerConfig(protocol=protocol, device=request.device, metrics=list(metrics),
-                              assets=request.assets.to_dict(),
-                              warmup=int(request.warmup if request.warmup is not None
-                                         else protocol.timing.get("warmup", 0)),
-                              repeats=int(request.repeats if request.repeats is not None
-                                          else protocol.timing.get("repeats", 1)))
-        if reused:
-            console.print(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
-            _backfill_metrics(store, protocol, reused, config, statuses, console)
-        executor = get_executor(executor_name, **request.executor_options, ray_address=request.ray_address)
-        if getattr(executor, "note", None):
-            console.print(executor.note)
-        columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        with Progress(*columns, console=console, disable=not request.progress, transient=False) as progress:
-            task = progress.add_task(_describe(todo[0]) if todo else "nothing to do", total=len(todo))
-            for i, (spec, result) in enumerate(executor.map(todo, config)):
-                store.record_job(run_id, protocol.name, spec, result, protocol.eval_size)
-                counts[result.status] += 1
-                for warning in result.warnings:
-                    progress.console.print(f"[yellow]warning[/yellow] {escape(spec.label)} {escape(spec.pair_id)} "
-                                           f"@{spec.resolution}: {escape(warning)}")
-                if result.status != "ok":
-                    failures.append((f"{spec.label} {spec.pair_id} {spec.resolution} s{spec.seed}",
-                                     result.status, result.message or ""))
-                    progress.console.print(f"[yellow]{result.status}[/yellow] {escape(spec.label)} "
-                                           f"{escape(spec.pair_id)} @{spec.resolution}: {escape(result.message or '')}")
-                nxt = todo[i + 1] if i + 1 < len(todo) else None
-                progress.update(task, advance=1, description=_describe(nxt) if nxt else "done")
-        for label, info in methods_info.items():
-            _record_method(store, label, info, config, executor)
-        status = "finished"
-    except KeyboardInterrupt:
-        status, note = "interrupted", "interrupted: stopped by the user (Ctrl-C)"
-        raise
-    except BaseException as exc:
-        note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
-        raise
-    finally:
-        store.finish_run(run_id, status, note)
-    return RunSummary(run_id, store.root, len(specs), len(reused), counts, plan_errors, failures)
+@dataclass
+class _Run:
+    """One execution: everything the results loop needs, so that it reads as plan -> schedule -> record."""
+
+    request: RunRequest
+    protocol: Protocol
+    metrics: list[str]
+    choice: ExecutorChoice
+    policy: Policy
+    methods_info: dict[str, dict[str, Any]]
+    store: ResultsStore
+    console: Console
+    counts: Counter = field(default_factory=Counter)
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    recorded_models: set[str] = field(default_factory=set)
+
+    def config(self) -> WorkerConfig:
+        timing = self.protocol.timing
+        return WorkerConfig(
+            protocol=self.protocol,
+            device=self.request.device,
+            metrics=self.metrics,
+            assets=self.request.assets.to_dict(),
+            executor=self.choice.name,
+            warmup=int(self.request.warmup if self.request.warmup is not None else timing.get("warmup", 0)),
+            repeats=int(self.request.repeats if self.request.repeats is not None else timing.get("repeats", 1)),
+        )
+
+    def execute(self, specs: list[JobSpec], plan_errors: list[str], command: str) -> RunSummary:
+        request, protocol, store = self.request, self.protocol, self.store
+        run_id = store.start_run(
+            protocol.name,
+            protocol.sha256,
+            command,
+            list(self.methods_info),
+            request.resolutions or protocol.resolutions,
+            request.device,
+            self.choice.name,
+            environment.capture(request.device),
+            protocol_text=protocol.text,
+            protocol_source=protocol.source,
+        )
+        status, note = "failed", None
+        statuses = store.job_status(spec.key for spec in specs)
+        todo = [s for s in specs if statuses.get(s.key) not in FINAL_STATUSES]
+        reused = [s for s in specs if statuses.get(s.key) in FINAL_STATUSES]
+        try:
+            store.attach_jobs(run_id, (s.key for s in reused))
+            if reused:
+                self.console.print(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
+            scoring = self._scoring_jobs(reused, statuses)
+            executor = self.choice.build()
+            described = executor.describe()
+            if described:
+                self.console.print(escape(described))
+            scheduler = Scheduler(executor, self.policy, log=lambda line: self.console.print(escape(line)))
+            self._consume(run_id, scheduler, scoring + todo)
+            status = "finished"
+        except KeyboardInterrupt:
+            status, note = "interrupted", "interrupted: stopped by the user (Ctrl-C)"
+            raise
+        except BaseException as exc:
+            note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+            raise
+        finally:
+            store.finish_run(run_id, status, note)
+        return RunSummary(run_id, store.root, len(specs), len(reused), self.counts, plan_errors, self.failures)
+
+    def _scoring_jobs(self, reused: list[JobSpec], statuses: dict[str, str]) -> list[JobSpec]:
+        """Finished outputs that lack a requested metric, as ``score`` jobs carrying their stored PNG."""
+        wanted = set(self.metrics)
+        out = []
+        for spec in reused:
+            if statuses.get(spec.key) != "ok" or not wanted - self.store.metric_names(spec.key, spec.eval_size):
+                continue
+            png = self.store.output_png(spec.key)
+            if png is not None:
+                out.append(spec.for_scoring(png))
+        if out:
+            self.console.print(f"scoring {len(out)} finished outputs that lack requested metrics")
+        return out
+
+    def _consume(self, run_id: str, scheduler: Scheduler, jobs: list[JobSpec]) -> None:
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=self.console, disable=not self.request.progress, transient=False) as progress:
+            task = progress.add_task(_describe(jobs[0]) if jobs else "nothing to do", total=len(jobs))
+            for spec, result in scheduler.run(jobs, self.config()):
+                self._record(run_id, spec, result, progress.console)
+                progress.update(task, advance=1, description=_describe(spec))
+            progress.update(task, description="done")
+
+    def _record(self, run_id: str, spec: JobSpec, result: JobResult, console: Console) -> None:
+        if result.model_info is not None and result.model_info.label not in self.recorded_models:
+            info = self.methods_info.get(result.model_info.label)
+            if info is not None:
+                cls = info["cls"]
+                self.store.record_method(
+                    result.model_info.label,
+                    cls.name,
+                    info["weight_set"],
+                    cls.kind,
+                    cls.version,
+                    result.model_info.parameters,
+                    result.model_info.layers,
+                    info["digests"],
+                )
+                self.recorded_models.add(result.model_info.label)
+        if spec.task == "score":
+            if result.status == "ok":
+                self.store.record_metrics(spec.key, spec.eval_size, result.metrics)
+            return
+        self.store.record_job(run_id, self.protocol.name, spec, result, self.protocol.eval_size)
+        self.counts[result.status] += 1
+        where = f"{escape(spec.label)} {escape(spec.pair_id)} @{spec.resolution}"
+        for warning in result.warnings:
+            console.print(f"[yellow]warning[/yellow] {where}: {escape(warning)}")
+        if result.status != "ok":
+            self.failures.append(
+                (f"{spec.label} {spec.pair_id} {spec.resolution} s{spec.seed}", result.status, result.message or "")
+            )
+            console.print(f"[yellow]{result.status}[/yellow] {where}: {escape(result.message or '')}")
 
 
 def _describe(spec: JobSpec) -> str:
     return escape(f"{spec.label} · {spec.pair_id} · {spec.resolution} · seed {spec.seed}")  # keep [weights]
-
-
-def _record_method(store: ResultsStore, label: str, info: dict, config: WorkerConfig, executor) -> None:
-    """Store parameter and layer counts for a method (from the executor's loaded model when it has one)."""
-    cls = info["cls"]
-    context = getattr(executor, "context", None)
-    adapter = None
-    if context is not None:
-        for (method, weight_set, _device), (loaded, _) in context._adapters.items():
-            if method == cls.name and weight_set == info["weight_set"]:
-                adapter = loaded
-    if adapter is None:
-        counts = getattr(executor, "method_info", {}).get(label)  # reported by worker processes (isolated)
-        if counts is None:
-            return
-        parameters, layers = counts["parameters"], counts["layers"]
-    else:
-        details = adapter.info()
-        parameters, layers = details.parameters, details.layers
-    store.record_method(label, cls.name, info["weight_set"], cls.kind, cls.version, parameters, layers,
-                        info["digests"])
-
-
-def _backfill_metrics(store: ResultsStore, protocol: Protocol, reused: list[JobSpec], config: WorkerConfig,
-                      statuses: dict[str, str], console: Console) -> None:
-    """Score finished outputs that lack a requested metric, from their stored PNG (no re-stylization)."""
-    wanted = set(config.metrics)
-    missing = [s for s in reused if statuses.get(s.key) == "ok"
-               and wanted - store.metric_names(s.key, protocol.eval_size)]
-    if not missing:
-        return
-    console.print(f"scoring {len(missing)} finished outputs that lack requested metrics")
-    context = JobContext(config)
-    for spec in missing:
-        row = store.conn.execute("SELECT output_path FROM jobs WHERE job_key=?", (spec.key,)).fetchone()
-        if not row or not row["output_path"]:
-            continue
-        path = store.root / row["output_path"]
-        if not path.is_file():
-            continue
-        with Image.open(path) as img:
-            values = context.score(spec, img.convert("RGB"))
-        store.record_metrics(spec.key, protocol.eval_size, values)

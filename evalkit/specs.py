@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +106,10 @@ def protocol_from_text(text: str, source: str, sha256: str | None = None) -> Pro
     """A protocol from its stored TOML text (as a run recorded it), checked against the stored sha256."""
     digest = hashlib.sha256(text.encode()).hexdigest()
     if sha256 and digest != sha256:
-        raise ProtocolError(f"the protocol text stored for {source} has sha256 {digest[:12]}…, not the recorded "
-                            f"{sha256[:12]}…: the results database is damaged; rerun the benchmark")
+        raise ProtocolError(
+            f"the protocol text stored for {source} has sha256 {digest[:12]}…, not the recorded "
+            f"{sha256[:12]}…: the results database is damaged; rerun the benchmark"
+        )
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -115,8 +117,21 @@ def protocol_from_text(text: str, source: str, sha256: str | None = None) -> Pro
     return parse_protocol(raw, source=source, sha256=digest, text=text)
 
 
-TOP_LEVEL = ("name", "description", "images", "pairs", "resolutions", "style_size", "eval_size", "metrics", "seeds",
-             "methods", "params", "timing", "min_image_side")
+TOP_LEVEL = (
+    "name",
+    "description",
+    "images",
+    "pairs",
+    "resolutions",
+    "style_size",
+    "eval_size",
+    "metrics",
+    "seeds",
+    "methods",
+    "params",
+    "timing",
+    "min_image_side",
+)
 IMAGE_FIELDS = ("sha256", "mirror", "url", "package", "resource")
 PAIR_FIELDS = ("id", "content", "style", "content_mask", "style_mask")
 TIMING_FIELDS = ("executor", "warmup", "repeats")
@@ -184,24 +199,37 @@ def _images(raw: Any, where: str, name: str) -> dict[str, Asset]:
             raise f.error("url", f"must be an http(s) address, got {url!r}")
         package, resource = f.string("package"), f.string("resource")
         if (package is None) != (resource is None):
-            raise f.error("resource" if package else "package", "must be given together with "
-                          + ("package" if package is None else "resource"))
-        images[image_id] = Asset(name=f.string("mirror") or f"{name}/{image_id}", sha256=sha, kind="data", url=url,
-                                 package=package, resource=resource)
+            raise f.error(
+                "resource" if package else "package",
+                "must be given together with " + ("package" if package is None else "resource"),
+            )
+        images[image_id] = Asset(
+            name=f.string("mirror") or f"{name}/{image_id}",
+            sha256=sha,
+            kind="data",
+            url=url,
+            package=package,
+            resource=resource,
+        )
     return images
 
 
 def _pairs(raw: Any, where: str, images: dict[str, Asset]) -> list[PairSpec]:
     if not isinstance(raw, list):
-        raise ProtocolError(f"{where}: field 'pairs' must be an array of tables ([[pairs]]): fix it in the protocol "
-                            f"file")
+        raise ProtocolError(
+            f"{where}: field 'pairs' must be an array of tables ([[pairs]]): fix it in the protocol file"
+        )
     pairs = []
     for i, item in enumerate(raw):
         f = _Fields(item, where, f"pairs[{i}].")
         f.only(PAIR_FIELDS)
-        pair = PairSpec(id=str(f.string("id", required=True)), content=str(f.string("content", required=True)),
-                        style=str(f.string("style", required=True)), content_mask=f.string("content_mask"),
-                        style_mask=f.string("style_mask"))
+        pair = PairSpec(
+            id=str(f.string("id", required=True)),
+            content=str(f.string("content", required=True)),
+            style=str(f.string("style", required=True)),
+            content_mask=f.string("content_mask"),
+            style_mask=f.string("style_mask"),
+        )
         for key in ("content", "style", "content_mask", "style_mask"):
             ref = getattr(pair, key)
             if ref is not None and ref not in images:
@@ -238,11 +266,13 @@ def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = ""
         raise top.error("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
     images = _images(raw.get("images") or {}, where, name)
     pairs = _pairs(raw.get("pairs") or [], where, images)
-    resolutions = [str(r) for r in raw.get("resolutions", ["512"])] if isinstance(
-        raw.get("resolutions", []), list) else None
+    resolutions = (
+        [str(r) for r in raw.get("resolutions", ["512"])] if isinstance(raw.get("resolutions", []), list) else None
+    )
     if not resolutions:
-        raise top.error("resolutions", f"must be a non-empty list such as [\"512\", \"1k\"], got "
-                                       f"{raw.get('resolutions')!r}")
+        raise top.error(
+            "resolutions", f'must be a non-empty list such as ["512", "1k"], got {raw.get("resolutions")!r}'
+        )
     for res in resolutions:
         try:
             Resolution.parse(res)
@@ -301,6 +331,10 @@ class JobSpec:
     weight_digests: dict[str, str | None]
     image_digests: dict[str, str | None]
     key: str = ""
+    # "stylize" (the job) or "score": compute the metrics of the job's existing output ``output_png`` (a resumed
+    # run that asks for a metric the stored output lacks); neither is part of the key
+    task: str = "stylize"
+    output_png: bytes | None = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -310,16 +344,25 @@ class JobSpec:
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("key")
+        for name in ("key", "task", "output_png"):
+            data.pop(name)
         data.pop("eval_size")  # metrics are keyed separately; changing eval size must not re-stylize
         return data
+
+    def for_scoring(self, png: bytes) -> JobSpec:
+        """The ``score`` job of this (finished) job: its metrics from its stored PNG."""
+        return replace(self, task="score", output_png=png)
 
     def with_key(self) -> JobSpec:
         blob = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
         return JobSpec(**{**asdict(self), "key": hashlib.sha256(blob.encode()).hexdigest()[:32]})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as stored with the job (without the transient scoring fields)."""
+        data = asdict(self)
+        data.pop("task")
+        data.pop("output_png")
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:

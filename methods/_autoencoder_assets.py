@@ -14,8 +14,10 @@ from __future__ import annotations
 from evalkit.assets import Asset
 
 # -- WCT, official (Li et al. 2017): PyTorch conversions of the Torch7 models, as committed in pietrocarbo/deep-transfer
-WCT_OFFICIAL_REPO = ("https://raw.githubusercontent.com/pietrocarbo/deep-transfer/"
-                     "e87e72f9f8612062431a82289b758ef570da52c3/models/autoencoder_vgg19")
+WCT_OFFICIAL_REPO = (
+    "https://raw.githubusercontent.com/pietrocarbo/deep-transfer/"
+    "e87e72f9f8612062431a82289b758ef570da52c3/models/autoencoder_vgg19"
+)
 WCT_OFFICIAL_SHA256: dict[str, str | None] = {
     "vgg_normalised_conv1_1.pth": "9f60c0230232985e2505eeaaeb670119eacfd590cb06c2ea752538b974a1d2aa",
     "feature_invertor_conv1_1.pth": "78e72d8d80ea9460c45bc89bf9c29d0804639771e443a18c46e20e1f73a57578",
@@ -36,35 +38,58 @@ def wct_official(level: int) -> dict[str, Asset]:
     out = {}
     for role, stem in (("encoder", "vgg_normalised"), ("decoder", "feature_invertor")):
         fname = f"{stem}_conv{level}_1.pth"
-        out[f"{role}{level}"] = Asset(f"wct/{fname}", WCT_OFFICIAL_SHA256[fname],
-                                      url=f"{WCT_OFFICIAL_REPO}/vgg19_{level}/{fname}")
+        out[f"{role}{level}"] = Asset(
+            f"wct/{fname}", WCT_OFFICIAL_SHA256[fname], url=f"{WCT_OFFICIAL_REPO}/vgg19_{level}/{fname}"
+        )
     return out
 
 
 # -- Collaborative Distillation 16x (Wang et al. CVPR 2020), MingSun-Tse/Collaborative-Distillation ------------------
-CD16X_REPO = ("https://raw.githubusercontent.com/MingSun-Tse/Collaborative-Distillation/"
-              "4a269dc90020721ef9b279b2926c62f5bcd6d209/trained_models")
+CD16X_REPO = (
+    "https://raw.githubusercontent.com/MingSun-Tse/Collaborative-Distillation/"
+    "4a269dc90020721ef9b279b2926c62f5bcd6d209/trained_models"
+)
 CD16X_FILES: dict[str, tuple[str, str]] = {  # mirror name -> (path in repo of the symlink target, sha256)
-    "1SE.pth": ("wct_se_16x_new/20191110-133713_E20.pth",
-                "f74755a65164a88e0db8cbb7d99d7078b9fa505df0953fac5123bfc7c84e0ea4"),
-    "1SD.pth": ("wct_se_16x_new_sd/20191111-091942_E20.pth",
-                "05f26ad40044c019da0cf731372d5bd2ee4b477825c7f45508da70b1cd5a95fd"),
-    "2SE.pth": ("wct_se_16x_new/20191110-132713_E20.pth",
-                "cb654af6bae77176f8c7721c965483e865b987f2f1612dda1ba0d0b5c3819a61"),
-    "2SD.pth": ("wct_se_16x_new_sd/20191111-091932_E20.pth",
-                "94dd26f0e69857f79bf284a43a3708aa05c09c2593427c7f6e400ad12ce314e6"),
-    "3SE.pth": ("wct_se_16x_new/20191110-132705_E20.pth",
-                "269cdd0e2634e3e1e5d3005b9e7eca0f4cc8077653fee1ac8c0cf1cbe9ab8758"),
-    "3SD.pth": ("wct_se_16x_new_sd/20191111-091929_E20.pth",
-                "005faba27859435762a8a9386116c00629cd8835a01617d0a71defa577c42174"),
-    "4SE.pth": ("wct_se_16x_new/20191110-132643_E20.pth",
-                "d2f059cbcd6669556a43aadef58d20c8b280462c18b60a9e7424a14dd271cd6b"),
-    "4SD.pth": ("wct_se_16x_new_sd/20191111-092553_E20.pth",
-                "902f65e2c6033d803d02df552eb898e5985190a7ae67d155e384826eec6f04cb"),
-    "5SE.pth": ("wct_se_16x_new/20191109-211322_E20.pth",
-                "9417c34d0d8d621bc6af78be745f1b8d30f5f210efa01e50655c60eb3770816b"),
-    "5SD.pth": ("wct_se_16x_new_sd/20191110-204615_E20.pth",
-                "17fd0f81622f01366eb21cb4d40140ee38cf988ed6eaf266629709c397a8b485"),
+    "1SE.pth": (
+        "wct_se_16x_new/20191110-133713_E20.pth",
+        "f74755a65164a88e0db8cbb7d99d7078b9fa505df0953fac5123bfc7c84e0ea4",
+    ),
+    "1SD.pth": (
+        "wct_se_16x_new_sd/20191111-091942_E20.pth",
+        "05f26ad40044c019da0cf731372d5bd2ee4b477825c7f45508da70b1cd5a95fd",
+    ),
+    "2SE.pth": (
+        "wct_se_16x_new/20191110-132713_E20.pth",
+        "cb654af6bae77176f8c7721c965483e865b987f2f1612dda1ba0d0b5c3819a61",
+    ),
+    "2SD.pth": (
+        "wct_se_16x_new_sd/20191111-091932_E20.pth",
+        "94dd26f0e69857f79bf284a43a3708aa05c09c2593427c7f6e400ad12ce314e6",
+    ),
+    "3SE.pth": (
+        "wct_se_16x_new/20191110-132705_E20.pth",
+        "269cdd0e2634e3e1e5d3005b9e7eca0f4cc8077653fee1ac8c0cf1cbe9ab8758",
+    ),
+    "3SD.pth": (
+        "wct_se_16x_new_sd/20191111-091929_E20.pth",
+        "005faba27859435762a8a9386116c00629cd8835a01617d0a71defa577c42174",
+    ),
+    "4SE.pth": (
+        "wct_se_16x_new/20191110-132643_E20.pth",
+        "d2f059cbcd6669556a43aadef58d20c8b280462c18b60a9e7424a14dd271cd6b",
+    ),
+    "4SD.pth": (
+        "wct_se_16x_new_sd/20191111-092553_E20.pth",
+        "902f65e2c6033d803d02df552eb898e5985190a7ae67d155e384826eec6f04cb",
+    ),
+    "5SE.pth": (
+        "wct_se_16x_new/20191109-211322_E20.pth",
+        "9417c34d0d8d621bc6af78be745f1b8d30f5f210efa01e50655c60eb3770816b",
+    ),
+    "5SD.pth": (
+        "wct_se_16x_new_sd/20191110-204615_E20.pth",
+        "17fd0f81622f01366eb21cb4d40140ee38cf988ed6eaf266629709c397a8b485",
+    ),
 }
 
 

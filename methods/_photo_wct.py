@@ -1,82 +1,19 @@
-"""Whitening-colouring transform as the photorealistic WCT family implements it, plus segment-wise
-application.
+"""Segment-wise application of whitening-colouring as the photorealistic WCT family does it (WCT², PCA-KD).
 
-Why a separate implementation from plain WCT (Li et al. 2017): the photorealistic papers' code differs in
-details
-that change outputs, and a faithful adapter must reproduce them:
-
-- covariance regulariser: WCT² (clovaai/WCT2 ``utils/core.py``, from NVIDIA FastPhotoStyle) and the
-PCA-distilled
-  students (chiutaiyin/PCA-Knowledge-Distillation ``demo.ipynb``) both decompose ``cov + I`` (identity
-  added), not
-  ``cov``; the identity is what keeps small-variance directions from being amplified into artefacts;
-- normalisation: WCT² divides by N-1, PCA-KD by N;
-- WCT² clamps the result to the content feature's [min, max] range;
-- rank cut: eigenvalues below 1e-5 are dropped (never triggered once ``+ I`` is added, kept for fidelity).
-
-Eigendecompositions run in float64 (``torch.linalg.eigh`` on the symmetric covariance, equivalent to the SVD
-the
-originals call); features are (C, N) matrices, no loop over pixels.
+The transform itself is the one core in :mod:`evalkit_methods._transforms` (:class:`~._transforms.Whitening`): the
+photorealistic codes differ from plain WCT only in its parameters - ``cov + I`` for both content and style
+(clovaai/WCT2 ``utils/core.py`` from NVIDIA FastPhotoStyle, and chiutaiyin/PCA-Knowledge-Distillation), covariance
+over N-1 (WCT²) or N (PCA-KD), and WCT²'s clamp to the content range. What is specific to them, and lives here, is
+which segments of the DPST masks are matched (clovaai/WCT2 ``compute_label_info``) and how anti-aliased mask colours
+are cleaned.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+from evalkit_methods._transforms import resize_labels, whiten_colour
 
-
-def _sqrt_and_inv_sqrt(cov: torch.Tensor, eps_rank: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cov^1/2, cov^-1/2) restricted to eigenvalues >= eps_rank, in float64."""
-    evals, evecs = torch.linalg.eigh(cov)
-    keep = evals >= eps_rank
-    v = evecs[:, keep]
-    d = evals[keep]
-    return (v * d.sqrt()) @ v.T, (v * d.rsqrt()) @ v.T
-
-
-def covariance(f: torch.Tensor, unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean (C,1), covariance (C,C)) of features (C, N) in float64."""
-    f = f.double()
-    mean = f.mean(1, keepdim=True)
-    centred = f - mean
-    n = f.shape[1]
-    denom = (n - 1) if (unbiased and n > 1) else n
-    return mean, centred @ centred.T / denom
-
-
-def whiten_colour(
-    fc: torch.Tensor,
-    fs: torch.Tensor,
-    reg: float = 1.0,
-    unbiased: bool = False,
-    clamp: bool = False,
-    eps_rank: float = 1e-5,
-) -> torch.Tensor:
-    """Map content features fc (C, Nc) to have the style features' fs (C, Ns) mean and (regularised)
-    covariance.
-
-    Output = (Cs + reg I)^1/2 (Cc + reg I)^-1/2 (fc - mu_c) + mu_s. With reg = 0 the output covariance
-    equals the
-    style covariance exactly; with reg > 0 it satisfies cov(out) + reg I = Cs + reg I only when Cc is also
-    shifted by the same reg, i.e. whitening is damped -- the originals' behaviour.
-    """
-    mu_c, cov_c = covariance(fc, unbiased)
-    mu_s, cov_s = covariance(fs, unbiased)
-    eye = torch.eye(fc.shape[0], dtype=torch.float64, device=fc.device)
-    _, inv_sqrt_c = _sqrt_and_inv_sqrt(cov_c + reg * eye, eps_rank)
-    sqrt_s, _ = _sqrt_and_inv_sqrt(cov_s + reg * eye, eps_rank)
-    out = sqrt_s @ (inv_sqrt_c @ (fc.double() - mu_c)) + mu_s
-    if clamp:
-        out = out.clamp(float(fc.min()), float(fc.max()))
-    return out.to(fc.dtype)
-
-
-def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour resize of an (H, W) integer label map to a feature map's (h, w)."""
-    if tuple(labels.shape[-2:]) == tuple(size):
-        return labels
-    resized = F.interpolate(labels[None, None].float(), size=size, mode="nearest")
-    return resized[0, 0].round().long()
+__all__ = ["clean_labels", "transfer", "valid_labels", "whiten_colour"]
 
 
 def valid_labels(

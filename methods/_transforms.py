@@ -23,6 +23,7 @@ Each function is written from its paper's definition and works on any device (CP
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -52,8 +53,9 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = ADAIN_EPS) ->
     return (content - c_mean) / c_std * s_std + s_mean
 
 
-def adain_interpolate(content: torch.Tensor, styles: Sequence[torch.Tensor], weights: Sequence[float],
-                      eps: float = ADAIN_EPS) -> torch.Tensor:
+def adain_interpolate(
+    content: torch.Tensor, styles: Sequence[torch.Tensor], weights: Sequence[float], eps: float = ADAIN_EPS
+) -> torch.Tensor:
     """Style interpolation (AdaIN paper Sec. 7.4): a convex combination of AdaIN outputs for several styles.
 
     ``weights`` are normalised to sum to one, so ``[1, 1]`` means an even mix.
@@ -77,18 +79,42 @@ def blend(stylised: torch.Tensor, content: torch.Tensor, alpha: float) -> torch.
     return alpha * stylised + (1.0 - alpha) * content
 
 
-# -- WCT ----------------------------------------------------------------------------------------------------------
+# -- whitening and colouring: one core, the official variants as parameters ----------------------------------------
 _CHUNK_ELEMENTS = 1 << 24  # float64 working set per chunk: 128 MiB, whatever the image size
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """How an official code whitens and colours; its variants differ only in these fields.
+
+    - ``content_reg`` / ``style_reg``: added to the covariance diagonal before the eigendecomposition (WCT² and the
+      PCA-distilled students add ``I`` to both; the identity keeps small-variance directions from being amplified);
+    - ``unbiased``: covariance divided by N-1 (WCT, WCT²) or N (PCA-KD);
+    - ``eig_floor``: eigenvalues below it are dropped, i.e. whitening and colouring act on the subspace the features
+      span (WCT: 1e-5; Collaborative Distillation's code: 1e-100, which keeps numerical-noise directions);
+    - ``clamp``: clamp the result to the content features' [min, max] (WCT²).
+    """
+
+    content_reg: float = 0.0
+    style_reg: float = 0.0
+    unbiased: bool = True
+    eig_floor: float = EIG_FLOOR
+    clamp: bool = False
+
+
+WCT_RULE = Whitening()  # Li et al. 2017 (UniversalStyleTransfer / PytorchWCT)
+WCT2_RULE = Whitening(content_reg=1.0, style_reg=1.0, unbiased=True, clamp=True)  # clovaai/WCT2 utils/core.py
+PCA_KD_RULE = Whitening(content_reg=1.0, style_reg=1.0, unbiased=False)  # chiutaiyin/PCA-Knowledge-Distillation
 
 
 def _chunks(flat: torch.Tensor):
     step = max(1, _CHUNK_ELEMENTS // max(1, flat.shape[0]))
     for start in range(0, flat.shape[1], step):
-        yield flat[:, start:start + step]
+        yield flat[:, start : start + step]
 
 
-def covariance(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean ``(C, 1)`` and unbiased covariance ``(C, C)`` of ``(C, N)`` features, accumulated in float64.
+def covariance(flat: torch.Tensor, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(C, 1)`` and covariance ``(C, C)`` of ``(C, N)`` features (divided by N-1, or N), in float64.
 
     Accumulated over column chunks, so a 4K image's relu1_1 features (24-64 x 8.3M) never exist as a float64 copy
     (that alone would be 1.6-4 GB); the two-pass (mean first, then centred products) form avoids the cancellation
@@ -103,7 +129,7 @@ def covariance(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     for chunk in _chunks(flat):
         centred = chunk.double() - mean
         cov += centred @ centred.T
-    return mean, cov / max(n - 1, 1)
+    return mean, cov / max(n - 1 if unbiased else n, 1)
 
 
 def eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,20 +149,22 @@ def eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.set_num_threads(threads)
 
 
-def _sym_power(cov: torch.Tensor, power: float, eig_floor: float) -> torch.Tensor:
-    """``E diag(d^power) E^T`` over eigenvalues d > eig_floor (others dropped); ``cov`` symmetric float64."""
+def _sym_power(cov: torch.Tensor, power: float, eig_floor: float, reg: float = 0.0) -> torch.Tensor:
+    """``E diag(d^power) E^T`` of ``cov + reg I`` over eigenvalues d >= eig_floor (others dropped), float64."""
+    if reg:
+        cov = cov + reg * torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
     evals, evecs = eigh(cov)
-    keep = evals > eig_floor
-    scaled = torch.where(keep, evals.clamp_min(eig_floor).pow(power), torch.zeros_like(evals))
+    keep = evals >= eig_floor
+    scaled = torch.where(keep, evals.clamp_min(max(eig_floor, 1e-300)).pow(power), torch.zeros_like(evals))
     return (evecs * scaled) @ evecs.T
 
 
-def whitening_matrix(cov: torch.Tensor, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
-    return _sym_power(cov, -0.5, eig_floor)
+def whitening_matrix(cov: torch.Tensor, eig_floor: float = EIG_FLOOR, reg: float = 0.0) -> torch.Tensor:
+    return _sym_power(cov, -0.5, eig_floor, reg)
 
 
-def colouring_matrix(cov: torch.Tensor, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
-    return _sym_power(cov, 0.5, eig_floor)
+def colouring_matrix(cov: torch.Tensor, eig_floor: float = EIG_FLOOR, reg: float = 0.0) -> torch.Tensor:
+    return _sym_power(cov, 0.5, eig_floor, reg)
 
 
 def whiten(flat: torch.Tensor, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
@@ -145,26 +173,43 @@ def whiten(flat: torch.Tensor, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
     return whitening_matrix(cov, eig_floor) @ (flat.double() - mean)
 
 
-def wct_matrix(content: torch.Tensor, style: torch.Tensor,
-               eig_floor: float = EIG_FLOOR) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(T, m_c, m_s)`` with ``T = E_s D_s^1/2 E_s^T E_c D_c^-1/2 E_c^T`` (float64), so WCT is
-    ``T (f_c - m_c) + m_s``: the whole transform is one C x C matrix, computed once in float64."""
+def wct_matrix(
+    content: torch.Tensor, style: torch.Tensor, rule: Whitening = WCT_RULE
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(T, m_c, m_s)`` with ``T = E_s D_s^1/2 E_s^T E_c D_c^-1/2 E_c^T`` (float64), so the transform is
+    ``T (f_c - m_c) + m_s``: one C x C matrix, computed once in float64."""
     if content.shape[0] != style.shape[0]:
         raise ValueError(f"WCT needs the same channel count: content {content.shape[0]}, style {style.shape[0]}")
-    c_mean, c_cov = covariance(content)
-    s_mean, s_cov = covariance(style)
-    return colouring_matrix(s_cov, eig_floor) @ whitening_matrix(c_cov, eig_floor), c_mean, s_mean
+    c_mean, c_cov = covariance(content, rule.unbiased)
+    s_mean, s_cov = covariance(style, rule.unbiased)
+    colour = colouring_matrix(s_cov, rule.eig_floor, rule.style_reg)
+    return colour @ whitening_matrix(c_cov, rule.eig_floor, rule.content_reg), c_mean, s_mean
 
 
-def wct_flat(content: torch.Tensor, style: torch.Tensor, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
-    """WCT of ``(C, Nc)`` content features onto ``(C, Ns)`` style features, in the content's dtype.
+def wct_flat(content: torch.Tensor, style: torch.Tensor, rule: Whitening = WCT_RULE) -> torch.Tensor:
+    """Whitening-colouring of ``(C, Nc)`` content features onto ``(C, Ns)`` style features, in the content's dtype.
 
     Statistics and the C x C transform are float64; applying it to the N feature vectors in the features' own
     dtype costs float32 rounding only (~1e-6 relative), and keeps 4K feature maps from being copied to float64.
     """
-    matrix, c_mean, s_mean = wct_matrix(content, style, eig_floor)
+    matrix, c_mean, s_mean = wct_matrix(content, style, rule)
     dtype = content.dtype
-    return matrix.to(dtype) @ (content - c_mean.to(dtype)) + s_mean.to(dtype)
+    out = matrix.to(dtype) @ (content - c_mean.to(dtype)) + s_mean.to(dtype)
+    if rule.clamp:
+        out = out.clamp(float(content.min()), float(content.max()))
+    return out
+
+
+def whiten_colour(
+    fc: torch.Tensor,
+    fs: torch.Tensor,
+    reg: float = 1.0,
+    unbiased: bool = False,
+    clamp: bool = False,
+    eps_rank: float = EIG_FLOOR,
+) -> torch.Tensor:
+    """The photorealistic family's call: ``(Cs + reg I)^1/2 (Cc + reg I)^-1/2 (fc - mu_c) + mu_s``."""
+    return wct_flat(fc, fs, Whitening(reg, reg, unbiased, eps_rank, clamp))
 
 
 def wct(content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
@@ -172,7 +217,7 @@ def wct(content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0, eig_floo
     _check_single(content, style)
     c = content.shape[1]
     flat = content.reshape(c, -1)
-    out = wct_flat(flat, style.reshape(c, -1), eig_floor)
+    out = wct_flat(flat, style.reshape(c, -1), Whitening(eig_floor=eig_floor))
     return blend(out.reshape(content.shape), content, alpha)
 
 
@@ -184,9 +229,15 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized[0, 0].round().long()
 
 
-def wct_masked(content: torch.Tensor, style: torch.Tensor, content_labels: torch.Tensor,
-               style_labels: torch.Tensor, alpha: float = 1.0, eig_floor: float = EIG_FLOOR,
-               min_pixels: int = MIN_SEGMENT_PIXELS) -> torch.Tensor:
+def wct_masked(
+    content: torch.Tensor,
+    style: torch.Tensor,
+    content_labels: torch.Tensor,
+    style_labels: torch.Tensor,
+    alpha: float = 1.0,
+    eig_floor: float = EIG_FLOOR,
+    min_pixels: int = MIN_SEGMENT_PIXELS,
+) -> torch.Tensor:
     """Segment-wise WCT: each content label takes the statistics of the same label in the style.
 
     Label maps may be at image resolution; they are resized (nearest) to the feature maps. Content labels that
@@ -198,14 +249,15 @@ def wct_masked(content: torch.Tensor, style: torch.Tensor, content_labels: torch
     c_lab = resize_labels(content_labels.to(content.device), tuple(content.shape[-2:])).reshape(-1)
     s_lab = resize_labels(style_labels.to(style.device), tuple(style.shape[-2:])).reshape(-1)
     c_flat, s_flat = content.reshape(c, -1), style.reshape(c, -1)
-    out = wct_flat(c_flat, s_flat, eig_floor)  # global transform: the fallback for every unmatched pixel
+    rule = Whitening(eig_floor=eig_floor)
+    out = wct_flat(c_flat, s_flat, rule)  # global transform: the fallback for every unmatched pixel
     s_counts = torch.bincount(s_lab)
     for label in torch.unique(c_lab).tolist():
         c_idx = (c_lab == label).nonzero(as_tuple=True)[0]
         if c_idx.numel() < min_pixels or label >= s_counts.numel() or int(s_counts[label]) < min_pixels:
             continue
         s_idx = (s_lab == label).nonzero(as_tuple=True)[0]
-        out[:, c_idx] = wct_flat(c_flat[:, c_idx], s_flat[:, s_idx], eig_floor)
+        out[:, c_idx] = wct_flat(c_flat[:, c_idx], s_flat[:, s_idx], rule)
     return blend(out.reshape(content.shape), content, alpha)
 
 

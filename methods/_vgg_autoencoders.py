@@ -14,8 +14,8 @@ Two layouts (see the weights mirror's SOURCES.md, "Key layouts"):
   and carrying ``*_aux`` 1x1 distillation heads that inference does not use. Its decoders apply a ReLU after the
   final conv too (as the authors' code does).
 
-Every loader validates keys and shapes first and raises one line naming the file, the key and the expected shape,
-instead of PyTorch's multi-line ``load_state_dict`` report.
+Every loader validates keys and shapes first (:mod:`evalkit.checkpoints`, the one checker of evalkit) and raises one
+line naming the file, the key and the expected shape, instead of PyTorch's multi-line ``load_state_dict`` report.
 """
 
 from __future__ import annotations
@@ -28,13 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evalkit.errors import EvalkitError
+from evalkit.checkpoints import CheckpointError, load_checked, read_torch_state
+
+__all__ = [
+    "CheckpointError",
+    "build_decoder",
+    "build_encoder",
+    "load_decoder",
+    "load_encoder",
+    "load_full_vgg",
+    "pad_to_multiple",
+    "synthetic_state",
+]
 
 Layout = Literal["official", "cd16x"]
-
-
-class CheckpointError(EvalkitError):
-    """A weight file whose keys or shapes do not match the architecture it is meant for."""
 
 
 # -- a tiny interpreter for conv/pool/upsample plans ---------------------------------------------------------------
@@ -199,62 +206,29 @@ def _check_level(level: int) -> None:
 
 
 # -- checkpoint loading ----------------------------------------------------------------------------------------------
-def read_state(path: Path, layout: Layout) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint file: a plain state dict (official) or ``{'model': state}`` (cd16x)."""
-    try:
-        raw = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - every unreadable file gets the same actionable message
-        raise CheckpointError(f"cannot read weight file {path} ({type(exc).__name__}: {str(exc)[:120]}): "
-                              f"the file is truncated or not a PyTorch checkpoint; download it again") from exc
-    if isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
-        raw = raw["model"]
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"weight file {path} is not a state dict of tensors ({type(raw).__name__}): "
-                              f"expected the {layout} layout described in docs/methods.md")
-    return {k.removeprefix("module."): v for k, v in raw.items()}
-
-
-def load_checked(net: nn.Module, state: dict[str, torch.Tensor], path: Path | str, what: str,
-                 ignore_suffix: tuple[str, ...] = ("_aux.weight", "_aux.bias")) -> nn.Module:
-    """``net.load_state_dict(state)`` after checking every key and shape, with a one-line error naming the file.
-
-    Keys ending in ``ignore_suffix`` (Collaborative Distillation's distillation heads) are dropped: they exist only
-    for training.
-    """
-    expected = net.state_dict()
-    state = {k: v for k, v in state.items() if not k.endswith(ignore_suffix)}
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise CheckpointError(f"weight file {path} lacks key '{missing[0]}' ({len(missing)} missing) needed by the "
-                              f"{what}: it is not the expected checkpoint; supply the original file")
-    for key, tensor in expected.items():
-        if tuple(state[key].shape) != tuple(tensor.shape):
-            raise CheckpointError(f"weight file {path} key '{key}' has shape {tuple(state[key].shape)} but the {what} "
-                                  f"needs {tuple(tensor.shape)}: wrong level or wrong model; supply the original file")
-    extra = [k for k in state if k not in expected]
-    if extra:
-        raise CheckpointError(f"weight file {path} has unexpected key '{extra[0]}' ({len(extra)} extra) for the "
-                              f"{what}: wrong level or wrong model; supply the original file")
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    return net
+def _training_head(key: str) -> bool:
+    """Collaborative Distillation's ``*_aux`` 1x1 distillation heads exist only for training: never loaded."""
+    return key.endswith(("_aux.weight", "_aux.bias"))
 
 
 def load_encoder(path: Path, layout: Layout, level: int) -> PlanNet:
     """Encoder to relu{level}_1 from a file holding exactly that encoder (WCT official levels, cd16x)."""
     net = build_encoder(layout, level)
-    return load_checked(net, read_state(path, layout), path, f"{layout} encoder to relu{level}_1")  # type: ignore
+    load_checked(net, read_torch_state(path), path, f"{layout} encoder to relu{level}_1", _training_head)
+    return net
 
 
 def load_full_vgg(path: Path, level: int) -> PlanNet:
     """AdaIN's complete ``vgg_normalised.pth`` (all 16 convs + the 1x1 input conv), truncated to relu{level}_1."""
     net = build_encoder("official", 5, full_vgg=True)
-    load_checked(net, read_state(path, "official"), path, "official normalised VGG-19 (34 tensors, to conv5_4)")
+    load_checked(net, read_torch_state(path), path, "official normalised VGG-19 (34 tensors, to conv5_4)")
     return truncate(net, level)
 
 
 def load_decoder(path: Path, layout: Layout, level: int) -> PlanNet:
     net = build_decoder(layout, level)
-    return load_checked(net, read_state(path, layout), path, f"{layout} decoder from relu{level}_1")  # type: ignore
+    load_checked(net, read_torch_state(path), path, f"{layout} decoder from relu{level}_1", _training_head)
+    return net
 
 
 # -- running an autoencoder on images of any size ------------------------------------------------------------------

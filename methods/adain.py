@@ -20,24 +20,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
+from evalkit_methods import _transforms as T
+from evalkit_methods import _vgg_autoencoders as AE
+from evalkit_methods._autoencoder_assets import ADAIN_OFFICIAL, cd16x
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.weights import WeightSet
-from methods import _transforms as T
-from methods import _vgg_autoencoders as AE
-from methods._autoencoder_assets import ADAIN_OFFICIAL, cd16x
 
 ADAIN_WEIGHT_SETS: dict[str, WeightSet] = {
     "official": WeightSet(
-        "official", ADAIN_OFFICIAL,
+        "official",
+        ADAIN_OFFICIAL,
         "naoto0804/pytorch-AdaIN release: normalised VGG-19 + AdaIN decoder (sha256 pinned on first download)",
         official=True,
     ),
     "cd16x": WeightSet(
-        "cd16x", {("encoder" if k.startswith("encoder") else "decoder"): a for k, a in cd16x(4).items()},
+        "cd16x",
+        {("encoder" if k.startswith("encoder") else "decoder"): a for k, a in cd16x(4).items()},
         "Collaborative Distillation 16x relu4_1 autoencoder (4SE/4SD) with the AdaIN transform",
     ),
 }
@@ -47,14 +49,13 @@ POOLS = 3  # pooling layers before relu4_1: inputs are padded to a multiple of 2
 
 
 class AdaIN(MethodAdapter):
-    name: ClassVar[str] = "adain"
-    kind: ClassVar[str] = "artistic"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "Adaptive instance normalisation at VGG-19 relu4_1 + learned decoder"
-    citation: ClassVar[str] = ("Huang, Belongie. Arbitrary Style Transfer in Real-time with Adaptive Instance "
-                               "Normalization. ICCV 2017")
-    weight_sets: ClassVar[dict[str, WeightSet]] = ADAIN_WEIGHT_SETS
-    params: ClassVar[dict[str, Param]] = {
+    name = "adain"
+    kind = "artistic"
+    version = "1"
+    description = "Adaptive instance normalisation at VGG-19 relu4_1 + learned decoder"
+    citation = "Huang, Belongie. Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization. ICCV 2017"
+    weight_sets = ADAIN_WEIGHT_SETS
+    params = {
         "alpha": Param(1.0, "content-style trade-off in [0, 1] (1 = full style, 0 = reconstruct the content)"),
         "preserve_color": Param(False, "recolour the style to the content's RGB mean/covariance first (Sec. 7.4)"),
     }
@@ -71,24 +72,37 @@ class AdaIN(MethodAdapter):
 
     def info(self) -> LoadedInfo:
         modules = torch.nn.ModuleList([self.encoder, self.decoder])
-        return LoadedInfo(count_parameters(modules), count_layers(modules),
-                          {"encoder_parameters": count_parameters(self.encoder),
-                           "decoder_parameters": count_parameters(self.decoder)})
+        return LoadedInfo(
+            count_parameters(modules),
+            count_layers(modules),
+            {
+                "encoder_parameters": count_parameters(self.encoder),
+                "decoder_parameters": count_parameters(self.decoder),
+            },
+        )
 
     def _encode(self, image: torch.Tensor, pad: bool) -> torch.Tensor:
         """relu4_1 features; the content is padded so the decoder returns its exact size (the style needs not)."""
-        return self.encoder(AE.pad_to_multiple(image, 2 ** POOLS) if pad else image)
+        return self.encoder(AE.pad_to_multiple(image, 2**POOLS) if pad else image)
 
     def _decode(self, feat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return self.decoder(feat)[..., : size[0], : size[1]].clamp(0, 1)
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None,
-                seed: int = 0, **params: Any) -> torch.Tensor:
-        return self.stylize_multi(content, [style], [1.0], alpha=float(params.get("alpha", 1.0)),
-                                  preserve_color=bool(params.get("preserve_color", False)))
+    def stylize(
+        self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
+    ) -> torch.Tensor:
+        return self.stylize_multi(
+            content, [style], [1.0], alpha=float(params["alpha"]), preserve_color=bool(params["preserve_color"])
+        )
 
-    def stylize_multi(self, content: torch.Tensor, styles: Sequence[torch.Tensor], weights: Sequence[float],
-                      alpha: float = 1.0, preserve_color: bool = False) -> torch.Tensor:
+    def stylize_multi(
+        self,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        weights: Sequence[float],
+        alpha: float = 1.0,
+        preserve_color: bool = False,
+    ) -> torch.Tensor:
         """Stylise with one or several styles mixed by ``weights`` (normalised to sum 1)."""
         if preserve_color:
             styles = [T.match_colour(s, content) for s in styles]

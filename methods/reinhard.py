@@ -16,24 +16,22 @@ Colour spaces (``space``):
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
 from evalkit.adapter import Masks, MethodAdapter, Param
 
 # sRGB (D65) <-> XYZ, the constants skimage.color uses
-_XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423),
-                 (0.212671, 0.715160, 0.072169),
-                 (0.019334, 0.119193, 0.950227))
+_XYZ_FROM_RGB = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
 _D65 = (0.95047, 1.0, 1.08883)
 # Reinhard et al. Eq. 1 (RGB -> LMS) and Eqs. 4/6 (log LMS <-> l-alpha-beta)
-_LMS_FROM_RGB = ((0.3811, 0.5783, 0.0402),
-                 (0.1967, 0.7244, 0.0782),
-                 (0.0241, 0.1288, 0.8444))
-_LAB_FROM_LOGLMS = ((1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)),
-                    (1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)),
-                    (1 / math.sqrt(2), -1 / math.sqrt(2), 0.0))
+_LMS_FROM_RGB = ((0.3811, 0.5783, 0.0402), (0.1967, 0.7244, 0.0782), (0.0241, 0.1288, 0.8444))
+_LAB_FROM_LOGLMS = (
+    (1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(3)),
+    (1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)),
+    (1 / math.sqrt(2), -1 / math.sqrt(2), 0.0),
+)
 _LMS_FLOOR = 1e-4  # log10(0) is -inf: black pixels are lifted to a value far below 1/255
 
 
@@ -78,8 +76,9 @@ def lalphabeta_to_rgb(lab: torch.Tensor) -> torch.Tensor:
 SPACES = {"lab": (rgb_to_lab, lab_to_rgb), "lalphabeta": (rgb_to_lalphabeta, lalphabeta_to_rgb)}
 
 
-def reinhard_transfer(content: torch.Tensor, style: torch.Tensor, space: str = "lab",
-                      eps: float = 1e-6) -> torch.Tensor:
+def reinhard_transfer(
+    content: torch.Tensor, style: torch.Tensor, space: str = "lab", eps: float = 1e-6
+) -> torch.Tensor:
     """Match the content's per-channel mean/std to the style's in ``space``; returns RGB in [0, 1] (content dtype)."""
     if space not in SPACES:
         raise ValueError(f"unknown colour space '{space}': use one of {', '.join(SPACES)}")
@@ -92,15 +91,16 @@ def reinhard_transfer(content: torch.Tensor, style: torch.Tensor, space: str = "
 
 
 class Reinhard(MethodAdapter):
-    name: ClassVar[str] = "reinhard"
-    kind: ClassVar[str] = "photorealistic"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "Global colour transfer: per-channel mean/std matching in a decorrelated space"
-    citation: ClassVar[str] = "Reinhard, Ashikhmin, Gooch, Shirley. Color Transfer between Images. IEEE CG&A 2001"
-    params: ClassVar[dict[str, Param]] = {
+    name = "reinhard"
+    kind = "photorealistic"
+    version = "1"
+    description = "Global colour transfer: per-channel mean/std matching in a decorrelated space"
+    citation = "Reinhard, Ashikhmin, Gooch, Shirley. Color Transfer between Images. IEEE CG&A 2001"
+    params = {
         "space": Param("lab", "colour space: lab (CIELAB) or lalphabeta (the paper's)", tuple(SPACES)),
     }
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None,
-                seed: int = 0, **params: Any) -> torch.Tensor:
-        return reinhard_transfer(content, style, str(params.get("space", "lab")))
+    def stylize(
+        self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
+    ) -> torch.Tensor:
+        return reinhard_transfer(content, style, str(params["space"]))

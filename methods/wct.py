@@ -21,15 +21,15 @@ Weight sets, in the order the harness tries them:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
+from evalkit_methods import _transforms as T
+from evalkit_methods import _vgg_autoencoders as AE
+from evalkit_methods._autoencoder_assets import cd16x, wct_official
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.weights import WeightSet
-from methods import _transforms as T
-from methods import _vgg_autoencoders as AE
-from methods._autoencoder_assets import cd16x, wct_official
 
 
 def _files(factory, levels: range) -> dict:
@@ -41,31 +41,34 @@ def _files(factory, levels: range) -> dict:
 
 WCT_WEIGHT_SETS: dict[str, WeightSet] = {
     "official": WeightSet(
-        "official", _files(wct_official, range(1, 6)),
+        "official",
+        _files(wct_official, range(1, 6)),
         "official WCT normalised VGG-19 autoencoders, relu5_1..relu1_1 (levels 4-5 downloaded, pinned on first use)",
         official=True,
     ),
     "official-l3": WeightSet(
-        "official-l3", _files(wct_official, range(1, 4)),
+        "official-l3",
+        _files(wct_official, range(1, 4)),
         "official WCT autoencoders relu3_1..relu1_1 only (the levels the offline mirror holds)",
         official=True,
     ),
     "cd16x": WeightSet(
-        "cd16x", _files(cd16x, range(1, 6)),
+        "cd16x",
+        _files(cd16x, range(1, 6)),
         "Collaborative Distillation 16x-compressed WCT autoencoders, relu5_1..relu1_1",
     ),
 }
 
 
 class WCT(MethodAdapter):
-    name: ClassVar[str] = "wct"
-    kind: ClassVar[str] = "artistic"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = "Whitening-colouring transforms, coarse-to-fine over VGG-19 relu5_1..relu1_1"
-    citation: ClassVar[str] = "Li et al. Universal Style Transfer via Feature Transforms. NeurIPS 2017"
-    weight_sets: ClassVar[dict[str, WeightSet]] = WCT_WEIGHT_SETS
-    uses_masks: ClassVar[bool] = True
-    params: ClassVar[dict[str, Param]] = {
+    name = "wct"
+    kind = "artistic"
+    version = "1"
+    description = "Whitening-colouring transforms, coarse-to-fine over VGG-19 relu5_1..relu1_1"
+    citation = "Li et al. Universal Style Transfer via Feature Transforms. NeurIPS 2017"
+    weight_sets = WCT_WEIGHT_SETS
+    uses_masks = True
+    params = {
         "alpha": Param(1.0, "content-style trade-off in [0, 1] at every level (Eq. 5; 1 = full style)"),
         "use_masks": Param(True, "segment-wise transfer when the protocol provides masks"),
         "eig_floor": Param(T.EIG_FLOOR, "eigenvalues at or below this are dropped (official code: 1e-5)"),
@@ -73,8 +76,9 @@ class WCT(MethodAdapter):
 
     def load(self, files: dict[str, Path]) -> None:
         layout = "cd16x" if self.weight_set == "cd16x" else "official"
-        self.levels = sorted((int(role[len("encoder"):]) for role in files if role.startswith("encoder")),
-                             reverse=True)
+        self.levels = sorted(
+            (int(role[len("encoder") :]) for role in files if role.startswith("encoder")), reverse=True
+        )
         if not self.levels:
             raise ValueError(f"weight set '{self.weight_set}' resolved no encoder files")
         self.encoders = torch.nn.ModuleDict()
@@ -87,11 +91,12 @@ class WCT(MethodAdapter):
         modules = torch.nn.ModuleList([self.encoders, self.decoders])
         return LoadedInfo(count_parameters(modules), count_layers(modules), {"levels": list(self.levels)})
 
-    def stylize(self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None,
-                seed: int = 0, **params: Any) -> torch.Tensor:
-        alpha = float(params.get("alpha", 1.0))
-        eig_floor = float(params.get("eig_floor", T.EIG_FLOOR))
-        use_masks = masks is not None and bool(params.get("use_masks", True))
+    def stylize(
+        self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
+    ) -> torch.Tensor:
+        alpha = float(params["alpha"])
+        eig_floor = float(params["eig_floor"])
+        use_masks = masks is not None and bool(params["use_masks"])
         size = tuple(content.shape[-2:])
         image = content
         for level in self.levels:

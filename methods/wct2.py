@@ -27,17 +27,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from evalkit_methods import _photo_wct
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.assets import Asset
+from evalkit.checkpoints import load_checked, read_torch_state
 from evalkit.weights import WeightSet
-from methods import _photo_wct
-from methods._checkpoints import check_layout, load_torch_state
 
 WCT2_COMMIT = "22b16df7e6c30b5cf11c022235286ce565201241"
 _BASE = f"https://raw.githubusercontent.com/clovaai/WCT2/{WCT2_COMMIT}/model_checkpoints"
@@ -218,24 +218,24 @@ def official_layout(option: str) -> tuple[dict[str, tuple[int, ...]], dict[str, 
 # -- the method
 # ------------------------------------------------------------------------------------------------
 class WCT2(MethodAdapter):
-    name: ClassVar[str] = "wct2"
-    kind: ClassVar[str] = "photorealistic"
-    version: ClassVar[str] = "1"
-    description: ClassVar[str] = (
+    name = "wct2"
+    kind = "photorealistic"
+    version = "1"
+    description = (
         "Wavelet-corrected WCT: Haar pooling/unpooling VGG-19 autoencoder, progressive "
         "segment-wise WCT at encoder, high-frequency skips and decoder"
     )
-    citation: ClassVar[str] = "Yoo, Uh, Chun, Kang, Ha. Photorealistic Style Transfer via Wavelet Transforms. ICCV 2019"
-    weight_sets: ClassVar[dict[str, WeightSet]] = WEIGHT_SETS
-    uses_masks: ClassVar[bool] = True
-    params: ClassVar[dict[str, Param]] = {
+    citation = "Yoo, Uh, Chun, Kang, Ha. Photorealistic Style Transfer via Wavelet Transforms. ICCV 2019"
+    weight_sets = WEIGHT_SETS
+    uses_masks = True
+    params = {
         "alpha": Param(1.0, "blend of stylised and content features at every transfer point"),
         "transfer_at": Param(
             "encoder,skip,decoder",
             "comma list of encoder|skip|decoder: where WCT is applied (official default: all)",
         ),
     }
-    multiple: ClassVar[int] = 8  # three Haar poolings: sides must be multiples of 8
+    multiple = 8  # three Haar poolings: sides must be multiples of 8
 
     def load(self, files: dict[str, Path]) -> None:
         option = OPTION.get(self.weight_set or "official", "cat5")
@@ -272,7 +272,7 @@ class WCT2(MethodAdapter):
         seed: int = 0,
         **params: Any,
     ) -> torch.Tensor:
-        at = {p.strip() for p in str(params.get("transfer_at", "encoder,skip,decoder")).split(",") if p.strip()}
+        at = {p.strip() for p in str(params["transfer_at"]).split(",") if p.strip()}
         if not at or at - {"encoder", "skip", "decoder"}:
             raise ValueError(f"wct2 transfer_at must be a comma list of encoder, skip, decoder; got {at}")
         return run_wct2(
@@ -282,7 +282,7 @@ class WCT2(MethodAdapter):
             style,
             masks,
             at,
-            float(params.get("alpha", 1.0)),
+            float(params["alpha"]),
             self.multiple,
         )
 
@@ -291,15 +291,9 @@ def build(
     option: str, encoder_path: Path, decoder_path: Path, device: torch.device | str = "cpu"
 ) -> tuple[WaveEncoder, WaveDecoder]:
     """Encoder and decoder of ``option`` with the checkpoints loaded after a strict layout check."""
-    enc_layout, dec_layout = official_layout(option)
     encoder, decoder = WaveEncoder(option), WaveDecoder(option)
-    for path, module, layout, part in (
-        (encoder_path, encoder, enc_layout, "encoder"),
-        (decoder_path, decoder, dec_layout, "decoder"),
-    ):
-        state = load_torch_state(path)
-        check_layout({k: tuple(v.shape) for k, v in state.items()}, layout, path, f"WCT2 {option} {part}")
-        module.load_state_dict({k: v.float() for k, v in state.items()})
+    for path, module, part in ((encoder_path, encoder, "encoder"), (decoder_path, decoder, "decoder")):
+        load_checked(module, read_torch_state(path), path, f"WCT2 {option} {part}")
     for module in (encoder, decoder):
         module.to(device).eval()
         for p in module.parameters():

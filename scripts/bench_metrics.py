@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from evalkit import imaging
+from evalkit.assets import AssetStore
 from evalkit.metrics import EvalSample, MetricSuite, metric_names
 from evalkit.metrics.features import CONTENT_LAYER, STYLE_LAYERS, gram
 from evalkit.metrics.losses import content_loss, style_loss
@@ -65,20 +66,21 @@ def make_outputs(n: int, eval_size: int) -> list[tuple[str, str, torch.Tensor]]:
     return out
 
 
-def naive_scores(output: torch.Tensor, content: torch.Tensor, style: torch.Tensor,
-                 names: list[str]) -> dict[str, float]:
+def naive_scores(
+    output: torch.Tensor, content: torch.Tensor, style: torch.Tensor, names: list[str]
+) -> dict[str, float]:
     """Each metric built and computed on its own, as separate library calls would be."""
     import pyiqa
 
     values = {}
     for name in names:
         if name == "content_loss":
-            vgg = VGG19Features(load_state("imagenet"))
+            vgg = VGG19Features(load_state("imagenet", AssetStore.from_env()))
             with torch.no_grad():
                 fo, fc = vgg(output, (CONTENT_LAYER,)), vgg(content, (CONTENT_LAYER,))
             values[name] = content_loss(fo[CONTENT_LAYER], fc[CONTENT_LAYER])
         elif name == "style_loss":
-            vgg = VGG19Features(load_state("imagenet"))
+            vgg = VGG19Features(load_state("imagenet", AssetStore.from_env()))
             with torch.no_grad():
                 fo, fs = vgg(output, STYLE_LAYERS), vgg(style, STYLE_LAYERS)
             values[name] = style_loss({k: gram(v) for k, v in fo.items()}, {k: gram(v) for k, v in fs.items()})
@@ -103,10 +105,11 @@ def main() -> None:
     requested = [m.strip() for m in args.metrics.split(",") if m.strip()]
     outputs = make_outputs(args.n, args.eval_size)
     refs = {name: skimage_image(name, args.eval_size) for name in CONTENTS + STYLES}
-    load_state("imagenet")  # warm the on-disk dequantised VGG cache so neither side pays the one-off conversion
+    # warm the on-disk dequantised VGG cache so neither side pays the one-off conversion
+    load_state("imagenet", AssetStore.from_env())
 
     start, start_cpu = time.perf_counter(), time.process_time()
-    suite = MetricSuite(requested, "cpu")
+    suite = MetricSuite(requested, "cpu", AssetStore.from_env())
     build_s, build_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     names = [m for m in requested if m not in suite.unavailable]
     for name, reason in suite.unavailable.items():
@@ -136,10 +139,14 @@ def main() -> None:
 
     n = len(outputs)
     print()
-    print(f"metrics: {', '.join(names)}; {n} outputs at short side {args.eval_size}; "
-          f"{torch.get_num_threads()} torch threads")
-    print(f"evalkit suite : {suite_s:7.2f} s total ({build_s:.2f} s building models once), "
-          f"{suite_s / n:.2f} s/output, VGG-19 passes {suite.features.vgg_passes}")
+    print(
+        f"metrics: {', '.join(names)}; {n} outputs at short side {args.eval_size}; "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    print(
+        f"evalkit suite : {suite_s:7.2f} s total ({build_s:.2f} s building models once), "
+        f"{suite_s / n:.2f} s/output, VGG-19 passes {suite.features.vgg_passes}"
+    )
     naive_passes = n * (2 * ("content_loss" in names) + 2 * ("style_loss" in names))
     print(f"naive         : {naive_s:7.2f} s total, {naive_s / n:.2f} s/output, VGG-19 passes {naive_passes}")
     print(f"CPU seconds   : evalkit {suite_cpu:.2f}, naive {naive_cpu:.2f}")

@@ -38,13 +38,28 @@ EVALKIT = str(Path(sys.executable).with_name("evalkit"))
 def write_protocol(folder: Path, pairs: int, iterations: int, res: str) -> Path:
     quick = load_protocol(str(REPO_ROOT / "protocols" / "quick.toml"))
     methods = ["gatys"] + [m for m in ("identity", "reinhard") if m in available_methods()]
-    lines = ['name = "benchray"', 'description = "bench_ray.py"', f'resolutions = ["{res}"]',
-             f"style_size = {res}", f"eval_size = {res}", "seeds = 1",
-             "methods = [" + ", ".join(f'"{m}"' for m in methods) + "]",
-             'metrics = ["content_loss", "style_loss"]', "", "[params.gatys]", f"iterations = {iterations}", ""]
+    lines = [
+        'name = "benchray"',
+        'description = "bench_ray.py"',
+        f'resolutions = ["{res}"]',
+        f"style_size = {res}",
+        f"eval_size = {res}",
+        "seeds = 1",
+        "methods = [" + ", ".join(f'"{m}"' for m in methods) + "]",
+        'metrics = ["content_loss", "style_loss"]',
+        "",
+        "[params.gatys]",
+        f"iterations = {iterations}",
+        "",
+    ]
     for image_id, asset in quick.images.items():
-        lines += [f"[images.{image_id}]", f'package = "{asset.package}"', f'resource = "{asset.resource}"',
-                  f'sha256 = "{asset.sha256}"', ""]
+        lines += [
+            f"[images.{image_id}]",
+            f'package = "{asset.package}"',
+            f'resource = "{asset.resource}"',
+            f'sha256 = "{asset.sha256}"',
+            "",
+        ]
     for pair in quick.pairs[:pairs]:
         lines += ["[[pairs]]", f'id = "{pair.id}"', f'content = "{pair.content}"', f'style = "{pair.style}"', ""]
     path = folder / "benchray.toml"
@@ -54,8 +69,12 @@ def write_protocol(folder: Path, pairs: int, iterations: int, res: str) -> Path:
 
 def run(protocol: Path, out: Path, env: dict[str, str], *extra: str) -> float:
     start = time.perf_counter()
-    done = subprocess.run([EVALKIT, "run", "-p", str(protocol), "--out", str(out), "--no-progress", *extra],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [EVALKIT, "run", "-p", str(protocol), "--out", str(out), "--no-progress", *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"evalkit run failed:\n{done.stderr}")
@@ -92,14 +111,20 @@ def main() -> None:
         jobs: dict[str, list[float]] = {k: [] for k in walls}
         prints: dict[str, dict] = {}
         for i in range(args.repeats):
-            for name, env, extra in (("local-1t", one_thread, ()), ("ray", base,
-                                     ("--executor", "ray", "--ray-address", cluster.address)), ("local", base, ())):
+            for name, env, extra in (
+                ("local-1t", one_thread, ()),
+                ("ray", base, ("--executor", "ray", "--ray-address", cluster.address)),
+                ("local", base, ()),
+            ):
                 out = work / f"{name}-{i}"
                 walls[name].append(run(protocol, out, env, *extra))
                 ok, network, prints[name] = summary(out)
                 jobs[name].append(network)
-                print(f"  {name:9s} run {i + 1}: {walls[name][-1]:6.1f} s wall, {ok} ok jobs, "
-                      f"{network:6.2f} s summed stylization", flush=True)
+                print(
+                    f"  {name:9s} run {i + 1}: {walls[name][-1]:6.1f} s wall, {ok} ok jobs, "
+                    f"{network:6.2f} s summed stylization",
+                    flush=True,
+                )
     med = {k: statistics.median(v) for k, v in walls.items()}
     print(f"\nray cluster startup (ray start --head, {args.cpus} CPUs): {startup:.1f} s (once per cluster)")
     print(f"{'executor':10s} {'wall median s':>14s} {'stylize s':>10s}")

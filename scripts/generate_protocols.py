@@ -10,8 +10,10 @@ import re
 import sys
 from pathlib import Path
 
-ROW = re.compile(r"^\| `data/(?P<path>[^`]+)` \| (?P<bytes>\d+) \| `(?P<sha>[0-9a-f]{64})` \| (?P<repo>[^ ]+) @ "
-                 r"`(?P<commit>[0-9a-f]{40})` \| `(?P<upath>[^`]+?)(?: \(.*\))?` \|")
+ROW = re.compile(
+    r"^\| `data/(?P<path>[^`]+)` \| (?P<bytes>\d+) \| `(?P<sha>[0-9a-f]{64})` \| (?P<repo>[^ ]+) @ "
+    r"`(?P<commit>[0-9a-f]{40})` \| `(?P<upath>[^`]+?)(?: \(.*\))?` \|"
+)
 
 
 def read_sources(mirror: Path) -> dict[str, dict[str, str]]:
@@ -25,19 +27,25 @@ def read_sources(mirror: Path) -> dict[str, dict[str, str]]:
 
 def image_block(image_id: str, row: dict[str, str]) -> str:
     url = f"https://raw.githubusercontent.com/{row['repo']}/{row['commit']}/{row['upath']}"
-    return (f"[images.{image_id}]\nmirror = \"{row['path']}\"\nurl = \"{url}\"\nsha256 = \"{row['sha']}\"\n")
+    return f'[images.{image_id}]\nmirror = "{row["path"]}"\nurl = "{url}"\nsha256 = "{row["sha"]}"\n'
 
 
 def artistic(rows: dict[str, dict[str, str]]) -> str:
     contents = sorted(p for p in rows if p.startswith("adain/content/"))
     styles = sorted(p for p in rows if p.startswith("adain/style/"))
-    out = ['# artistic: the AdaIN example set (xunhuang1995/AdaIN-style input/), 11 contents x 20 styles.',
-           '# Pairing: content i with styles 2i and 2i+1 (mod 20) -> 22 pairs covering every content and every style.',
-           'name = "artistic"',
-           'description = "AdaIN example set: 11 contents, 20 artworks, 22 pairs covering every image"',
-           'resolutions = ["512"]', 'style_size = 512', 'eval_size = 512', 'seeds = 1',
-           'methods = ["adain", "wct", "gatys"]',
-           'metrics = ["content_loss", "style_loss", "ssim", "fsim", "niqe", "brisque", "nima"]', '']
+    out = [
+        "# artistic: the AdaIN example set (xunhuang1995/AdaIN-style input/), 11 contents x 20 styles.",
+        "# Pairing: content i with styles 2i and 2i+1 (mod 20) -> 22 pairs covering every content and every style.",
+        'name = "artistic"',
+        'description = "AdaIN example set: 11 contents, 20 artworks, 22 pairs covering every image"',
+        'resolutions = ["512"]',
+        "style_size = 512",
+        "eval_size = 512",
+        "seeds = 1",
+        'methods = ["adain", "wct", "gatys"]',
+        'metrics = ["content_loss", "style_loss", "ssim", "fsim", "niqe", "brisque", "nima"]',
+        "",
+    ]
     ids = {}
     for path in contents + styles:
         stem = Path(path).stem
@@ -50,32 +58,53 @@ def artistic(rows: dict[str, dict[str, str]]) -> str:
 
 
 def photoreal(rows: dict[str, dict[str, str]]) -> str:
-    out = ['# photoreal: the complete Deep Photo Style Transfer benchmark (Luan et al. 2017), 60 pairs with their',
-           '# colour-coded segmentation masks (pair i = in_i + tar_i). Academic, non-commercial use.',
-           'name = "photoreal"',
-           'description = "Deep Photo Style Transfer benchmark: 60 photo pairs with segmentation masks"',
-           'resolutions = ["512"]', 'style_size = 512', 'eval_size = 512', 'seeds = 1',
-           'methods = ["wct2", "reinhard", "identity"]',
-           'metrics = ["content_loss", "style_loss", "ssim", "fsim", "niqe", "brisque", "nima"]', '']
+    out = [
+        "# photoreal: the complete Deep Photo Style Transfer benchmark (Luan et al. 2017), 60 pairs with their",
+        "# colour-coded segmentation masks (pair i = in_i + tar_i). Academic, non-commercial use.",
+        'name = "photoreal"',
+        'description = "Deep Photo Style Transfer benchmark: 60 photo pairs with segmentation masks"',
+        'resolutions = ["512"]',
+        "style_size = 512",
+        "eval_size = 512",
+        "seeds = 1",
+        'methods = ["wct2", "reinhard", "identity"]',
+        'metrics = ["content_loss", "style_loss", "ssim", "fsim", "niqe", "brisque", "nima"]',
+        "",
+    ]
     for i in range(1, 61):
-        for image_id, path in ((f"in{i}", f"dpst/input/in{i}.png"), (f"tar{i}", f"dpst/style/tar{i}.png"),
-                               (f"in{i}_mask", f"dpst/segmentation/in{i}.png"),
-                               (f"tar{i}_mask", f"dpst/segmentation/tar{i}.png")):
+        for image_id, path in (
+            (f"in{i}", f"dpst/input/in{i}.png"),
+            (f"tar{i}", f"dpst/style/tar{i}.png"),
+            (f"in{i}_mask", f"dpst/segmentation/in{i}.png"),
+            (f"tar{i}_mask", f"dpst/segmentation/tar{i}.png"),
+        ):
             out.append(image_block(image_id, rows[path]))
     for i in range(1, 61):
-        out.append(f'[[pairs]]\nid = "dpst{i:02d}"\ncontent = "in{i}"\nstyle = "tar{i}"\n'
-                   f'content_mask = "in{i}_mask"\nstyle_mask = "tar{i}_mask"\n')
+        out.append(
+            f'[[pairs]]\nid = "dpst{i:02d}"\ncontent = "in{i}"\nstyle = "tar{i}"\n'
+            f'content_mask = "in{i}_mask"\nstyle_mask = "tar{i}_mask"\n'
+        )
     return "\n".join(out)
 
 
 def speed(rows: dict[str, dict[str, str]]) -> str:
-    out = ['# speed: the PhotoWCT2 speed table (Chiu & Gurari, WACV 2022): seconds per image, 1024x512 to 3840x2160.',
-           '# Content: a real 3840x2160 photograph (so 4K is never an upscale); style: a PhotoWCT2 demo style image.',
-           'name = "speed"',
-           'description = "Speed/memory/OOM at 1k, hd, fhd, qhd, 4k on a true 4K photograph"',
-           'resolutions = ["1k", "hd", "fhd", "qhd", "4k"]', 'style_size = 512', 'eval_size = 512', 'seeds = 1',
-           'methods = ["adain", "wct", "reinhard"]', 'metrics = []', '',
-           '[timing]', 'warmup = 1', 'repeats = 3', '']
+    out = [
+        "# speed: the PhotoWCT2 speed table (Chiu & Gurari, WACV 2022): seconds per image, 1024x512 to 3840x2160.",
+        "# Content: a real 3840x2160 photograph (so 4K is never an upscale); style: a PhotoWCT2 demo style image.",
+        'name = "speed"',
+        'description = "Speed/memory/OOM at 1k, hd, fhd, qhd, 4k on a true 4K photograph"',
+        'resolutions = ["1k", "hd", "fhd", "qhd", "4k"]',
+        "style_size = 512",
+        "eval_size = 512",
+        "seeds = 1",
+        'methods = ["adain", "wct", "reinhard"]',
+        "metrics = []",
+        "",
+        "[timing]",
+        "warmup = 1",
+        "repeats = 3",
+        "",
+    ]
     out.append(image_block("green_park", rows["uhd/green_park-3840x2160.jpg"]))
     out.append(image_block("style0", rows["photowct2_examples/style/0.jpeg"]))
     out.append('[[pairs]]\nid = "green_park--style0"\ncontent = "green_park"\nstyle = "style0"\n')

@@ -54,8 +54,20 @@ class Server:
 
     def start(self) -> None:
         # every simulated participant comes from 127.0.0.1: lift the per-address limit for the test
-        cmd = [sys.executable, "-c", "from evalkit.cli import main; main()", "study", "serve", str(self.folder),
-               "--host", "127.0.0.1", "--port", str(self.port), "--new-per-address", "0"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "from evalkit.cli import main; main()",
+            "study",
+            "serve",
+            str(self.folder),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--new-per-address",
+            "0",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -82,6 +94,7 @@ class ServerGone(Exception):
 
 async def participant(i: int, base: str, stats: Stats, expected: int, max_down: float) -> None:
     async with httpx.AsyncClient(base_url=base, follow_redirects=False, timeout=30) as client:
+
         async def call(method: str, url: str, **kw) -> httpx.Response:
             down_since = None
             while True:  # the server may be down (killed); retry until it is back, but not forever
@@ -112,8 +125,12 @@ async def participant(i: int, base: str, stats: Stats, expected: int, max_down: 
             tokens = CHOICE.findall(r.text)
             token = tokens[(i + idx) % len(tokens)]
             t0 = time.perf_counter()
-            r = await call("POST", "/vote", data={"trial": str(idx), "choice": token, "rt": "700"},
-                           headers={"accept": "application/json"})
+            r = await call(
+                "POST",
+                "/vote",
+                data={"trial": str(idx), "choice": token, "rt": "700"},
+                headers={"accept": "application/json"},
+            )
             stats.latencies.append(time.perf_counter() - t0)
             if r.status_code != 200:
                 stats.errors.append(f"participant {i}: vote {idx} answered {r.status_code} {r.text[:80]}")
@@ -150,12 +167,15 @@ async def main_async(args: argparse.Namespace) -> int:
         acked_at_kill = len(stats.acked)
         t0 = time.perf_counter()
         await asyncio.to_thread(server.start)
-        print(f"killed the server (SIGKILL) at {at:.1f}s with {acked_at_kill} votes acknowledged;"
-              f" restarted in {time.perf_counter() - t0:.1f}s")
+        print(
+            f"killed the server (SIGKILL) at {at:.1f}s with {acked_at_kill} votes acknowledged;"
+            f" restarted in {time.perf_counter() - t0:.1f}s"
+        )
         return at, time.perf_counter() - t0
 
     base = f"http://127.0.0.1:{port}"
     kill_task = asyncio.create_task(killer())
+
     async def guarded(i: int) -> None:
         try:
             await participant(i, base, stats, expected, args.max_down)
@@ -177,8 +197,9 @@ async def main_async(args: argparse.Namespace) -> int:
 
     conn = sqlite3.connect(folder / "study.sqlite")
     rows = conn.execute("SELECT pid, idx, token FROM votes").fetchall()
-    dup = conn.execute("SELECT COUNT(*) FROM (SELECT pid, idx FROM votes GROUP BY pid, idx HAVING COUNT(*) > 1)"
-                       ).fetchone()[0]
+    dup = conn.execute(
+        "SELECT COUNT(*) FROM (SELECT pid, idx FROM votes GROUP BY pid, idx HAVING COUNT(*) > 1)"
+    ).fetchone()[0]
     participants = conn.execute("SELECT COUNT(*) FROM participants").fetchone()[0]
     integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
     conn.close()
@@ -190,20 +211,38 @@ async def main_async(args: argparse.Namespace) -> int:
     def q(p: float) -> float:
         return 1000 * lat[min(len(lat) - 1, int(p * len(lat)))]
 
-    print(f"participants: {args.participants} concurrent ({participants} in the database), "
-          f"{stats.finished} reached the completion page")
-    print(f"votes: {len(stats.acked)} acknowledged, {len(rows)} stored, expected {expected}; "
-          f"{elapsed:.1f}s wall, {len(rows) / elapsed:.0f} votes/s")
-    print(f"vote latency ms: p50 {q(0.5):.1f}, p95 {q(0.95):.1f}, p99 {q(0.99):.1f}, max {1000 * lat[-1]:.0f},"
-          f" mean {1000 * statistics.mean(lat):.1f}")
-    print(f"transport retries while the server was down: {stats.retries}; re-sent votes answered 'duplicate':"
-          f" {stats.duplicates}")
-    print(f"audit: missing {len(missing)}, stored with a different choice {len(mismatched)}, duplicated rows {dup},"
-          f" stored but never acknowledged {len(unacked)}, sqlite integrity: {integrity}")
+    print(
+        f"participants: {args.participants} concurrent ({participants} in the database), "
+        f"{stats.finished} reached the completion page"
+    )
+    print(
+        f"votes: {len(stats.acked)} acknowledged, {len(rows)} stored, expected {expected}; "
+        f"{elapsed:.1f}s wall, {len(rows) / elapsed:.0f} votes/s"
+    )
+    print(
+        f"vote latency ms: p50 {q(0.5):.1f}, p95 {q(0.95):.1f}, p99 {q(0.99):.1f}, max {1000 * lat[-1]:.0f},"
+        f" mean {1000 * statistics.mean(lat):.1f}"
+    )
+    print(
+        f"transport retries while the server was down: {stats.retries}; re-sent votes answered 'duplicate':"
+        f" {stats.duplicates}"
+    )
+    print(
+        f"audit: missing {len(missing)}, stored with a different choice {len(mismatched)}, duplicated rows {dup},"
+        f" stored but never acknowledged {len(unacked)}, sqlite integrity: {integrity}"
+    )
     for e in stats.errors[:10]:
         print(f"error: {e}")
-    ok = (not missing and not mismatched and not dup and not unacked and not stats.errors
-          and len(rows) == expected and integrity == "ok" and kill_task.done())
+    ok = (
+        not missing
+        and not mismatched
+        and not dup
+        and not unacked
+        and not stats.errors
+        and len(rows) == expected
+        and integrity == "ok"
+        and kill_task.done()
+    )
     print("PASS" if ok else "FAIL")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -218,8 +257,12 @@ def main() -> int:
     parser.add_argument("--participants", type=int, default=100)
     parser.add_argument("--kill-after", type=float, default=0.5, help="fraction of expected votes before SIGKILL")
     parser.add_argument("--keep", action="store_true", help="keep the copied study folder and its database")
-    parser.add_argument("--max-down", type=float, default=60.0,
-                        help="seconds a request may keep failing to reach the server before its participant gives up")
+    parser.add_argument(
+        "--max-down",
+        type=float,
+        default=60.0,
+        help="seconds a request may keep failing to reach the server before its participant gives up",
+    )
     parser.add_argument("--deadline", type=float, default=900.0, help="seconds before the whole run is cancelled")
     args = parser.parse_args()
     if not (args.study / "study.json").is_file():

@@ -19,8 +19,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from evalkit import imaging
-from evalkit.assets import default_store
-from evalkit.specs import load_protocol
+from evalkit.assets import AssetStore
 from evalkit.store import ResultsStore
 
 LABEL_HEIGHT = 16
@@ -37,26 +36,29 @@ def _placeholder(text: str, height: int) -> Image.Image:
     return tile
 
 
-def build_sheet(root: Path, pairs: int, height: int, methods: list[str] | None, resolution: str | None,
-                run: str | None) -> tuple[Image.Image, list[tuple[str, int, int]]]:
+def build_sheet(
+    root: Path, pairs: int, height: int, methods: list[str] | None, resolution: str | None, run: str | None
+) -> tuple[Image.Image, list[tuple[str, int, int]]]:
     """The contact sheet (see module docstring) and its columns as ``(name, x, width)``."""
-    with ResultsStore(root) as store:
+    with ResultsStore.open_reader(root) as store:
         jobs = store.jobs_frame([run] if run else None)
-    if jobs.empty:
-        raise SystemExit(f"error: no jobs in {root / 'evalkit.sqlite'}: run `evalkit run --out {root}` first")
+        protocol = store.stored_protocol(run or str(jobs["run_id"].iloc[-1]))[0] if len(jobs) else None
+    if jobs.empty or protocol is None:
+        raise SystemExit(f"error: no jobs in {root / 'evalkit.sqlite'}: run `evalkit run --results {root}` first")
     if resolution:
         jobs = jobs[jobs["resolution"] == resolution]
     labels = methods or sorted(jobs["label"].unique())
     pair_ids = list(dict.fromkeys(jobs["pair_id"]))[:pairs]
-    protocol = load_protocol(str(jobs["protocol"].iloc[0]))
-    store_assets = default_store()
+    store_assets = AssetStore.from_env()
 
     columns = ["content", "style", *labels]
     rows: list[list[Image.Image]] = []
     for pair_id in pair_ids:
         pair = protocol.pair(pair_id)
-        row = [_thumb(imaging.load_image(store_assets.fetch(protocol.images[image_id])), height)
-               for image_id in (pair.content, pair.style)]
+        row = [
+            _thumb(imaging.load_image(store_assets.fetch(protocol.images[image_id])), height)
+            for image_id in (pair.content, pair.style)
+        ]
         for label in labels:
             match = jobs[(jobs["pair_id"] == pair_id) & (jobs["label"] == label)]
             ok = match[match["status"] == "ok"]
@@ -91,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", type=int, default=80, help="JPEG quality")
     args = parser.parse_args(argv)
     if not (args.results / "evalkit.sqlite").is_file():
-        print(f"error: {args.results / 'evalkit.sqlite'} not found: pass the folder given to `evalkit run --out`",
-              file=sys.stderr)
+        print(
+            f"error: {args.results / 'evalkit.sqlite'} not found: pass the folder given to `evalkit run --out`",
+            file=sys.stderr,
+        )
         return 2
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
     sheet, _ = build_sheet(args.results, args.pairs, args.height, methods, args.res, args.run)

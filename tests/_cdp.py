@@ -18,9 +18,19 @@ from pathlib import Path
 from typing import Any
 
 CHROMIUM = os.environ.get("EVALKIT_CHROMIUM", "/usr/bin/chromium")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio",
-         "--remote-debugging-port=0", "--window-size=1400,900"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--mute-audio",
+    "--remote-debugging-port=0",
+    "--window-size=1400,900",
+]
 
 
 def chromium_path() -> str | None:
@@ -38,8 +48,11 @@ class Browser:
         exe = chromium_path()
         if exe is None:
             raise RuntimeError("chromium not found")
-        self.proc = subprocess.Popen([exe, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [exe, *FLAGS, f"--user-data-dir={user_data_dir}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         port_file = Path(user_data_dir) / "DevToolsActivePort"
         deadline = time.monotonic() + timeout
         while not (port_file.is_file() and port_file.read_text().strip()):
@@ -98,20 +111,22 @@ class Browser:
         self.wait_event("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in result:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
     def click(self, selector: str) -> None:
         """A real mouse click (press + release) at the centre of the element."""
-        box = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-                            f" e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();"
-                            f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()")
+        box = self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+            f" e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();"
+            f" return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+        )
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
-                                                   "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left", "clickCount": 1}
+            )
 
     def drain(self, seconds: float = 0.3) -> None:
         """Collect events that arrive in the next ``seconds`` (late console messages, image loads)."""
@@ -148,9 +163,14 @@ class Browser:
         metrics = self.send("Page.getLayoutMetrics")
         size = metrics.get("cssContentSize") or metrics["contentSize"]
         width, height = int(size["width"]), int(min(size["height"], 12000))
-        result = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
-                                                      "clip": {"x": 0, "y": 0, "width": width, "height": height,
-                                                               "scale": 1}})
+        result = self.send(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            },
+        )
         path.write_bytes(base64.b64decode(result["data"]))
         return path
 

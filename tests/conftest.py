@@ -1,7 +1,8 @@
 """Shared fixtures: mirror locations, an isolated EVALKIT_HOME, and a real third-party plugin package.
 
 The plugin (``evalkit-testplugin``) is built and installed with pip into a private target folder, exactly as a user
-would install a package that registers adapters under the ``evalkit.methods`` entry-point group.
+would install a package that registers adapters under the ``evalkit.methods`` entry-point group and a metric under
+``evalkit.metrics``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ def _mirror(var: str, sub: str) -> Path | None:
 WEIGHTS_MIRROR = _mirror("EVALKIT_WEIGHTS_MIRROR", "weights")
 DATA_MIRROR = _mirror("EVALKIT_DATA_MIRROR", "data")
 needs_data = pytest.mark.skipif(DATA_MIRROR is None, reason="EVALKIT_DATA_MIRROR not set and ../shared/data absent")
-needs_weights = pytest.mark.skipif(WEIGHTS_MIRROR is None,
-                                   reason="EVALKIT_WEIGHTS_MIRROR not set and ../shared/weights absent")
+needs_weights = pytest.mark.skipif(
+    WEIGHTS_MIRROR is None, reason="EVALKIT_WEIGHTS_MIRROR not set and ../shared/weights absent"
+)
 
 
 @pytest.fixture
@@ -55,15 +57,20 @@ def shared_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _configure_assets(shared_home, monkeypatch):
-    from evalkit import assets
-
+    """The mirrors for every test, through the environment (evalkit has no process-wide asset store)."""
     if WEIGHTS_MIRROR:
         monkeypatch.setenv("EVALKIT_WEIGHTS_MIRROR", str(WEIGHTS_MIRROR))
     if DATA_MIRROR:
         monkeypatch.setenv("EVALKIT_DATA_MIRROR", str(DATA_MIRROR))
-    assets.configure(assets.AssetSettings.from_env())
     yield
-    assets._default = None
+
+
+@pytest.fixture
+def asset_store(_configure_assets):
+    """The asset store a command would build from this test's environment."""
+    from evalkit.assets import AssetStore
+
+    return AssetStore.from_env()
 
 
 PLUGIN_SOURCE = '''
@@ -94,6 +101,18 @@ class Boom(MethodAdapter):
 
     def stylize(self, content, style, masks=None, seed=0, **params):
         raise RuntimeError("boom adapter exploded on purpose")
+
+
+from evalkit.metrics.base import Metric, MetricInfo
+
+
+class MeanAbsDiff(Metric):
+    """A third-party metric: mean absolute difference of output and content, in grey levels (0-255)."""
+    info = MetricInfo(name="mean_abs_diff", higher_is_better=False, reference="content", range=(0.0, 255.0),
+                      description="mean |output - content| in grey levels", definition="mean(|O - C|) * 255")
+
+    def compute(self, sample, features=None):
+        return float((sample.output - sample.content).abs().mean() * 255.0)
 '''
 
 
@@ -103,7 +122,8 @@ def plugin_site(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("plugin_src")
     (src / "evalkit_testplugin").mkdir()
     (src / "evalkit_testplugin" / "__init__.py").write_text(PLUGIN_SOURCE)
-    (src / "pyproject.toml").write_text(textwrap.dedent('''
+    (src / "pyproject.toml").write_text(
+        textwrap.dedent("""
         [build-system]
         requires = ["setuptools"]
         build-backend = "setuptools.build_meta"
@@ -113,23 +133,41 @@ def plugin_site(tmp_path_factory) -> Path:
         [project.entry-points."evalkit.methods"]
         meanshift = "evalkit_testplugin:MeanShift"
         boom = "evalkit_testplugin:Boom"
+        [project.entry-points."evalkit.metrics"]
+        mean_abs_diff = "evalkit_testplugin:MeanAbsDiff"
         [tool.setuptools]
         packages = ["evalkit_testplugin"]
-    '''))
+    """)
+    )
     site = tmp_path_factory.mktemp("plugin_site")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(src)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(site),
+            str(src),
+        ],
+        check=True,
+    )
     return site
 
 
 @pytest.fixture
 def plugin(plugin_site, monkeypatch):
-    """Make the installed plugin visible in this process (and to subprocesses through PYTHONPATH)."""
-    from evalkit import registry
+    """Make the installed plugin (two methods, one metric) visible in this process (and to subprocesses through
+    PYTHONPATH)."""
+    from evalkit import metrics, registry
 
     monkeypatch.syspath_prepend(str(plugin_site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugin_site),
-                                                                   os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(plugin_site), os.environ.get("PYTHONPATH")])))
     registry.refresh()
+    metrics.refresh()
     yield plugin_site
     registry.refresh()
+    metrics.refresh()

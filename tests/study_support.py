@@ -22,12 +22,17 @@ PAIRS = ("astronaut-hubble", "chelsea-ihc")
 COLOURS = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40), (160, 40, 200)]
 
 
-def make_results(root: Path, labels: list[str], pairs: tuple[str, ...] = PAIRS,
-                 metrics: dict[str, dict[str, float]] | None = None) -> Path:
+def make_results(
+    root: Path, labels: list[str], pairs: tuple[str, ...] = PAIRS, metrics: dict[str, dict[str, float]] | None = None
+) -> Path:
     """A results root with one finished run: ``labels`` x ``pairs`` outputs, plus optional metric values
     (``metrics[metric][label]``, the same for every pair)."""
-    protocol = {"astronaut-hubble": ("astronaut", "hubble_deep_field"), "chelsea-ihc": ("chelsea", "ihc"),
-                "coffee-gravel": ("coffee", "gravel"), "rocket-brick": ("rocket", "brick")}
+    protocol = {
+        "astronaut-hubble": ("astronaut", "hubble_deep_field"),
+        "chelsea-ihc": ("chelsea", "ihc"),
+        "coffee-gravel": ("coffee", "gravel"),
+        "rocket-brick": ("rocket", "brick"),
+    }
     with ResultsStore(root) as store:
         run_id = store.start_run("quick", "", "test", labels, ["64"], "cpu", "local", {})
         with store.transaction() as cur:
@@ -41,25 +46,48 @@ def make_results(root: Path, labels: list[str], pairs: tuple[str, ...] = PAIRS,
                     cur.execute(
                         "INSERT INTO jobs(job_key, run_id, protocol, method, label, params, pair_id, content, style,"
                         " resolution, seed, status, output_path, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (key, run_id, "quick", label.split("[")[0], label, "{}", pair, content, style, "64", 0,
-                         "ok", str(rel), "{}"))
+                        (
+                            key,
+                            run_id,
+                            "quick",
+                            label.split("[")[0],
+                            label,
+                            "{}",
+                            pair,
+                            content,
+                            style,
+                            "64",
+                            0,
+                            "ok",
+                            str(rel),
+                            "{}",
+                        ),
+                    )
                     cur.execute("INSERT INTO run_jobs(run_id, job_key) VALUES (?,?)", (run_id, key))
                     for metric, values in (metrics or {}).items():
-                        cur.execute("INSERT INTO metrics(job_key, metric, eval_size, value, status) VALUES"
-                                    " (?,?,?,?,?)", (key, metric, 64, values[label], "ok"))
+                        cur.execute(
+                            "INSERT INTO metrics(job_key, metric, eval_size, value, status) VALUES (?,?,?,?,?)",
+                            (key, metric, 64, values[label], "ok"),
+                        )
         store.finish_run(run_id)
     return root
 
 
-def make_study(tmp: Path, labels: list[str], question: str = "style", fmt: str = "ab", seed: int = 3,
-               metrics: dict[str, dict[str, float]] | None = None, **kwargs) -> tuple[Path, BuildResult]:
+def make_study(
+    tmp: Path,
+    labels: list[str],
+    question: str = "style",
+    fmt: str = "ab",
+    seed: int = 3,
+    metrics: dict[str, dict[str, float]] | None = None,
+    **kwargs,
+) -> tuple[Path, BuildResult]:
     results = make_results(tmp / "results", labels, metrics=metrics)
     folder = tmp / "studies" / f"{question}-{fmt}"
     return folder, build_study(results, "latest", question, labels, folder, fmt=fmt, seed=seed, **kwargs)
 
 
-def simulate(folder: Path, participants: int, strengths: dict[str, float], seed: int = 0,
-             careless: int = 0) -> None:
+def simulate(folder: Path, participants: int, strengths: dict[str, float], seed: int = 0, careless: int = 0) -> None:
     """Participants answer every trial: regular trials by a Bradley-Terry (Luce choice) draw with the given
     log-strengths, vigilance trials correctly, repeats as they answered the original. The first ``careless``
     participants pick at random, except that they always fall for the vigilance trials' wrong answer."""
@@ -85,8 +113,9 @@ def simulate(folder: Path, participants: int, strengths: dict[str, float], seed:
                 elif row["kind"] == "vigilance":
                     token = next(t for t, c in options if c in correct)
                 elif row["kind"] == "repeat":
-                    first = conn.execute("SELECT cand FROM votes WHERE pid=? AND idx=?",
-                                         (pid, row["repeat_of"])).fetchone()["cand"]
+                    first = conn.execute(
+                        "SELECT cand FROM votes WHERE pid=? AND idx=?", (pid, row["repeat_of"])
+                    ).fetchone()["cand"]
                     token = next(t for t, c in options if c == first)
                 else:
                     weights = [math.exp(strengths[cands[c]["label"]]) for _, c in options]

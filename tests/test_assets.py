@@ -32,8 +32,13 @@ def test_order_cache_then_mirror_then_package(tmp_path):
     store.cache_path(asset).parent.mkdir(parents=True)
     store.cache_path(asset).write_bytes(data)
     assert store.locate(asset).source == "cache"
-    pkg = Asset("astro.png", "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", kind="data",
-                package="skimage", resource="data/astronaut.png")
+    pkg = Asset(
+        "astro.png",
+        "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+        kind="data",
+        package="skimage",
+        resource="data/astronaut.png",
+    )
     assert _store(tmp_path).locate(pkg).source == "package"
 
 

@@ -36,8 +36,10 @@ from tests.conftest import DATA_MIRROR, WEIGHTS_MIRROR
 
 pytestmark = [
     pytest.mark.mirror,
-    pytest.mark.skipif(DATA_MIRROR is None or not (DATA_MIRROR / "iqa_calibration").is_dir(),
-                       reason="IQA calibration set absent: point EVALKIT_DATA_MIRROR at a folder with it"),
+    pytest.mark.skipif(
+        DATA_MIRROR is None or not (DATA_MIRROR / "iqa_calibration").is_dir(),
+        reason="IQA calibration set absent: point EVALKIT_DATA_MIRROR at a folder with it",
+    ),
     pytest.mark.skipif(WEIGHTS_MIRROR is None, reason="EVALKIT_WEIGHTS_MIRROR not set: NIQE/BRISQUE need it"),
 ]
 
@@ -99,8 +101,8 @@ def scores(calib_dir, shared_home) -> dict[str, dict[str, float]]:
     """evalkit's values for every (metric, image), computed once through one MetricSuite at native size."""
     from evalkit import assets
 
-    assets.configure(assets.AssetSettings.from_env(weights_mirror=str(WEIGHTS_MIRROR)))
-    suite = MetricSuite(list(METRICS), "cpu")
+    store = assets.AssetStore.from_env(weights_mirror=str(WEIGHTS_MIRROR))
+    suite = MetricSuite(list(METRICS), "cpu", store)
     assert not suite.unavailable, suite.unavailable
     out: dict[str, dict[str, float]] = {m: {} for m in METRICS}
     for name in IMAGES:
@@ -168,8 +170,8 @@ def test_niqe_parameters_are_the_live_release(shared_home):
     from evalkit import assets
     from evalkit.metrics.niqe import NIQE
 
-    assets.configure(assets.AssetSettings.from_env(weights_mirror=str(WEIGHTS_MIRROR)))
-    metric = NIQE("cpu")
+    store = assets.AssetStore.from_env(weights_mirror=str(WEIGHTS_MIRROR))
+    metric = NIQE("cpu", store)
     metric.setup()
     basicsr = np.load(WEIGHTS_MIRROR / "iqa/niqe/niqe_pris_params.npz")
     np.testing.assert_array_equal(metric.net.net.mu_pris_param.numpy(), basicsr["mu_pris_param"].ravel())

@@ -67,10 +67,16 @@ def test_absurd_size_is_refused_before_decoding(tmp_path, monkeypatch):
         imaging.load_image(tmp_path / "big.png")
 
 
-@pytest.mark.parametrize("name,size,expected", [
-    ("1k", (3840, 2160), (1024, 512)), ("4k", (1000, 800), (3840, 2160)), ("hd", (600, 800), (720, 1280)),
-    ("512", (1000, 500), (1024, 512)), ("512", (300, 600), (512, 1024)),
-])
+@pytest.mark.parametrize(
+    "name,size,expected",
+    [
+        ("1k", (3840, 2160), (1024, 512)),
+        ("4k", (1000, 800), (3840, 2160)),
+        ("hd", (600, 800), (720, 1280)),
+        ("512", (1000, 500), (1024, 512)),
+        ("512", (300, 600), (512, 1024)),
+    ],
+)
 def test_resize_rule(name, size, expected):
     out = imaging.resize(Image.new("RGB", size), Resolution.parse(name))
     assert out.size == expected

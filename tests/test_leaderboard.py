@@ -23,8 +23,9 @@ from evalkit.report.html import render_leaderboard
 from evalkit.report.plots import Axis
 from evalkit.report.quality import build_quality_table, mean_ci
 from evalkit.report.text import render_tables
+from evalkit.results import JobResult, MetricValue
 from evalkit.specs import JobSpec
-from evalkit.store import JobResult, MetricValue, ResultsStore
+from evalkit.store import ResultsStore
 
 EVIL = "<script>alert(1)</script>&_%"
 PAIRS = ["p1", "p2", "p3", "p4"]
@@ -38,10 +39,23 @@ def png(seed: int, size: int = 48) -> bytes:
 
 
 def make_spec(method: str, pair: str, params: dict | None = None, weight_set: str | None = None) -> JobSpec:
-    return JobSpec(method=method, weight_set=weight_set, params=params or {}, pair_id=pair, resolution="64", seed=0,
-                   content=f"c_{pair}", style=f"s_{pair}", content_mask=None, style_mask=None, style_size=64,
-                   eval_size=64, method_version="1", weight_digests={"model": "ab" * 32} if weight_set else {},
-                   image_digests={}).with_key()
+    return JobSpec(
+        method=method,
+        weight_set=weight_set,
+        params=params or {},
+        pair_id=pair,
+        resolution="64",
+        seed=0,
+        content=f"c_{pair}",
+        style=f"s_{pair}",
+        content_mask=None,
+        style_mask=None,
+        style_size=64,
+        eval_size=64,
+        method_version="1",
+        weight_digests={"model": "ab" * 32} if weight_set else {},
+        image_digests={},
+    ).with_key()
 
 
 # per method: content_loss per pair, ssim per pair (ssim higher is better, content_loss lower is better)
@@ -56,25 +70,64 @@ VALUES = {
 def results(tmp_path):
     root = tmp_path / "results"
     with ResultsStore(root) as store:
-        run = store.start_run("synthetic", "0" * 64, "evalkit run (test)", list(VALUES), ["64"], "cpu", "local",
-                              {"python": "3.x", "packages": {"torch": "9.9"}, "cpu_model": "Test CPU"})
+        run = store.start_run(
+            "synthetic",
+            "0" * 64,
+            "evalkit run (test)",
+            list(VALUES),
+            ["64"],
+            "cpu",
+            "local",
+            {"python": "3.x", "packages": {"torch": "9.9"}, "cpu_model": "Test CPU"},
+        )
         for m, (closs, ssim) in VALUES.items():
             for i, pair in enumerate(PAIRS):
-                spec = make_spec(m, pair, {"note": "<b>x</b> & 100%_"} if m == EVIL else {"k": 1},
-                                 weight_set="w1" if m == "alpha" else None)
-                metrics = [MetricValue("content_loss", closs[i]), MetricValue("ssim", ssim[i]),
-                           MetricValue("nima", None, "unavailable", "weights 'nima[ava]' <missing> & not downloadable"),
-                           MetricValue("mystery", float(i))]
-                store.record_job(run, "synthetic", spec, JobResult(
-                    key=spec.key, status="ok", png=png(i), width=56, height=48, time_network_s=0.01 * (i + 1),
-                    time_post_s=None, device="cpu", metrics=metrics), eval_size=64)
+                spec = make_spec(
+                    m,
+                    pair,
+                    {"note": "<b>x</b> & 100%_"} if m == EVIL else {"k": 1},
+                    weight_set="w1" if m == "alpha" else None,
+                )
+                metrics = [
+                    MetricValue("content_loss", closs[i]),
+                    MetricValue("ssim", ssim[i]),
+                    MetricValue("nima", None, "unavailable", "weights 'nima[ava]' <missing> & not downloadable"),
+                    MetricValue("mystery", float(i)),
+                ]
+                store.record_job(
+                    run,
+                    "synthetic",
+                    spec,
+                    JobResult(
+                        key=spec.key,
+                        status="ok",
+                        png=png(i),
+                        width=56,
+                        height=48,
+                        time_network_s=0.01 * (i + 1),
+                        time_post_s=None,
+                        device="cpu",
+                        metrics=metrics,
+                    ),
+                    eval_size=64,
+                )
         # a method whose jobs all failed, and a second parameter setting of "beta"
         spec = make_spec("broken", "p1")
-        store.record_job(run, "synthetic", spec, JobResult(key=spec.key, status="error",
-                                                           message="RuntimeError: boom at x.py:1"), eval_size=64)
+        store.record_job(
+            run,
+            "synthetic",
+            spec,
+            JobResult(key=spec.key, status="error", message="RuntimeError: boom at x.py:1"),
+            eval_size=64,
+        )
         spec = make_spec("beta", "p1", {"k": 2})
-        store.record_job(run, "synthetic", spec, JobResult(key=spec.key, status="ok", png=png(9), width=56, height=48,
-                                                           metrics=[MetricValue("ssim", 0.1)]), eval_size=64)
+        store.record_job(
+            run,
+            "synthetic",
+            spec,
+            JobResult(key=spec.key, status="ok", png=png(9), width=56, height=48, metrics=[MetricValue("ssim", 0.1)]),
+            eval_size=64,
+        )
         store.finish_run(run)
     return root
 
@@ -122,7 +175,7 @@ def test_html_escapes_marks_unavailable_and_is_self_contained(results):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;&amp;_%" in html
     assert "&lt;b&gt;x&lt;/b&gt; &amp; 100%_" in html  # parameter values escaped too
     assert 'title="unavailable: weights &#39;nima[ava]&#39; &lt;missing&gt; &amp; not downloadable"' in html
-    assert "http://" not in html and "https://" not in html and "<link rel=\"stylesheet\"" not in html
+    assert "http://" not in html and "https://" not in html and '<link rel="stylesheet"' not in html
     assert "Human study" not in html  # no study tables -> no section
     thumbs = sorted((results / "thumbs").glob("*.jpg"))
     assert len(thumbs) == len(VALUES) * len(PAIRS) + 1  # one per distinct output PNG
@@ -137,12 +190,15 @@ def test_html_escapes_marks_unavailable_and_is_self_contained(results):
 
 def test_human_study_tables_add_column_and_agreement(results):
     with sqlite3.connect(results / "evalkit.sqlite") as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS preferences (study TEXT, label TEXT, score REAL, lower REAL, "
-                     "upper REAL, rank INTEGER, votes INTEGER)")
-        conn.execute("CREATE TABLE IF NOT EXISTS metric_agreement (study TEXT, metric TEXT, agreement REAL, "
-                     "n INTEGER)")
-        conn.executemany("INSERT INTO preferences VALUES (?,?,?,?,?,?,?)",
-                         [("pilot", "alpha[w1]", 1.25, 0.9, 1.6, 1, 40), ("pilot", EVIL, -0.5, -0.9, -0.1, 2, 40)])
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS preferences (study TEXT, label TEXT, score REAL, lower REAL, "
+            "upper REAL, rank INTEGER, votes INTEGER)"
+        )
+        conn.execute("CREATE TABLE IF NOT EXISTS metric_agreement (study TEXT, metric TEXT, agreement REAL, n INTEGER)")
+        conn.executemany(
+            "INSERT INTO preferences VALUES (?,?,?,?,?,?,?)",
+            [("pilot", "alpha[w1]", 1.25, 0.9, 1.6, 1, 40), ("pilot", EVIL, -0.5, -0.9, -0.1, 2, 40)],
+        )
         conn.execute("INSERT INTO metric_agreement VALUES ('pilot', 'ssim', 0.625, 80)")
     html = render_leaderboard(load_report_data(results), results / "lb.html").read_text()
     assert "human: pilot" in html and "Agreement of metrics with human judgements" in html
@@ -168,8 +224,10 @@ def test_markdown_and_latex_tables_escape_and_bold_best(results):
 
 
 def test_escaping_functions():
-    assert latex_escape("a_b & c% $d$ #e {f} ~^\\") == \
-        r"a\_b \& c\% \$d\$ \#e \{f\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
+    assert (
+        latex_escape("a_b & c% $d$ #e {f} ~^\\")
+        == r"a\_b \& c\% \$d\$ \#e \{f\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
+    )
     assert md_escape("a|b <i>") == r"a\|b &lt;i&gt;"
 
 

@@ -27,9 +27,13 @@ from tests.conftest import DATA_MIRROR, WEIGHTS_MIRROR, needs_data
 
 pytest.importorskip("websockets", reason="websockets not installed: pip install -e '.[dev]'")
 pytestmark = [
-    pytest.mark.slow, pytest.mark.mirror, needs_data,
-    pytest.mark.skipif(chromium_path() is None, reason="chromium not installed (expected /usr/bin/chromium): "
-                                                       "run `make system-deps` (apt-get install chromium)"),
+    pytest.mark.slow,
+    pytest.mark.mirror,
+    needs_data,
+    pytest.mark.skipif(
+        chromium_path() is None,
+        reason="chromium not installed (expected /usr/bin/chromium): run `make system-deps` (apt-get install chromium)",
+    ),
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +52,22 @@ def mini_artistic(dest: Path, methods: list[str], metrics: list[str]) -> Path:
         if len(pairs) == 2:
             break
     q = json.dumps
-    lines = ['name = "artistic"', f'description = {q("2-pair subset of the artistic protocol (CI leaderboard)")}',
-             f'resolutions = ["{PIXELS}"]', f"style_size = {PIXELS}", f"eval_size = {PIXELS}", "seeds = 1",
-             f"methods = {q(methods)}", f"metrics = {q(metrics)}", "", "[params.gatys]", "iterations = 5",
-             'optimizer = "adam"', "lr = 0.05", ""]
+    lines = [
+        'name = "artistic"',
+        f"description = {q('2-pair subset of the artistic protocol (CI leaderboard)')}",
+        f'resolutions = ["{PIXELS}"]',
+        f"style_size = {PIXELS}",
+        f"eval_size = {PIXELS}",
+        "seeds = 1",
+        f"methods = {q(methods)}",
+        f"metrics = {q(metrics)}",
+        "",
+        "[params.gatys]",
+        "iterations = 5",
+        'optimizer = "adam"',
+        "lr = 0.05",
+        "",
+    ]
     for image in sorted({p["content"] for p in pairs} | {p["style"] for p in pairs}):
         lines += [f"[images.{image}]", *(f"{k} = {q(v)}" for k, v in raw["images"][image].items()), ""]
     for pair in pairs:
@@ -72,17 +88,26 @@ def board(tmp_path_factory, shared_home) -> Path:
 
     work = tmp_path_factory.mktemp("artistic_board")
     root = work / "results"
-    settings = assets.AssetSettings(home=str(shared_home), data_mirror=str(DATA_MIRROR),
-                                    weights_mirror=str(WEIGHTS_MIRROR) if WEIGHTS_MIRROR else None,
-                                    allow_download=False)
-    assets.configure(settings)
+    settings = assets.AssetSettings(
+        home=str(shared_home),
+        data_mirror=str(DATA_MIRROR),
+        weights_mirror=str(WEIGHTS_MIRROR) if WEIGHTS_MIRROR else None,
+        allow_download=False,
+    )
     raw = tomllib.loads((ROOT / "protocols" / "artistic.toml").read_text())
     metrics = [m for m in raw["metrics"] if m in metric_names()]
     methods = ["identity", "reinhard", "gatys"] + (["adain"] if WEIGHTS_MIRROR else [])
     protocol = mini_artistic(work / "artistic-mini.toml", methods, metrics)
-    summary = run_benchmark(RunRequest(protocol=str(protocol), out=root, progress=False, assets=settings,
-                                       command="pytest tests/test_leaderboard_browser.py"),
-                            Console(file=io.StringIO()))
+    summary = run_benchmark(
+        RunRequest(
+            protocol=str(protocol),
+            out=root,
+            progress=False,
+            assets=settings,
+            command="pytest tests/test_leaderboard_browser.py",
+        ),
+        Console(file=io.StringIO()),
+    )
     assert summary.counts["ok"] >= 2 * 3, summary.failures
     runner = CliRunner()
     for args in ([], ["--format", "md"], ["--format", "tex"]):
@@ -91,7 +116,6 @@ def board(tmp_path_factory, shared_home) -> Path:
     yield root
     if os.environ.get("EVALKIT_TEST_ARTIFACTS"):
         shutil.copytree(root, Path(os.environ["EVALKIT_TEST_ARTIFACTS"]) / "leaderboard-artistic", dirs_exist_ok=True)
-    assets._default = None
 
 
 @pytest.fixture(scope="module")
@@ -121,14 +145,19 @@ LOAD_ALL = """(async () => {
 def expected_means(root: Path, metric: str) -> dict[str, float]:
     """Mean per method straight from the database (one seed and resolution: the mean over pairs)."""
     with sqlite3.connect(root / "evalkit.sqlite") as conn:
-        frame = pd.read_sql_query("SELECT j.label, j.pair_id, m.value FROM metrics m JOIN jobs j USING (job_key) "
-                                  "WHERE m.metric = ? AND m.status = 'ok'", conn, params=(metric,))
+        frame = pd.read_sql_query(
+            "SELECT j.label, j.pair_id, m.value FROM metrics m JOIN jobs j USING (job_key) "
+            "WHERE m.metric = ? AND m.status = 'ok'",
+            conn,
+            params=(metric,),
+        )
     return frame.groupby("label")["value"].mean().to_dict()
 
 
 def row_order(browser: Browser) -> list[str]:
-    return browser.evaluate("Array.from(document.querySelectorAll('#quality-table tbody tr'))"
-                            ".map(r => r.getAttribute('data-entry'))")
+    return browser.evaluate(
+        "Array.from(document.querySelectorAll('#quality-table tbody tr')).map(r => r.getAttribute('data-entry'))"
+    )
 
 
 def test_every_thumbnail_loads(browser, board):
@@ -155,12 +184,18 @@ def test_page_is_offline_and_has_no_console_errors(browser, board):
     assert browser.evaluate("document.querySelectorAll('#plots svg').length") == 2
     # unavailable metrics show n/a with the recorded reason on hover
     with sqlite3.connect(board / "evalkit.sqlite") as conn:
-        reasons = {f"{status}: {message}" for status, message in conn.execute(
-            "SELECT status, message FROM metrics WHERE status != 'ok'")}
-    titles = browser.evaluate("Array.from(document.querySelectorAll('#quality-table td.na'))"
-                              ".map(td => td.getAttribute('title'))")
-    assert len(titles) == len(browser.evaluate("Array.from(document.querySelectorAll('#quality-table td'))"
-                                               ".filter(td => td.textContent.trim() === 'n/a')"))
+        reasons = {
+            f"{status}: {message}"
+            for status, message in conn.execute("SELECT status, message FROM metrics WHERE status != 'ok'")
+        }
+    titles = browser.evaluate(
+        "Array.from(document.querySelectorAll('#quality-table td.na')).map(td => td.getAttribute('title'))"
+    )
+    assert len(titles) == len(
+        browser.evaluate(
+            "Array.from(document.querySelectorAll('#quality-table td')).filter(td => td.textContent.trim() === 'n/a')"
+        )
+    )
     assert all(t in reasons for t in titles), (titles, reasons)
 
 
@@ -177,16 +212,18 @@ def test_clicking_a_header_resorts_rows(browser, board, metric):
     browser.click(selector)
     order = row_order(browser)
     # best first (ties in any order); methods without a value (n/a) sort last
-    assert [means[e] for e in order[:len(means)]] == [means[e] for e in best_first]
-    assert set(order[:len(means)]) == set(means)
+    assert [means[e] for e in order[: len(means)]] == [means[e] for e in best_first]
+    assert set(order[: len(means)]) == set(means)
     browser.click(selector)
     reverse = row_order(browser)
-    assert [means[e] for e in reverse[:len(means)]] == [means[e] for e in best_first[::-1]]
+    assert [means[e] for e in reverse[: len(means)]] == [means[e] for e in best_first[::-1]]
     if [means[e] for e in best_first] != [means[e] for e in best_first[::-1]]:
         assert reverse != order
     assert initial != order or initial != reverse  # the clicks really moved rows
     assert browser.evaluate(f"document.querySelector('{selector}').getAttribute('aria-sort')") in (
-        "ascending", "descending")
+        "ascending",
+        "descending",
+    )
     assert browser.console_errors() == []
 
 

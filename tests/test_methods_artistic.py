@@ -19,41 +19,82 @@ from pathlib import Path
 
 import pytest
 import torch
+from evalkit_methods import _vgg_autoencoders as AE
+from evalkit_methods.adain import AdaIN
+from evalkit_methods.identity import Identity
+from evalkit_methods.reinhard import Reinhard
+from evalkit_methods.wct import WCT
 from torch import nn
 
 from evalkit import imaging
 from evalkit.adapter import Masks
-from evalkit.assets import default_store
+from evalkit.assets import AssetStore
+from evalkit.checkpoints import read_torch_state
 from evalkit.metrics.features import SharedFeatures
 from evalkit.metrics.losses import style_loss
 from evalkit.registry import get_method
-from methods import _vgg_autoencoders as AE
-from methods.adain import AdaIN
-from methods.identity import Identity
-from methods.reinhard import Reinhard
-from methods.wct import WCT
 from tests.conftest import DATA_MIRROR, WEIGHTS_MIRROR, needs_data, needs_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 # -- official layouts, transcribed from SOURCES.md ----------------------------------------------------------------
-_VGG_SHAPES = {"0": (3, 3, 1, 1), "2": (64, 3), "5": (64, 64), "9": (128, 64), "12": (128, 128), "16": (256, 128),
-               "19": (256, 256), "22": (256, 256), "25": (256, 256), "29": (512, 256), "32": (512, 512),
-               "35": (512, 512), "38": (512, 512), "42": (512, 512), "45": (512, 512), "48": (512, 512),
-               "51": (512, 512)}
-_VGG_PREFIX = {1: ["0", "2"], 2: ["0", "2", "5", "9"], 3: ["0", "2", "5", "9", "12", "16"],
-               4: ["0", "2", "5", "9", "12", "16", "19", "22", "25", "29"],
-               5: ["0", "2", "5", "9", "12", "16", "19", "22", "25", "29", "32", "35", "38", "42"]}
-_ADAIN_DECODER = {"1": (256, 512), "5": (256, 256), "8": (256, 256), "11": (256, 256), "14": (128, 256),
-                  "18": (128, 128), "21": (64, 128), "25": (64, 64), "28": (3, 64)}
+_VGG_SHAPES = {
+    "0": (3, 3, 1, 1),
+    "2": (64, 3),
+    "5": (64, 64),
+    "9": (128, 64),
+    "12": (128, 128),
+    "16": (256, 128),
+    "19": (256, 256),
+    "22": (256, 256),
+    "25": (256, 256),
+    "29": (512, 256),
+    "32": (512, 512),
+    "35": (512, 512),
+    "38": (512, 512),
+    "42": (512, 512),
+    "45": (512, 512),
+    "48": (512, 512),
+    "51": (512, 512),
+}
+_VGG_PREFIX = {
+    1: ["0", "2"],
+    2: ["0", "2", "5", "9"],
+    3: ["0", "2", "5", "9", "12", "16"],
+    4: ["0", "2", "5", "9", "12", "16", "19", "22", "25", "29"],
+    5: ["0", "2", "5", "9", "12", "16", "19", "22", "25", "29", "32", "35", "38", "42"],
+}
+_ADAIN_DECODER = {
+    "1": (256, 512),
+    "5": (256, 256),
+    "8": (256, 256),
+    "11": (256, 256),
+    "14": (128, 256),
+    "18": (128, 128),
+    "21": (64, 128),
+    "25": (64, 64),
+    "28": (3, 64),
+}
 _WCT_DECODERS = {
     1: {"1": (3, 64)},
     2: {"1": (64, 128), "5": (64, 64), "8": (3, 64)},
     3: {"1": (128, 256), "5": (128, 128), "8": (64, 128), "12": (64, 64), "15": (3, 64)},
     4: _ADAIN_DECODER,
-    5: {"1": (512, 512), "5": (512, 512), "8": (512, 512), "11": (512, 512), "14": (256, 512), "18": (256, 256),
-        "21": (256, 256), "24": (256, 256), "27": (128, 256), "31": (128, 128), "34": (64, 128), "38": (64, 64),
-        "41": (3, 64)},
+    5: {
+        "1": (512, 512),
+        "5": (512, 512),
+        "8": (512, 512),
+        "11": (512, 512),
+        "14": (256, 512),
+        "18": (256, 256),
+        "21": (256, 256),
+        "24": (256, 256),
+        "27": (128, 256),
+        "31": (128, 128),
+        "34": (64, 128),
+        "38": (64, 64),
+        "41": (3, 64),
+    },
 }
 
 
@@ -83,8 +124,28 @@ def _save(tmp: Path, name: str, state: dict, legacy: bool = False) -> Path:
 def naoto_vgg() -> nn.Sequential:
     """naoto0804/pytorch-AdaIN ``net.vgg``, layer by layer (53 modules), the reference for our encoder wiring."""
     layers: list[nn.Module] = [nn.Conv2d(3, 3, 1)]
-    cfg = [(3, 64), (64, 64), "M", (64, 128), (128, 128), "M", (128, 256), (256, 256), (256, 256), (256, 256), "M",
-           (256, 512), (512, 512), (512, 512), (512, 512), "M", (512, 512), (512, 512), (512, 512), (512, 512)]
+    cfg = [
+        (3, 64),
+        (64, 64),
+        "M",
+        (64, 128),
+        (128, 128),
+        "M",
+        (128, 256),
+        (256, 256),
+        (256, 256),
+        (256, 256),
+        "M",
+        (256, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        "M",
+        (512, 512),
+        (512, 512),
+        (512, 512),
+        (512, 512),
+    ]
     for item in cfg:
         if item == "M":
             layers.append(nn.MaxPool2d(2, 2, 0, ceil_mode=True))
@@ -96,8 +157,20 @@ def naoto_vgg() -> nn.Sequential:
 def naoto_decoder() -> nn.Sequential:
     """naoto0804/pytorch-AdaIN ``net.decoder``."""
     up = nn.Upsample(scale_factor=2, mode="nearest")
-    cfg = [(512, 256), up, (256, 256), (256, 256), (256, 256), (256, 128), up, (128, 128), (128, 64), up,
-           (64, 64), (64, 3)]
+    cfg = [
+        (512, 256),
+        up,
+        (256, 256),
+        (256, 256),
+        (256, 256),
+        (256, 128),
+        up,
+        (128, 128),
+        (128, 64),
+        up,
+        (64, 64),
+        (64, 3),
+    ]
     layers: list[nn.Module] = []
     for item in cfg:
         if isinstance(item, nn.Module):
@@ -110,8 +183,10 @@ def naoto_decoder() -> nn.Sequential:
 @pytest.fixture(scope="module")
 def adain_files(tmp_path_factory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("adain_official")
-    return {"vgg": _save(tmp, "vgg_normalised.pth", _state(_VGG_SHAPES, 1), legacy=True),
-            "decoder": _save(tmp, "decoder.pth", _state(_ADAIN_DECODER, 2))}
+    return {
+        "vgg": _save(tmp, "vgg_normalised.pth", _state(_VGG_SHAPES, 1), legacy=True),
+        "decoder": _save(tmp, "decoder.pth", _state(_ADAIN_DECODER, 2)),
+    }
 
 
 # -- official loaders on synthetic checkpoints of the exact layouts -------------------------------------------------
@@ -138,8 +213,11 @@ def test_adain_official_info_counts_encoder_to_relu41_and_decoder(adain_files):
     adapter = AdaIN("official")
     adapter.load(adain_files)
     info = adapter.info()
-    enc = sum(v.numel() for k, v in torch.load(adain_files["vgg"], weights_only=True).items()
-              if k.split(".")[0] in _VGG_PREFIX[4])
+    enc = sum(
+        v.numel()
+        for k, v in torch.load(adain_files["vgg"], weights_only=True).items()
+        if k.split(".")[0] in _VGG_PREFIX[4]
+    )
     dec = sum(v.numel() for v in torch.load(adain_files["decoder"], weights_only=True).values())
     # by hand from the layer table: encoder 12 + 1,792 + 36,928 + 73,856 + 147,584 + 295,168 + 3 x 590,080
     # + 1,180,160; decoder 1,179,904 + 3 x 590,080 + 295,040 + 147,584 + 73,792 + 36,928 + 1,731
@@ -153,8 +231,9 @@ def test_official_wct_loads_all_five_levels(tmp_path):
     for level in range(1, 6):
         enc = {k: _VGG_SHAPES[k] for k in _VGG_PREFIX[level]}
         files[f"encoder{level}"] = _save(tmp_path, f"vgg_normalised_conv{level}_1.pth", _state(enc, level))
-        files[f"decoder{level}"] = _save(tmp_path, f"feature_invertor_conv{level}_1.pth",
-                                         _state(_WCT_DECODERS[level], 10 + level))
+        files[f"decoder{level}"] = _save(
+            tmp_path, f"feature_invertor_conv{level}_1.pth", _state(_WCT_DECODERS[level], 10 + level)
+        )
     assert set(files) == set(WCT.weight_sets["official"].files)
     adapter = WCT("official")
     adapter.load(files)
@@ -213,7 +292,7 @@ def _image(sub: str) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def features():
-    return SharedFeatures("cpu")
+    return SharedFeatures("cpu", AssetStore.from_env())
 
 
 @functools.cache
@@ -221,7 +300,7 @@ def _loaded(name: str, weight_set: str | None):
     """One loaded adapter per (method, weight set) for the whole module (weights resolved through the mirror)."""
     cls = get_method(name)
     adapter = cls(weight_set, "cpu")
-    adapter.load(cls.weight_sets[weight_set].resolve(default_store()) if weight_set else {})
+    adapter.load(cls.weight_sets[weight_set].resolve(AssetStore.from_env()) if weight_set else {})
     return adapter
 
 
@@ -229,8 +308,11 @@ def _loaded(name: str, weight_set: str | None):
 def _output(name: str, weight_set: str | None, content_name: str, style_name: str, alpha: float = 1.0):
     adapter = _loaded(name, weight_set)
     with torch.no_grad():
-        return adapter.stylize(_image(f"content/{content_name}"), _image(f"style/{style_name}"),
-                               **type(adapter).resolve_params({"alpha": alpha}))
+        return adapter.stylize(
+            _image(f"content/{content_name}"),
+            _image(f"style/{style_name}"),
+            **type(adapter).resolve_params({"alpha": alpha}),
+        )
 
 
 def _style_loss(features, out, style, key, layers=None):
@@ -269,8 +351,9 @@ def test_reinhard_lowers_the_colour_level_style_loss_and_identity_is_exact(featu
         out = reinhard.stylize(content, style, **Reinhard.resolve_params({}))
         assert torch.isfinite(out).all() and out.shape == content.shape
         key = f"reinhard{content_name}{style_name}"
-        base = style_loss(features.grams(f"c:{content_name}", content), features.grams(f"style:{key}", style),
-                          ("relu1_1",))
+        base = style_loss(
+            features.grams(f"c:{content_name}", content), features.grams(f"style:{key}", style), ("relu1_1",)
+        )
         assert _style_loss(features, out, style, key, ("relu1_1",)) < 0.8 * base
         assert torch.equal(identity.stylize(content, style), content)
 
@@ -316,9 +399,11 @@ def test_adain_style_interpolation_on_real_weights():
         mix = adapter.stylize_multi(content, [a, b], [0.5, 0.5])
         only_b = adapter.stylize_multi(content, [a, b], [0.0, 1.0])
     assert torch.allclose(only_a, single, atol=1e-6)
+
     # the sketch is nearly grey: the mix's colour saturation lies between the two pure styles'
     def saturation(x):
         return float((x.max(1).values - x.min(1).values).mean())
+
     assert saturation(only_b) < saturation(mix) < saturation(only_a)
 
 
@@ -342,6 +427,7 @@ def test_wct_masks_transfer_each_segment_from_its_own_style_region():
 
     def saturation(x):
         return float((x.max(1).values - x.min(1).values).mean())
+
     left, right = masked[..., :, 8:56], masked[..., :, 72:120]  # away from the seam
     assert saturation(left) > 1.5 * saturation(right)
     assert saturation(unmasked[..., :, 8:56]) < saturation(left)  # the global transform mixes both styles
@@ -351,8 +437,8 @@ def test_wct_masks_transfer_each_segment_from_its_own_style_region():
 @pytest.mark.mirror
 def test_cd16x_info_counts_match_the_checkpoint_files():
     adapter = _loaded("adain", "cd16x")
-    files = AdaIN.weight_sets["cd16x"].resolve(default_store())
-    tensors = [v for p in files.values() for k, v in AE.read_state(p, "cd16x").items() if "_aux" not in k]
+    files = AdaIN.weight_sets["cd16x"].resolve(AssetStore.from_env())
+    tensors = [v for p in files.values() for k, v in read_torch_state(p).items() if "_aux" not in k]
     assert adapter.info().parameters == sum(t.numel() for t in tensors)
     assert adapter.info().layers == sum(t.dim() == 4 for t in tensors)
 
@@ -370,6 +456,5 @@ def test_default_weight_sets_offline_follow_the_declared_order(tmp_path):
     assert choose_weight_set(WCT, None, store)[0] == "official-l3"
     official = AdaIN.weight_sets["official"].files
     release = "https://github.com/naoto0804/pytorch-AdaIN/releases/download/v0.0.0"
-    assert (official["vgg"].url, official["decoder"].url) == (f"{release}/vgg_normalised.pth",
-                                                              f"{release}/decoder.pth")
+    assert (official["vgg"].url, official["decoder"].url) == (f"{release}/vgg_normalised.pth", f"{release}/decoder.pth")
     assert official["vgg"].sha256 is None  # pinned by the resolver on first download

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from evalkit_methods import _photo_wct
+from evalkit_methods._guided_filter import guided_filter
+from evalkit_methods.wct2 import WCT2, WaveDecoder, WaveEncoder, WavePool, WaveUnpool, haar_filters, run_wct2
 
 from evalkit.adapter import Masks
-from methods import _photo_wct
-from methods._checkpoints import CheckpointLayoutError
-from methods._guided_filter import guided_filter
-from methods.wct2 import WCT2, WaveDecoder, WaveEncoder, WavePool, WaveUnpool, haar_filters, run_wct2
+from evalkit.assets import AssetStore
+from evalkit.checkpoints import CheckpointError as CheckpointLayoutError
 
 torch.set_num_threads(2)
 
@@ -200,7 +201,7 @@ def test_loader_rejects_sum_weights_for_cat5_with_a_clear_error(tmp_path):
 def test_loader_rejects_a_wrong_shape(tmp_path):
     enc, dec = identity_checkpoints("cat5")
     enc["conv2_1.weight"] = torch.zeros(128, 32, 3, 3)
-    with pytest.raises(CheckpointLayoutError, match=r"conv2_1\.weight.*\[128, 32, 3, 3\].*\[128, 64, 3, 3\]"):
+    with pytest.raises(CheckpointLayoutError, match=r"conv2_1\.weight.*\(128, 32, 3, 3\).*\(128, 64, 3, 3\)"):
         load_wct2(save_pair(tmp_path, enc, dec, "cat5"))
 
 
@@ -410,12 +411,12 @@ def _dpst(kind: str, i: int, short: int = 256) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def pca_adapters():
-    from methods.pca_kd import PcaKd
+    from evalkit_methods.pca_kd import PcaKd
 
     out = {}
     for ws in ("vgg", "mobilenet"):
         adapter = PcaKd(ws, "cpu")
-        adapter.load(PcaKd.weight_sets[ws].resolve())
+        adapter.load(PcaKd.weight_sets[ws].resolve(AssetStore.from_env()))
         out[ws] = adapter
     return out
 
@@ -427,7 +428,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 @needs_mirror
 @pytest.mark.mirror
 def test_pca_kd_round_trip_psnr(pca_adapters):
-    from methods.pca_kd import to_multiple
+    from evalkit_methods.pca_kd import to_multiple
 
     # SOURCES.md: the VGG student reconstructs at 32.8 dB. We measured 32.0 / 32.4 dB (VGG) and 30.7 / 31.8 dB
     # (MobileNet) on DPST in1 / in5 at 256 px. Falsifiable: with the high-frequency skips zeroed the VGG
@@ -452,7 +453,7 @@ def test_pca_kd_stylizes_real_pairs(pca_adapters):
     from evalkit.metrics.features import SharedFeatures
     from evalkit.metrics.losses import style_loss
 
-    features = SharedFeatures("cpu")
+    features = SharedFeatures("cpu", AssetStore.from_env())
     for i in (1, 20):
         content, style = _dpst("content", i), _dpst("style", i)
         unrelated = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear")
@@ -481,13 +482,13 @@ def test_pca_kd_stylizes_real_pairs(pca_adapters):
 @needs_mirror
 @pytest.mark.mirror
 def test_pca_kd_rejects_a_wrong_npz(tmp_path):
-    from methods.pca_kd import VggStudent
+    from evalkit_methods.pca_kd import VggStudent
 
     data = dict(np.load(Path(MIRROR_W) / "pca_kd/vgg/sencoder_tf_hwio.npz"))
     data["btnecks/2/layer_with_weights-1/kernel"] = data["btnecks/2/layer_with_weights-1/kernel"][:, :, :, :50]
     bad = tmp_path / "sencoder_tf_hwio.npz"
     np.savez(bad, **data)
-    with pytest.raises(CheckpointLayoutError, match=r"btnecks/2/layer_with_weights-1/kernel.*\[3, 3, 20, 58\]"):
+    with pytest.raises(CheckpointLayoutError, match=r"btnecks/2/layer_with_weights-1/kernel.*\(3, 3, 20, 58\)"):
         VggStudent().load_npz(bad, Path(MIRROR_W) / "pca_kd/vgg/sdecoder_tf_hwio.npz", "vgg")
     # the MobileNet archive is not a VGG student: a missing-key error naming the file
     with pytest.raises(CheckpointLayoutError, match="missing"):

@@ -67,10 +67,10 @@ def test_losses_through_the_suite_match_an_independent_numpy_computation():
     gen = torch.Generator().manual_seed(3)
     output = (content + 0.1 * torch.randn(content.shape, generator=gen)).clamp(0, 1)
     style = _skimage("coffee.png", 48)  # 48 x 72 vs 64 x 64
-    suite = MetricSuite(["content_loss", "style_loss"], "cpu")
+    suite = MetricSuite(["content_loss", "style_loss"], "cpu", assets.AssetStore.from_env())
     values = {v.name: v.value for v in suite.evaluate(EvalSample(output, content, style, "o", "c", "s"))}
 
-    vgg = get_vgg19("imagenet", "cpu")
+    vgg = get_vgg19("imagenet", "cpu", assets.AssetStore.from_env())
     with torch.no_grad():
         fo, fc, fs = (vgg(x, (CONTENT_LAYER, *STYLE_LAYERS)) for x in (output, content, style))
     diff = fo[CONTENT_LAYER].double().numpy() - fc[CONTENT_LAYER].double().numpy()
@@ -92,7 +92,7 @@ def test_one_vgg_pass_per_image_and_style_grams_once_per_style():
     """3 outputs of one (content, style) pair: 3 + 1 + 1 VGG passes, not 3 x 4 as separate losses would."""
     content, style = _skimage("astronaut.png", 48), _skimage("coffee.png", 48)
     style2 = _skimage("brick.png", 48)
-    suite = MetricSuite(["content_loss", "style_loss"], "cpu")
+    suite = MetricSuite(["content_loss", "style_loss"], "cpu", assets.AssetStore.from_env())
     gen = torch.Generator().manual_seed(0)
     for i in range(3):
         out = (content + 0.05 * torch.randn(content.shape, generator=gen)).clamp(0, 1)
@@ -113,8 +113,8 @@ def _empty_mirror_settings(tmp_path: Path) -> assets.AssetSettings:
 
 
 def test_missing_weight_file_makes_metric_unavailable_with_reason(tmp_path):
-    assets.configure(_empty_mirror_settings(tmp_path))
-    suite = MetricSuite(["niqe", "brisque", "ssim"], "cpu")
+    store = assets.AssetStore(_empty_mirror_settings(tmp_path))
+    suite = MetricSuite(["niqe", "brisque", "ssim"], "cpu", store)
     assert set(suite.unavailable) == {"niqe", "brisque"}
     reason = suite.unavailable["niqe"]
     assert "modelparameters.mat" in reason and "EVALKIT_WEIGHTS_MIRROR" in reason
@@ -129,8 +129,8 @@ def test_corrupt_weight_file_is_unavailable_not_used(tmp_path):
     bad = Path(settings.weights_mirror) / "iqa/brisque/allmodel"
     bad.parent.mkdir(parents=True)
     bad.write_text("svm_type epsilon_svr\nSV\n")
-    assets.configure(settings)
-    ok, reason = get_metric_class("brisque")("cpu").availability()
+    store = assets.AssetStore(settings)
+    ok, reason = get_metric_class("brisque")("cpu", store).availability()
     assert not ok and "sha256" in reason and str(bad) in reason
 
 
@@ -169,8 +169,13 @@ def test_run_stores_every_metric_and_nima_unavailable_does_not_fail_it(tmp_path,
     proto = tmp_path / "metrics_tiny.toml"
     proto.write_text(textwrap.dedent(QUICK_PROTOCOL))
     all_metrics = ["content_loss", "style_loss", "ssim", "fsim", "niqe", "brisque", "nima"]
-    request = RunRequest(protocol=str(proto), metrics=all_metrics, out=tmp_path / "results", progress=False,
-                         assets=assets.AssetSettings.from_env(weights_mirror=str(WEIGHTS_MIRROR)))
+    request = RunRequest(
+        protocol=str(proto),
+        metrics=all_metrics,
+        out=tmp_path / "results",
+        progress=False,
+        assets=assets.AssetSettings.from_env(weights_mirror=str(WEIGHTS_MIRROR)),
+    )
     summary = run_benchmark(request)
     assert summary.counts["ok"] == 1 and not summary.failures
     with sqlite3.connect(summary.database) as conn:
@@ -213,9 +218,9 @@ def test_nima_code_path_with_synthetic_shape_exact_weights(tmp_path):
     target = Path(settings.weights_mirror) / NIMA_AVA.name
     target.parent.mkdir(parents=True)
     torch.save({"params": state}, target)
-    assets.configure(settings)
+    store = assets.AssetStore(settings)
 
-    suite = MetricSuite(["nima"], "cpu")
+    suite = MetricSuite(["nima"], "cpu", store)
     assert not suite.unavailable, suite.unavailable
     image = _skimage("coffee.png")[..., :320, :360]
     (value,) = suite.evaluate(EvalSample(image, image, image, "o", "c", "s"))
@@ -245,8 +250,8 @@ def test_nima_checkpoint_of_the_wrong_model_is_unavailable_with_reason(tmp_path)
     target.parent.mkdir(parents=True)
     wrong = {"classifier.2.weight": torch.zeros(10, 1536)}  # SYNTHETIC and deliberately incomplete
     torch.save({"params": wrong}, target)
-    assets.configure(settings)
-    suite = MetricSuite(["nima"], "cpu")
+    store = assets.AssetStore(settings)
+    suite = MetricSuite(["nima"], "cpu", store)
     assert "does not fit" in suite.unavailable["nima"] and str(target) in suite.unavailable["nima"]
 
 
@@ -256,21 +261,38 @@ def test_score_cli_scores_files_and_explains_missing_inputs(tmp_path):
 
     from evalkit.cli import app
 
-    assets.configure(_empty_mirror_settings(tmp_path))  # no weights: niqe comes back unavailable, no crash
+    settings = _empty_mirror_settings(tmp_path)  # no weights: niqe comes back unavailable, no crash
     img = imaging.load_image(Path(str(resources.files("skimage").joinpath("data/chelsea.png"))))
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     img.save(a)
     imaging.to_pil(imaging.to_tensor(img) * 0.5).save(b)
     runner = CliRunner()
-    result = runner.invoke(app, ["score", str(b), "--ref", str(a), "--metrics", "ssim,fsim,style_loss,niqe",
-                                 "--json", "--weights-mirror", str(tmp_path / "empty_mirror")])
+    result = runner.invoke(
+        app,
+        [
+            "score",
+            str(b),
+            "--ref",
+            str(a),
+            "--metrics",
+            "ssim,fsim,style_loss,niqe",
+            "--json",
+            "--weights-mirror",
+            settings.weights_mirror,
+            "--home",
+            settings.home,
+        ],
+    )
     assert result.exit_code == 0, result.output
     values = {v["metric"]: v for v in json.loads(result.output)}
     # Independent check: pyiqa's SSIM on the same two files.
     import pyiqa
 
-    expected = float(pyiqa.create_metric("ssim", device="cpu")(imaging.to_tensor(imaging.load_image(b)),
-                                                                imaging.to_tensor(imaging.load_image(a))))
+    expected = float(
+        pyiqa.create_metric("ssim", device="cpu")(
+            imaging.to_tensor(imaging.load_image(b)), imaging.to_tensor(imaging.load_image(a))
+        )
+    )
     assert values["ssim"]["value"] == pytest.approx(expected, abs=1e-12) and values["ssim"]["value"] < 0.99
     assert 0 < values["fsim"]["value"] < 1
     assert values["style_loss"]["status"] == "unavailable" and "--style" in values["style_loss"]["message"]
@@ -290,8 +312,7 @@ def test_metrics_cli_lists_metadata_and_why_nima_is_unavailable(tmp_path, monkey
     monkeypatch.setenv("COLUMNS", "3000")  # wide enough that no cell wraps
     settings = _empty_mirror_settings(tmp_path)
     settings.allow_download = True  # so the reason given is the HF hub being offline, not EVALKIT_OFFLINE
-    assets.configure(settings)
-    result = CliRunner().invoke(app, ["metrics"])
+    result = CliRunner().invoke(app, ["metrics", "--weights-mirror", settings.weights_mirror, "--home", settings.home])
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 3}
     assert set(metric_names()) <= set(lines)

@@ -24,8 +24,8 @@ import pytest
 
 from evalkit.errors import EvalkitError
 from evalkit.registry import available_methods, get_method
+from evalkit.results import JobResult
 from evalkit.specs import REPO_ROOT, JobSpec, load_protocol
-from evalkit.store import JobResult
 from evalkit.worker import WorkerConfig
 
 HAS_RAY = importlib.util.find_spec("ray") is not None
@@ -57,13 +57,29 @@ def methods() -> list[str]:
 def protocol_file(tmp_path_factory, methods) -> Path:
     """A tiny protocol on the quick protocol's bundled images: 2 pairs x 2 resolutions, Gatys with 4 steps."""
     quick = load_protocol(str(REPO_ROOT / "protocols" / "quick.toml"))
-    lines = ['name = "raytiny"', 'description = "Ray executor test"', 'resolutions = ["48", "64"]',
-             "style_size = 64", "eval_size = 64", "seeds = 1", f"methods = {methods!r}".replace("'", '"'),
-             'metrics = ["content_loss", "style_loss"]', "", "[params.gatys]", "iterations = 4", ""]
+    lines = [
+        'name = "raytiny"',
+        'description = "Ray executor test"',
+        'resolutions = ["48", "64"]',
+        "style_size = 64",
+        "eval_size = 64",
+        "seeds = 1",
+        f"methods = {methods!r}".replace("'", '"'),
+        'metrics = ["content_loss", "style_loss"]',
+        "",
+        "[params.gatys]",
+        "iterations = 4",
+        "",
+    ]
     for image_id in sorted({i for _, c, s in PAIRS for i in (c, s)}):
         asset = quick.images[image_id]
-        lines += [f"[images.{image_id}]", f'package = "{asset.package}"', f'resource = "{asset.resource}"',
-                  f'sha256 = "{asset.sha256}"', ""]
+        lines += [
+            f"[images.{image_id}]",
+            f'package = "{asset.package}"',
+            f'resource = "{asset.resource}"',
+            f'sha256 = "{asset.sha256}"',
+            "",
+        ]
     for pair_id, content, style in PAIRS:
         lines += ["[[pairs]]", f'id = "{pair_id}"', f'content = "{content}"', f'style = "{style}"', ""]
     path = tmp_path_factory.mktemp("protocol") / "raytiny.toml"
@@ -77,8 +93,7 @@ def evalkit_home(tmp_path_factory) -> Path:
 
 
 def _env(home: Path) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "EVALKIT_HOME": str(home), "NO_COLOR": "1",
-            "COLUMNS": "200"}
+    return {**os.environ, "OMP_NUM_THREADS": "1", "EVALKIT_HOME": str(home), "NO_COLOR": "1", "COLUMNS": "200"}
 
 
 def run_cli(protocol: Path, out: Path, home: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -99,10 +114,20 @@ def snapshot(out: Path) -> dict[str, dict]:
     jobs = {}
     for row in conn.execute("SELECT * FROM jobs"):
         png = (out / row["output_path"]).read_bytes() if row["output_path"] else b""
-        jobs[row["job_key"]] = (row["label"], row["pair_id"], row["resolution"], row["seed"], row["status"],
-                                row["width"], row["height"], hashlib.sha256(png).hexdigest())
-    metrics = {(r["job_key"], r["metric"], r["eval_size"]): (r["value"], r["status"])
-               for r in conn.execute("SELECT * FROM metrics")}
+        jobs[row["job_key"]] = (
+            row["label"],
+            row["pair_id"],
+            row["resolution"],
+            row["seed"],
+            row["status"],
+            row["width"],
+            row["height"],
+            hashlib.sha256(png).hexdigest(),
+        )
+    metrics = {
+        (r["job_key"], r["metric"], r["eval_size"]): (r["value"], r["status"])
+        for r in conn.execute("SELECT * FROM metrics")
+    }
     methods = {r["label"]: (r["parameters"], r["layers"]) for r in conn.execute("SELECT * FROM methods")}
     conn.close()
     return {"jobs": jobs, "metrics": metrics, "methods": methods}
@@ -126,8 +151,9 @@ def local_reference(tmp_path_factory, protocol_file, evalkit_home) -> dict[str, 
 # -- tests --------------------------------------------------------------------------------------------------------
 @needs_ray
 @pytest.mark.slow
-def test_ray_cluster_gives_exactly_the_local_rows(ray_cluster, protocol_file, evalkit_home, local_reference,
-                                                  methods, tmp_path):
+def test_ray_cluster_gives_exactly_the_local_rows(
+    ray_cluster, protocol_file, evalkit_home, local_reference, methods, tmp_path
+):
     done = run_cli(protocol_file, tmp_path, evalkit_home, *ray_args(ray_cluster))
     # The driver really ran on the started cluster: 2 one-CPU workers on the cluster listening on our port.
     assert "ray: 2 workers x 1 CPU on cluster" in done.stderr
@@ -148,8 +174,9 @@ def test_ray_cluster_gives_exactly_the_local_rows(ray_cluster, protocol_file, ev
 
 @needs_ray
 @pytest.mark.slow
-def test_resume_local_then_ray_finishes_only_the_rest(ray_cluster, protocol_file, evalkit_home,
-                                                      local_reference, tmp_path):
+def test_resume_local_then_ray_finishes_only_the_rest(
+    ray_cluster, protocol_file, evalkit_home, local_reference, tmp_path
+):
     run_cli(protocol_file, tmp_path, evalkit_home, "--res", "48")  # half of the jobs, locally
     before = {r[0]: r[1:] for r in query(tmp_path, "SELECT job_key, run_id, finished, attempts FROM jobs")}
     assert len(before) == len(local_reference["jobs"]) // 2
@@ -167,12 +194,22 @@ def test_resume_local_then_ray_finishes_only_the_rest(ray_cluster, protocol_file
 
 @needs_ray
 @pytest.mark.slow
-def test_killed_ray_driver_resumes_locally_without_loss_or_duplicates(ray_cluster, protocol_file, evalkit_home,
-                                                                     local_reference, methods, tmp_path):
+def test_killed_ray_driver_resumes_locally_without_loss_or_duplicates(
+    ray_cluster, protocol_file, evalkit_home, local_reference, methods, tmp_path
+):
     # Slower Gatys jobs (other keys than the reference) so that the kill lands mid-run.
     extra = ["--param", "gatys.iterations=15"]
-    command = [EVALKIT, "run", "-p", str(protocol_file), "--out", str(tmp_path), "--no-progress", *extra,
-               *ray_args(ray_cluster)]
+    command = [
+        EVALKIT,
+        "run",
+        "-p",
+        str(protocol_file),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+        *extra,
+        *ray_args(ray_cluster),
+    ]
     driver = subprocess.Popen(command, env=_env(evalkit_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     database = tmp_path / "evalkit.sqlite"
     deadline = time.monotonic() + 180
@@ -217,7 +254,7 @@ class ScriptedContext:
     process on the first attempt (like a lost node), ``crash-always`` on every attempt, ``oom`` reports running
     out of memory. Every attempt leaves a file named after the job and the process, so the test counts them."""
 
-    def __init__(self, config: WorkerConfig, folder: str) -> None:
+    def __init__(self, config: WorkerConfig, folder: str, environment_extra: dict | None = None) -> None:
         self.config, self.folder = config, Path(folder)
 
     def run(self, spec: JobSpec) -> JobResult:
@@ -232,16 +269,29 @@ class ScriptedContext:
 class BrokenContext:
     """A worker that cannot start (as when evalkit is missing on a node): its constructor raises."""
 
-    def __init__(self, config: WorkerConfig, folder: str) -> None:
+    def __init__(self, config: WorkerConfig, folder: str, environment_extra: dict | None = None) -> None:
         (Path(folder) / f"start-{os.getpid()}").touch()
         raise RuntimeError("evalkit cannot start on this node")
 
 
 def _spec(pair_id: str) -> JobSpec:
-    return JobSpec(method="gatys", weight_set="imagenet", params={}, pair_id=pair_id, resolution="64", seed=0,
-                   content="astronaut", style="grass", content_mask=None, style_mask=None, style_size=64,
-                   eval_size=64, method_version=get_method("gatys").version, weight_digests={},
-                   image_digests={}).with_key()
+    return JobSpec(
+        method="gatys",
+        weight_set="imagenet",
+        params={},
+        pair_id=pair_id,
+        resolution="64",
+        seed=0,
+        content="astronaut",
+        style="grass",
+        content_mask=None,
+        style_mask=None,
+        style_size=64,
+        eval_size=64,
+        method_version=get_method("gatys").version,
+        weight_digests={},
+        image_digests={},
+    ).with_key()
 
 
 @needs_ray
@@ -251,21 +301,27 @@ def test_lost_workers_are_retried_boundedly_and_oom_is_not(ray_cluster, protocol
     from ray import cloudpickle
 
     from evalkit.executors.ray_executor import RayExecutor
+    from evalkit.scheduler import Policy, Scheduler
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     config = WorkerConfig(protocol=load_protocol(str(protocol_file)))
     specs = {name: _spec(name) for name in ("crash-once", "crash-always", "oom", "fine")}
-    executor = RayExecutor(max_retries=2, workers=2, log=lambda line: None,
-                           context_factory=functools.partial(ScriptedContext, folder=str(tmp_path)))
+    executor = RayExecutor(
+        workers=2, log=lambda line: None, context_factory=functools.partial(ScriptedContext, folder=str(tmp_path))
+    )
     ray.init(address=ray_cluster.address, logging_level="WARNING", log_to_driver=False)
     broken_dir = tmp_path / "broken"
     broken_dir.mkdir()
-    broken = RayExecutor(max_retries=2, workers=1, log=lambda line: None,
-                         context_factory=functools.partial(BrokenContext, folder=str(broken_dir)))
+    broken = RayExecutor(
+        workers=1, log=lambda line: None, context_factory=functools.partial(BrokenContext, folder=str(broken_dir))
+    )
     many = [_spec(f"job{i}") for i in range(6)]
     try:
-        results = {spec.pair_id: result for spec, result in executor.map(list(specs.values()), config)}
-        broken_results = list(broken.map(many, config))
+        # retries and giving up are the scheduler's (the executor only reports lost workers): the assertions
+        # below read its counters where they used to read the executor's
+        scheduler = Scheduler(executor, Policy(max_retries=2))
+        results = {spec.pair_id: result for spec, result in scheduler.run(list(specs.values()), config)}
+        broken_results = list(Scheduler(broken, Policy(max_retries=2)).run(many, config))
     finally:
         ray.shutdown()
 
@@ -274,7 +330,7 @@ def test_lost_workers_are_retried_boundedly_and_oom_is_not(ray_cluster, protocol
 
     assert set(results) == set(specs)  # every job yields exactly one result
     # A worker lost once: retried on a fresh worker process, then the job succeeds.
-    assert results["crash-once"].status == "ok" and executor.retried[specs["crash-once"].key] == 1
+    assert results["crash-once"].status == "ok" and scheduler.retried[specs["crash-once"].key] == 1
     first, second = attempts("crash-once")
     assert first.rsplit("-", 1)[1] != second.rsplit("-", 1)[1]  # the retry ran in another process
     # A job whose worker always dies: max_retries=2 -> 3 attempts, then an error result (never a crash).
@@ -283,11 +339,10 @@ def test_lost_workers_are_retried_boundedly_and_oom_is_not(ray_cluster, protocol
     # Out of memory is an outcome of the job: recorded once, never retried.
     assert results["oom"].status == "oom" and len(attempts("oom")) == 1
     assert results["fine"].status == "ok" and len(attempts("fine")) == 1
-    assert specs["oom"].key not in executor.retried and specs["fine"].key not in executor.retried
+    assert specs["oom"].key not in scheduler.retried and specs["fine"].key not in scheduler.retried
     # Workers that cannot start: every job gets an error naming the cause, after a bounded number of starts.
     assert sorted(spec.key for spec, _ in broken_results) == sorted(spec.key for spec in many)
-    assert all(r.status == "error" and "evalkit cannot start on this node" in r.message
-               for _, r in broken_results)
+    assert all(r.status == "error" and "evalkit cannot start on this node" in r.message for _, r in broken_results)
     assert len(list(broken_dir.glob("start-*"))) == 3  # max_retries + 1 starts, not one per job
 
 
@@ -312,12 +367,14 @@ def test_ray_executor_without_ray_says_how_to_install(monkeypatch, protocol_file
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
-    result = CliRunner().invoke(app, ["run", "-p", str(protocol_file), "--out", str(tmp_path / "r"),
-                                      "--executor", "ray", "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["run", "-p", str(protocol_file), "--out", str(tmp_path / "r"), "--executor", "ray", "--no-progress"]
+    )
     assert isinstance(result.exception, EvalkitError)
     assert str(result.exception).endswith("pip install 'evalkit[ray]'") and "\n" not in str(result.exception)
     assert not (tmp_path / "r" / "evalkit.sqlite").exists()  # nothing recorded before the check
 
-    result = CliRunner().invoke(app, ["run", "-p", str(protocol_file), "--out", str(tmp_path / "r"),
-                                      "--ray-address", "auto", "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["run", "-p", str(protocol_file), "--out", str(tmp_path / "r"), "--ray-address", "auto", "--no-progress"]
+    )
     assert isinstance(result.exception, EvalkitError) and "--executor ray" in str(result.exception)

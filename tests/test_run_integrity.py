@@ -32,9 +32,11 @@ def small(tmp_path):
     """A two-pair protocol on a private data mirror: (protocol path, mirror, asset settings)."""
     mirror = tmp_path / "data"
     (mirror / "t").mkdir(parents=True)
-    shas = {"style": _save(mirror / "t" / "style.img", _gradient(), format="PNG"),
-            "c1": _save(mirror / "t" / "c1.img", _gradient().rotate(180), format="PNG"),
-            "c2": _save(mirror / "t" / "c2.img", _gradient(64, 40), format="PNG")}
+    shas = {
+        "style": _save(mirror / "t" / "style.img", _gradient(), format="PNG"),
+        "c1": _save(mirror / "t" / "c1.img", _gradient().rotate(180), format="PNG"),
+        "c2": _save(mirror / "t" / "c2.img", _gradient(64, 40), format="PNG"),
+    }
     protocol = write_protocol(tmp_path, shas, [("p1", "c1", "style"), ("p2", "c2", "style")])
     return protocol, mirror, AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror))
 
@@ -51,20 +53,37 @@ def _runs(root: Path) -> list[tuple]:
 # -- 6. exit status ------------------------------------------------------------------------------------------------
 def test_a_run_whose_jobs_fail_exits_non_zero_and_says_why(plugin, small, tmp_path):
     protocol, mirror, _ = small
-    failing = _cli(["run", "--protocol", str(protocol), "--methods", "meanshift,boom", "--out",
-                    str(tmp_path / "r1"), "--no-progress"], mirror)
+    failing = _cli(
+        [
+            "run",
+            "--protocol",
+            str(protocol),
+            "--methods",
+            "meanshift,boom",
+            "--out",
+            str(tmp_path / "r1"),
+            "--no-progress",
+        ],
+        mirror,
+    )
     assert failing.exit_code == 1, failing.output
     assert "2 job(s) did not succeed (2 error)" in failing.output
-    fine = _cli(["run", "--protocol", str(protocol), "--methods", "meanshift", "--out", str(tmp_path / "r2"),
-                 "--no-progress"], mirror)
+    fine = _cli(
+        ["run", "--protocol", str(protocol), "--methods", "meanshift", "--out", str(tmp_path / "r2"), "--no-progress"],
+        mirror,
+    )
     assert fine.exit_code == 0, fine.output
 
 
 # -- 7. --res ----------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("res", ["0", "-64", "8k", "12.5", ","])
 def test_bad_resolutions_are_one_line_errors(res, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "evalkit", "run", "--res", res, "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "evalkit", "run", "--res", res, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert done.stderr.startswith("error: --res")
@@ -83,12 +102,21 @@ def _with(text: str, line: str) -> str:
     return text.replace('name = "t"\n', f'name = "t"\n{line}\n', 1)
 
 
-@pytest.mark.parametrize("line,field", [
-    ("style_size = -64", "style_size"), ("eval_size = 0", "eval_size"), ("seeds = 0", "seeds"),
-    ('eval_size = "big"', "eval_size"), ("style_sise = 256", "style_sise"), ('metrics = ["ssim", "ssmi"]', "metrics"),
-    ('resolutions = "512"', "resolutions"), ("[timing]\nexecutor = \"gpu\"", "timing.executor"),
-    ("[timing]\nrepeats = 0", "timing.repeats"), ("min_image_side = 0", "min_image_side"),
-])
+@pytest.mark.parametrize(
+    "line,field",
+    [
+        ("style_size = -64", "style_size"),
+        ("eval_size = 0", "eval_size"),
+        ("seeds = 0", "seeds"),
+        ('eval_size = "big"', "eval_size"),
+        ("style_sise = 256", "style_sise"),
+        ('metrics = ["ssim", "ssmi"]', "metrics"),
+        ('resolutions = "512"', "resolutions"),
+        ('[timing]\nexecutor = "gpu"', "timing.executor"),
+        ("[timing]\nrepeats = 0", "timing.repeats"),
+        ("min_image_side = 0", "min_image_side"),
+    ],
+)
 def test_every_protocol_field_is_validated_when_loaded(small, line, field):
     protocol, _, _ = small
     protocol.write_text(_with(protocol.read_text(), line))
@@ -100,16 +128,15 @@ def test_every_protocol_field_is_validated_when_loaded(small, line, field):
 
 def test_a_run_that_fails_before_its_first_job_never_stays_running(plugin, small, tmp_path, monkeypatch):
     protocol, _, assets = small
-    import evalkit.runner as runner
+    from evalkit.executors import ExecutorChoice
 
     def broken(*args, **kwargs):
         raise RuntimeError("executor exploded")
 
-    monkeypatch.setattr(runner, "get_executor", broken)
+    monkeypatch.setattr(ExecutorChoice, "build", broken)
     out = tmp_path / "results"
     with pytest.raises(RuntimeError):
-        run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets,
-                                 progress=False))
+        run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets, progress=False))
     [(run_id, status, note)] = _runs(out)
     assert status == "failed" and "executor exploded" in note
 
@@ -149,8 +176,9 @@ def test_readers_mark_dead_runs_interrupted_but_never_a_live_one(tmp_path):
 def test_evalkit_runs_lists_status_and_job_counts(plugin, small, tmp_path):
     protocol, mirror, assets = small
     out = tmp_path / "results"
-    run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift", "boom"], out=out, assets=assets,
-                             progress=False))
+    run_benchmark(
+        RunRequest(protocol=str(protocol), methods=["meanshift", "boom"], out=out, assets=assets, progress=False)
+    )
     run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets, progress=False))
     listing = _cli(["runs", "--results", str(out)], mirror)
     assert listing.exit_code == 0, listing.output
@@ -173,8 +201,9 @@ def test_a_second_writer_is_refused_naming_the_first_or_waits(plugin, small, tmp
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RootBusy) as busy:
-            run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets,
-                                     progress=False))
+            run_benchmark(
+                RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets, progress=False)
+            )
         message = str(busy.value)
         assert f"pid {holder.pid}" in message and "evalkit run --protocol other" in message and "--wait" in message
         assert "\n" not in message
@@ -187,8 +216,9 @@ def test_a_second_writer_is_refused_naming_the_first_or_waits(plugin, small, tmp
     lock.acquire()
     threading.Timer(1.5, lock.release).start()
     started = time.monotonic()
-    summary = run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets,
-                                       progress=False, wait=True))
+    summary = run_benchmark(
+        RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets, progress=False, wait=True)
+    )
     assert time.monotonic() - started >= 1.4 and summary.counts == {"ok": 2}
 
 
@@ -196,8 +226,9 @@ def test_a_second_writer_is_refused_naming_the_first_or_waits(plugin, small, tmp
 def test_study_build_and_reports_use_the_protocol_stored_with_the_run(plugin, small, tmp_path, monkeypatch):
     protocol, mirror, assets = small
     out = tmp_path / "results"
-    run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift", "identity"], out=out, assets=assets,
-                             progress=False))
+    run_benchmark(
+        RunRequest(protocol=str(protocol), methods=["meanshift", "identity"], out=out, assets=assets, progress=False)
+    )
     with ResultsStore(out) as store:
         run = store.runs()[-1]
         assert run["protocol_text"] == protocol.read_text() and run["protocol_source"] == str(protocol)
@@ -205,15 +236,41 @@ def test_study_build_and_reports_use_the_protocol_stored_with_the_run(plugin, sm
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     protocol.write_text(protocol.read_text().replace('name = "t"', 'name = "t"\ndescription = "edited later"'))
-    built = _cli(["study", "build", "--results", str(out), "--question", "style", "--methods", "meanshift,identity",
-                  "--out", str(tmp_path / "study")], mirror)
+    built = _cli(
+        [
+            "study",
+            "build",
+            "--results",
+            str(out),
+            "--question",
+            "style",
+            "--methods",
+            "meanshift,identity",
+            "--out",
+            str(tmp_path / "study"),
+        ],
+        mirror,
+    )
     assert built.exit_code == 0, built.output
     assert "changed since run" in built.output
     board = _cli(["leaderboard", "--results", str(out), "--format", "md", "--out", str(tmp_path / "lb.md")], mirror)
     assert board.exit_code == 0 and "changed since run" in board.output
     protocol.unlink()
-    rebuilt = _cli(["study", "build", "--results", str(out), "--question", "style", "--methods", "meanshift,identity",
-                    "--out", str(tmp_path / "study2")], mirror)
+    rebuilt = _cli(
+        [
+            "study",
+            "build",
+            "--results",
+            str(out),
+            "--question",
+            "style",
+            "--methods",
+            "meanshift,identity",
+            "--out",
+            str(tmp_path / "study2"),
+        ],
+        mirror,
+    )
     assert rebuilt.exit_code == 0 and "not found now" in rebuilt.output
 
 
@@ -221,15 +278,25 @@ def test_study_build_and_reports_use_the_protocol_stored_with_the_run(plugin, sm
 def test_tiny_images_are_errors_and_big_upscales_are_warnings(plugin, tmp_path):
     mirror = tmp_path / "data"
     (mirror / "t").mkdir(parents=True)
-    shas = {"style": _save(mirror / "t" / "style.img", _gradient(), format="PNG"),
-            "dot": _save(mirror / "t" / "dot.img", Image.new("RGB", (1, 1), (200, 10, 10)), format="PNG"),
-            "small": _save(mirror / "t" / "small.img", _gradient(40, 36), format="PNG")}
-    protocol = write_protocol(tmp_path, shas, [("dot", "dot", "style"), ("small", "small", "style")],
-                              resolutions='["192"]')
+    shas = {
+        "style": _save(mirror / "t" / "style.img", _gradient(), format="PNG"),
+        "dot": _save(mirror / "t" / "dot.img", Image.new("RGB", (1, 1), (200, 10, 10)), format="PNG"),
+        "small": _save(mirror / "t" / "small.img", _gradient(40, 36), format="PNG"),
+    }
+    protocol = write_protocol(
+        tmp_path, shas, [("dot", "dot", "style"), ("small", "small", "style")], resolutions='["192"]'
+    )
     protocol.write_text(protocol.read_text().replace('resolutions = ["32"]\n', ""))
     out = tmp_path / "results"
-    run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, progress=False,
-                             assets=AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror))))
+    run_benchmark(
+        RunRequest(
+            protocol=str(protocol),
+            methods=["meanshift"],
+            out=out,
+            progress=False,
+            assets=AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror)),
+        )
+    )
     with sqlite3.connect(out / "evalkit.sqlite") as conn:
         rows = {r[0]: r[1:] for r in conn.execute("SELECT pair_id, status, message, warnings FROM jobs")}
     status, message, _ = rows["dot"]

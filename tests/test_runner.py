@@ -33,8 +33,13 @@ def _gradient(w=48, h=32) -> Image.Image:
 
 
 def write_protocol(root: Path, images: dict[str, str], pairs: list[tuple[str, str, str]], **extra) -> Path:
-    lines = ['name = "t"', 'resolutions = ["32"]', "style_size = 32", "eval_size = 32",
-             'metrics = ["content_loss", "style_loss"]']
+    lines = [
+        'name = "t"',
+        'resolutions = ["32"]',
+        "style_size = 32",
+        "eval_size = 32",
+        'metrics = ["content_loss", "style_loss"]',
+    ]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     for image_id, sha in images.items():
         lines += [f"[images.{image_id}]", f'mirror = "t/{image_id}.img"', f'sha256 = "{sha}"']
@@ -50,14 +55,17 @@ def bad_input_protocol(tmp_path):
     mirror = tmp_path / "data"
     (mirror / "t").mkdir(parents=True)
     d = mirror / "t"
-    shas = {"style": _save(d / "style.img", _gradient().rotate(90, expand=True), format="PNG"),
-            "good": _save(d / "good.img", _gradient(), format="PNG")}
+    shas = {
+        "style": _save(d / "style.img", _gradient().rotate(90, expand=True), format="PNG"),
+        "good": _save(d / "good.img", _gradient(), format="PNG"),
+    }
     rgba = np.zeros((32, 32, 4), np.uint8)
     rgba[..., 2] = 200
     rgba[:, :16, 3] = 255
     shas["rgba"] = _save(d / "rgba.img", Image.fromarray(rgba, "RGBA"), format="PNG")
-    shas["deep16"] = _save(d / "deep16.img", Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60)
-                                                             .astype(np.uint16)), format="PNG")
+    shas["deep16"] = _save(
+        d / "deep16.img", Image.fromarray((np.arange(32 * 32).reshape(32, 32) * 60).astype(np.uint16)), format="PNG"
+    )
     shas["palette"] = _save(d / "palette.img", _gradient().convert("P"), format="PNG")
     img = _gradient(64, 32)
     exif = img.getexif()
@@ -74,9 +82,13 @@ def bad_input_protocol(tmp_path):
 def test_bad_inputs_are_results_and_other_jobs_finish(plugin, bad_input_protocol, tmp_path):
     protocol, mirror = bad_input_protocol
     out = tmp_path / "results"
-    request = RunRequest(protocol=str(protocol), methods=["meanshift", "nosuchmethod", "boom"], out=out,
-                         assets=AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror)),
-                         progress=False)
+    request = RunRequest(
+        protocol=str(protocol),
+        methods=["meanshift", "nosuchmethod", "boom"],
+        out=out,
+        assets=AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror)),
+        progress=False,
+    )
     summary = run_benchmark(request)
     assert any("unknown method 'nosuchmethod'" in e for e in summary.plan_errors)
     with ResultsStore(out) as store:
@@ -86,8 +98,11 @@ def test_bad_inputs_are_results_and_other_jobs_finish(plugin, bad_input_protocol
     for pair in ("good", "rgba", "deep16", "palette", "exif"):
         assert status[("meanshift", pair)] == "ok", jobs.loc[("meanshift", pair), "message"]
     corrupt = jobs.loc[("meanshift", "corrupt")]
-    assert corrupt["status"] == "error" and "corrupt.img" in corrupt["message"] and "cannot be decoded" in corrupt[
-        "message"]
+    assert (
+        corrupt["status"] == "error"
+        and "corrupt.img" in corrupt["message"]
+        and "cannot be decoded" in corrupt["message"]
+    )
     wrong = jobs.loc[("meanshift", "wrongsha")]
     assert wrong["status"] == "error" and "wrongsha.img" in wrong["message"] and "sha256" in wrong["message"]
     assert set(jobs.loc["boom", "status"]) == {"error"}
@@ -102,8 +117,13 @@ def test_bad_inputs_are_results_and_other_jobs_finish(plugin, bad_input_protocol
 
 
 def test_third_party_adapter_is_listed_by_the_cli(plugin):
-    listing = subprocess.run([sys.executable, "-m", "evalkit", "methods"], capture_output=True, text=True,
-                             env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    listing = subprocess.run(
+        [sys.executable, "-m", "evalkit", "methods"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=300,
+    )
     assert listing.returncode == 0, listing.stderr
     assert "meanshift" in listing.stdout and "gatys" in listing.stdout
 
@@ -112,14 +132,24 @@ def test_rerun_skips_finished_jobs_and_params_change_keys(plugin, bad_input_prot
     protocol, mirror = bad_input_protocol
     out = tmp_path / "results"
     assets = AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror))
-    first = run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets,
-                                     progress=False))
-    second = run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets,
-                                      progress=False))
+    first = run_benchmark(
+        RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets, progress=False)
+    )
+    second = run_benchmark(
+        RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets, progress=False)
+    )
     assert first.reused == 0 and second.reused == 5  # ok jobs kept; the 2 failed ones are retried
     assert sum(second.counts.values()) == 2
-    third = run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, assets=assets,
-                                     progress=False, params={"meanshift": {"strength": "0.5"}}))
+    third = run_benchmark(
+        RunRequest(
+            protocol=str(protocol),
+            methods=["meanshift"],
+            out=out,
+            assets=assets,
+            progress=False,
+            params={"meanshift": {"strength": "0.5"}},
+        )
+    )
     assert third.reused == 0
     with ResultsStore(out) as store:
         assert len(store.jobs_frame()) == 14  # two parameter settings x 7 pairs, no duplicates
@@ -131,8 +161,9 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(plugin, tmp_pa
     images = {"style": _save(mirror / "t" / "style.img", _gradient(), format="PNG")}
     for i in range(8):
         images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 40), format="PNG")
-    protocol = write_protocol(tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(8)],
-                              methods='["meanshift"]')
+    protocol = write_protocol(
+        tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(8)], methods='["meanshift"]'
+    )
     (tmp_path / "t.toml").write_text((tmp_path / "t.toml").read_text() + "[params.meanshift]\nsleep = 0.7\n")
     out = tmp_path / "results"
     env = {**os.environ, "EVALKIT_DATA_MIRROR": str(mirror)}
@@ -173,11 +204,22 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(plugin, tmp_pa
 def test_export_csv_and_parquet_match_the_database(plugin, bad_input_protocol, tmp_path):
     protocol, mirror = bad_input_protocol
     out = tmp_path / "results"
-    run_benchmark(RunRequest(protocol=str(protocol), methods=["meanshift"], out=out, progress=False,
-                             assets=AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror))))
+    run_benchmark(
+        RunRequest(
+            protocol=str(protocol),
+            methods=["meanshift"],
+            out=out,
+            progress=False,
+            assets=AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror)),
+        )
+    )
     for fmt in ("csv", "parquet"):
-        res = subprocess.run([sys.executable, "-m", "evalkit", "export", "--out", str(out), "--format", fmt],
-                             capture_output=True, text=True, timeout=300)
+        res = subprocess.run(
+            [sys.executable, "-m", "evalkit", "export", "--results", str(out), "--format", fmt],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert res.returncode == 0, res.stderr
         read = pd.read_csv if fmt == "csv" else pd.read_parquet
         jobs = read(out / "export" / f"jobs.{fmt}")

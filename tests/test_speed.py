@@ -22,9 +22,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from evalkit import registry
-from evalkit.executors.isolated import classify_death, group_specs, parse_bytes, size_key
+from evalkit.executors.isolated import classify_death, parse_bytes
 from evalkit.report.speed_table import format_seconds, speed_table
 from evalkit.runner import RunRequest, run_benchmark
+from evalkit.scheduler import group_specs, size_key
 
 ADAPTERS = '''
 import os
@@ -74,7 +75,7 @@ class Sleeper(MethodAdapter):
         return content.clone()
 '''
 
-PROTOCOL = '''
+PROTOCOL = """
 name = "speedtest"
 resolutions = ["1k"]
 style_size = 64
@@ -111,7 +112,7 @@ style = "coffee"
 id = "coffee-chelsea"
 content = "coffee"
 style = "chelsea"
-'''
+"""
 
 GIB = 1024**3
 
@@ -125,12 +126,14 @@ def speed_plugin(tmp_path, monkeypatch):
     dist = site / "speedtest_adapters-0.0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: speedtest-adapters\nVersion: 0.0.1\n")
-    (dist / "entry_points.txt").write_text(textwrap.dedent("""\
+    (dist / "entry_points.txt").write_text(
+        textwrap.dedent("""\
         [evalkit.methods]
         memhog = speedtest_adapters:MemHog
         crasher = speedtest_adapters:Crasher
         sleeper = speedtest_adapters:Sleeper
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", str(site))
     registry.refresh()
@@ -142,8 +145,15 @@ def speed_plugin(tmp_path, monkeypatch):
 
 def _run(protocol: Path, out: Path, methods: list[str], resolutions: list[str], **options):
     console = Console(file=io.StringIO(), width=200)
-    request = RunRequest(protocol=str(protocol), methods=methods, resolutions=resolutions, out=out, metrics=[],
-                         progress=False, executor_options=options)
+    request = RunRequest(
+        protocol=str(protocol),
+        methods=methods,
+        resolutions=resolutions,
+        out=out,
+        metrics=[],
+        progress=False,
+        executor_options=options,
+    )
     summary = run_benchmark(request, console)
     return summary, console.file.getvalue()
 
@@ -176,12 +186,20 @@ def test_groups_run_small_resolutions_first_per_method():
     from evalkit.specs import JobSpec
 
     base = JobSpec("a", None, {}, "p", "4k", 0, "c", "s", None, None, 64, 64, "1", {}, {})
-    specs = [replace(base, resolution="4k"), replace(base, method="b", resolution="1k"),
-             replace(base, resolution="1k"), replace(base, resolution="hd", pair_id="q"),
-             replace(base, resolution="hd")]
+    specs = [
+        replace(base, resolution="4k"),
+        replace(base, method="b", resolution="1k"),
+        replace(base, resolution="1k"),
+        replace(base, resolution="hd", pair_id="q"),
+        replace(base, resolution="hd"),
+    ]
     groups = group_specs(specs)
-    assert [(g[0].method, g[0].resolution, len(g)) for g in groups] == [("a", "1k", 1), ("a", "hd", 2),
-                                                                        ("a", "4k", 1), ("b", "1k", 1)]
+    assert [(g[0].method, g[0].resolution, len(g)) for g in groups] == [
+        ("a", "1k", 1),
+        ("a", "hd", 2),
+        ("a", "4k", 1),
+        ("b", "1k", 1),
+    ]
     assert size_key("4k") == 3840 * 2160 and size_key("512") == 512 * 512
 
 
@@ -192,8 +210,10 @@ def test_dead_worker_is_oom_only_when_memory_ran_out():
     status, message = classify_death(-signal.SIGKILL, "", 300 * 1024**2, limit)
     assert status == "error" and "SIGKILL" in message
     # an allocation failure that aborted the process (C++ bad_alloc) -> oom, whatever the RSS
-    assert classify_death(-signal.SIGABRT, "terminate called after throwing an instance of 'std::bad_alloc'",
-                          10, limit)[0] == "oom"
+    assert (
+        classify_death(-signal.SIGABRT, "terminate called after throwing an instance of 'std::bad_alloc'", 10, limit)[0]
+        == "oom"
+    )
     status, message = classify_death(1, "Traceback ...\nValueError: broken", 10, None)
     assert status == "error" and "exit status 1" in message and "ValueError: broken" in message
 
@@ -201,18 +221,29 @@ def test_dead_worker_is_oom_only_when_memory_ran_out():
 def test_speed_table_cells_follow_the_paper_format():
     import pandas as pd
 
-    jobs = pd.DataFrame([
-        # two pairs at 1k: the cell is the median over jobs of the per-job medians
-        ("wct", "1k", "ok", None, 0.38, 0.12), ("wct", "1k", "ok", None, 0.40, 0.16),
-        ("wct", "4k", "oom", "out of memory: ...", None, None),
-        ("adain", "1k", "ok", None, 0.05, None),
-        ("adain", "4k", "skipped", "skipped because OOM at qhd, assuming memory grows with resolution", None, None),
-        ("gatys", "1k", "timeout", "exceeded", None, None),
-    ], columns=["label", "resolution", "status", "message", "time_network_s", "time_post_s"])
+    jobs = pd.DataFrame(
+        [
+            # two pairs at 1k: the cell is the median over jobs of the per-job medians
+            ("wct", "1k", "ok", None, None, 0.38, 0.12),
+            ("wct", "1k", "ok", None, None, 0.40, 0.16),
+            ("wct", "4k", "oom", "out of memory: ...", "oom", None, None),
+            ("adain", "1k", "ok", None, None, 0.05, None),
+            (
+                "adain",
+                "4k",
+                "skipped",
+                "skipped because OOM at qhd, assuming memory grows with resolution",
+                "after-oom",
+                None,
+                None,
+            ),
+            ("gatys", "1k", "timeout", "exceeded", "timeout", None, None),
+        ],
+        columns=["label", "resolution", "status", "message", "reason", "time_network_s", "time_post_s"],
+    )
     methods = {"wct": {"parameters": 8_350_000, "layers": 32}, "adain": {"parameters": 7_010_000, "layers": 25}}
     table = speed_table(jobs, methods).set_index("model")
-    assert list(table.columns) == ["params", "layers", "1024x512", "1280x720", "1920x1080", "2560x1440",
-                                   "3840x2160"]
+    assert list(table.columns) == ["params", "layers", "1024x512", "1280x720", "1920x1080", "2560x1440", "3840x2160"]
     assert table.loc["wct", "1024x512"] == "0.39+0.14"
     assert table.loc["wct", "3840x2160"] == "OOM"
     assert table.loc["adain", "1024x512"] == "0.050"
@@ -248,16 +279,16 @@ def test_cpu_budget_oom_at_large_resolutions_while_1k_succeeds(speed_plugin, tmp
         assert len(repeats) == 2
         assert row["time_network_s"] == pytest.approx(statistics.median(r["network_s"] for r in repeats))
         assert row["peak_memory_bytes"] > 100 * 1024**2
-        env = json.loads(_rows(out, "SELECT environment FROM job_environment WHERE job_key=?",
-                               (row["job_key"],))[0]["environment"])
+        env = json.loads(
+            _rows(out, "SELECT environment FROM job_environment WHERE job_key=?", (row["job_key"],))[0]["environment"]
+        )
         assert env["cpu_memory_limit_bytes"] == 3 * GIB and env["repeats"] == 2 and env["torch_version"]
     # parameter/layer counts come back from the worker process (the driver never loaded the model)
     method = _rows(out, "SELECT parameters, layers FROM methods WHERE label='memhog'")[0]
     assert (method["parameters"], method["layers"]) == (123, 4)
 
     # --no-skip-after-oom: finished jobs are reused, and the 4K jobs now run - and run out of memory
-    summary, log = _run(speed_plugin, out, ["memhog"], ["1k", "qhd", "4k"], cpu_memory=3 * GIB,
-                        skip_after_oom=False)
+    summary, log = _run(speed_plugin, out, ["memhog"], ["1k", "qhd", "4k"], cpu_memory=3 * GIB, skip_after_oom=False)
     assert summary.reused == 4 and summary.counts == {"oom": 2}
     assert "assumes memory grows" not in log
     statuses = {(r["pair_id"], r["resolution"]): r["status"] for r in _rows(out, "SELECT * FROM jobs")}
@@ -266,7 +297,7 @@ def test_cpu_budget_oom_at_large_resolutions_while_1k_succeeds(speed_plugin, tmp
     # the CLI table: the 1k cell is the stored median, formatted; qhd and 4k read OOM
     from evalkit.cli import app
 
-    result = CliRunner().invoke(app, ["speed", "--out", str(out), "--run", summary.run_id, "--format", "csv"])
+    result = CliRunner().invoke(app, ["speed", "--results", str(out), "--run", summary.run_id, "--format", "csv"])
     assert result.exit_code == 0, result.output
     header, row = result.output.strip().splitlines()
     cells = dict(zip(header.split(","), row.split(","), strict=True))
@@ -299,8 +330,7 @@ def test_budgets_need_the_isolated_executor():
     result = CliRunner().invoke(app, ["run", "--protocol", "quick", "--cpu-memory", "1GiB"])
     assert isinstance(result.exception, EvalkitError)
     assert "--executor isolated" in str(result.exception)
-    result = CliRunner().invoke(app, ["run", "--protocol", "quick", "--executor", "isolated", "--cpu-memory",
-                                      "lots"])
+    result = CliRunner().invoke(app, ["run", "--protocol", "quick", "--executor", "isolated", "--cpu-memory", "lots"])
     assert isinstance(result.exception, EvalkitError) and "cannot parse memory size 'lots'" in str(result.exception)
 
 
@@ -327,11 +357,23 @@ def test_speed_summary_spread_comes_from_the_timed_repeats():
 
     from evalkit.report.speed_table import speed_summary
 
-    jobs = pd.DataFrame([
-        ("k4", "m", "4k", "ok", 2.0, 0.5, 0.1, 900), ("k1", "m", "1k", "ok", 0.2, None, 0.1, 500),
-        ("kh", "m", "hd", "oom", None, None, None, None),
-    ], columns=["job_key", "label", "resolution", "status", "time_network_s", "time_post_s", "time_load_s",
-                "peak_memory_bytes"])
+    jobs = pd.DataFrame(
+        [
+            ("k4", "m", "4k", "ok", 2.0, 0.5, 0.1, 900),
+            ("k1", "m", "1k", "ok", 0.2, None, 0.1, 500),
+            ("kh", "m", "hd", "oom", None, None, None, None),
+        ],
+        columns=[
+            "job_key",
+            "label",
+            "resolution",
+            "status",
+            "time_network_s",
+            "time_post_s",
+            "time_load_s",
+            "peak_memory_bytes",
+        ],
+    )
     repeats = [1.0, 2.0, 2.5, 4.0]
     timings = pd.DataFrame({"job_key": "k4", "repeat": range(4), "network_s": repeats, "post_s": 0.5})
     summary = speed_summary(jobs, timings)

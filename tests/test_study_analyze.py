@@ -59,11 +59,13 @@ def test_analyze_recovers_known_ordering_with_covering_intervals(tmp_path):
 
     # written into the run database in the tables the leaderboard reads
     with sqlite3.connect(tmp_path / "results" / "evalkit.sqlite") as conn:
-        rows = conn.execute("SELECT label, rank, votes FROM preferences WHERE study=? ORDER BY rank, score DESC",
-                            (folder.name,)).fetchall()
+        rows = conn.execute(
+            "SELECT label, rank, votes FROM preferences WHERE study=? ORDER BY rank, score DESC", (folder.name,)
+        ).fetchall()
         assert [r[0] for r in rows] == labels and all(r[2] > 0 for r in rows)
-        agreement = dict(conn.execute("SELECT metric, agreement FROM metric_agreement WHERE study=?",
-                                      (folder.name,)).fetchall())
+        agreement = dict(
+            conn.execute("SELECT metric, agreement FROM metric_agreement WHERE study=?", (folder.name,)).fetchall()
+        )
         assert agreement["content_loss"] == pytest.approx(expected)
     # re-analysing replaces this study's rows instead of duplicating them
     analyze(folder, rounds=50)

@@ -44,8 +44,16 @@ def _votes(folder) -> list[tuple]:
 
 def test_pages_and_manifest_hide_methods_and_catch_flags(study):
     config = load_study(study)
-    secrets_ = [*LABELS, *config["candidates"], "vigilance", "repeat", "catch", "correct", config["admin_token"],
-                *(c["job_key"] for c in config["candidates"].values() if c["job_key"])]
+    secrets_ = [
+        *LABELS,
+        *config["candidates"],
+        "vigilance",
+        "repeat",
+        "catch",
+        "correct",
+        config["admin_token"],
+        *(c["job_key"] for c in config["candidates"].values() if c["job_key"]),
+    ]
     client = _client(study)
     pages = []
     for _ in range(load_study(study)["trials_per_participant"] + config["vigilance"] + config["repeats"]):
@@ -67,9 +75,21 @@ def test_pages_and_manifest_hide_methods_and_catch_flags(study):
 def test_answer_key_database_and_outside_files_are_unreachable(study, tmp_path):
     client = _client(study)
     (tmp_path / "outside.png").write_bytes(b"secret")
-    probes = ["/study.json", "/study.sqlite", "/static/manifest.json", "/img/../study.json", "/img/..%2fstudy.json",
-              "/img/%2e%2e%2fstudy.json", "/img/..%2F..%2Foutside.png", "/img/study.json", "/img/" + "0" * 32 + ".png",
-              "/admin", "/admin/votes.csv", "/admin?token=wrong", "/admin/votes.csv?token=" + "x" * 32]
+    probes = [
+        "/study.json",
+        "/study.sqlite",
+        "/static/manifest.json",
+        "/img/../study.json",
+        "/img/..%2fstudy.json",
+        "/img/%2e%2e%2fstudy.json",
+        "/img/..%2F..%2Foutside.png",
+        "/img/study.json",
+        "/img/" + "0" * 32 + ".png",
+        "/admin",
+        "/admin/votes.csv",
+        "/admin?token=wrong",
+        "/admin/votes.csv?token=" + "x" * 32,
+    ]
     token = load_study(study)["admin_token"]
     for path in probes:
         r = client.get(path)
@@ -105,10 +125,15 @@ def test_malformed_votes_are_rejected_and_change_nothing(study):
     client = _client(study)
     idx, tokens, _ = _trial(client)
     bad = [
-        ({"trial": idx}, 400), ({"choice": tokens[0]}, 400), ({"trial": "x", "choice": tokens[0]}, 400),
-        ({"trial": "-1", "choice": tokens[0]}, 400), ({"trial": "1e3", "choice": tokens[0]}, 400),
-        ({"trial": idx, "choice": "<script>"}, 400), ({"trial": idx, "choice": "nottheoption"}, 400),
-        ({"trial": idx, "choice": tokens[0], "rt": "-5"}, 400), ({"trial": 999, "choice": tokens[0]}, 404),
+        ({"trial": idx}, 400),
+        ({"choice": tokens[0]}, 400),
+        ({"trial": "x", "choice": tokens[0]}, 400),
+        ({"trial": "-1", "choice": tokens[0]}, 400),
+        ({"trial": "1e3", "choice": tokens[0]}, 400),
+        ({"trial": idx, "choice": "<script>"}, 400),
+        ({"trial": idx, "choice": "nottheoption"}, 400),
+        ({"trial": idx, "choice": tokens[0], "rt": "-5"}, 400),
+        ({"trial": 999, "choice": tokens[0]}, 404),
         ({"trial": idx + 1, "choice": tokens[0]}, 400),
     ]
     for data, status in bad:
@@ -146,16 +171,23 @@ def test_votes_are_idempotent_and_survive_a_restart(study):
     assert _trial(again)[0] == 0
     assert again.cookies["evalkit_study"] != client.cookies["evalkit_study"]
     with sqlite3.connect(study / "study.sqlite") as conn:
-        assert conn.execute("SELECT prolific_pid, study_id, session_id, repeat_id FROM participants ORDER BY n"
-                            ).fetchall() == [("P123", "S9", "X1", 0), ("P123", None, None, 1)]
+        assert conn.execute(
+            "SELECT prolific_pid, study_id, session_id, repeat_id FROM participants ORDER BY n"
+        ).fetchall() == [("P123", "S9", "X1", 0), ("P123", None, None, 1)]
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_templates_escape():
     html = render("done.html", study="s", nonce="n", code='<script>alert("x")</script>', prolific_url=None)
     assert "<script>alert" not in html and "&lt;script&gt;" in html
-    html = render("consent.html", study="s", nonce="n", prompt="<b>", total=3,
-                  params={"prolific_pid": '"><img src=x>', "study_id": None, "session_id": None})
+    html = render(
+        "consent.html",
+        study="s",
+        nonce="n",
+        prompt="<b>",
+        total=3,
+        params={"prolific_pid": '"><img src=x>', "study_id": None, "session_id": None},
+    )
     assert '"><img' not in html and "&#34;&gt;&lt;img" in html
 
 

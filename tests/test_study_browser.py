@@ -16,8 +16,9 @@ from evalkit.study.build import load_study
 from tests._cdp import Browser, chromium_path
 from tests.study_support import make_study
 
-pytestmark = pytest.mark.skipif(chromium_path() is None,
-                                reason="chromium not installed (/usr/bin/chromium; `make system-deps` installs it)")
+pytestmark = pytest.mark.skipif(
+    chromium_path() is None, reason="chromium not installed (/usr/bin/chromium; `make system-deps` installs it)"
+)
 
 
 def _free_port() -> int:
@@ -46,16 +47,18 @@ def _serve(app, port: int):
 
 @pytest.fixture
 def server(tmp_path):
-    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="style", trials_per_participant=4,
-                           completion_code="PROLIFIC42")
+    folder, _ = make_study(
+        tmp_path, ["m1", "m2", "m3"], question="style", trials_per_participant=4, completion_code="PROLIFIC42"
+    )
     with _serve(create_app(folder), _free_port()) as url:
         yield folder, url
 
 
 def _press(browser: Browser, key: str, code: str, keycode: int) -> None:
     for kind in ("keyDown", "keyUp"):
-        browser.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code,
-                                                "windowsVirtualKeyCode": keycode})
+        browser.send(
+            "Input.dispatchKeyEvent", {"type": kind, "key": key, "code": code, "windowsVirtualKeyCode": keycode}
+        )
 
 
 def _wait_for(browser: Browser, expression: str, timeout: float = 15) -> object:
@@ -75,43 +78,52 @@ def test_browser_completes_a_whole_study(server, tmp_path):
     folder, url = server
     config = load_study(folder)
     total = config["trials_per_participant"] + config["vigilance"] + config["repeats"]
-    keys = [("ArrowLeft", "ArrowLeft", 37), ("ArrowRight", "ArrowRight", 39), ("1", "Digit1", 49),
-            ("b", "KeyB", 66)]
+    keys = [("ArrowLeft", "ArrowLeft", 37), ("ArrowRight", "ArrowRight", 39), ("1", "Digit1", 49), ("b", "KeyB", 66)]
     with Browser(tmp_path / "chromium-profile") as browser:
         browser.goto(f"{url}/?PROLIFIC_PID=pp42&STUDY_ID=st1&SESSION_ID=se7")
         assert "Which carries the style better?" in browser.evaluate("document.body.innerText")
         browser.click("#consent")
         browser.click("#start")
         for step in range(total):
-            counter = _wait_for(browser, "document.getElementById('counter') &&"
-                                         f" document.getElementById('counter').innerText.startsWith('{step + 1} /')"
-                                         " && document.getElementById('counter').innerText")
+            counter = _wait_for(
+                browser,
+                "document.getElementById('counter') &&"
+                f" document.getElementById('counter').innerText.startsWith('{step + 1} /')"
+                " && document.getElementById('counter').innerText",
+            )
             assert counter == f"{step + 1} / {total}"
             # every stimulus actually loaded
             assert _wait_for(browser, "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
             if step == 2:  # a reload resumes at the same trial
                 browser.send("Page.reload")
-                _wait_for(browser, f"document.getElementById('counter') && document.getElementById('counter')"
-                                   f".innerText === '{step + 1} / {total}'")
+                _wait_for(
+                    browser,
+                    f"document.getElementById('counter') && document.getElementById('counter')"
+                    f".innerText === '{step + 1} / {total}'",
+                )
             if step % 3 == 2:
                 browser.click("#option-B")
             else:
                 _press(browser, *keys[step % len(keys)])
-        code = _wait_for(browser, "document.getElementById('completion-code') &&"
-                                  " document.getElementById('completion-code').innerText")
+        code = _wait_for(
+            browser,
+            "document.getElementById('completion-code') && document.getElementById('completion-code').innerText",
+        )
         # the participant's own code (issue 11: it used to be one constant for the whole study); the Prolific
         # return link carries the study's Prolific code
         with sqlite3.connect(folder / "study.sqlite") as conn:
             assert code == conn.execute("SELECT completion_code FROM participants").fetchone()[0]
         assert code != config["completion_code"]
         assert browser.evaluate("document.getElementById('prolific-return').href").endswith(
-            f"cc={config['completion_code']}")
+            f"cc={config['completion_code']}"
+        )
         assert browser.console_errors() == []
     with sqlite3.connect(folder / "study.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == total
         assert conn.execute("SELECT COUNT(*) FROM votes WHERE rt_ms > 0").fetchone()[0] == total
-        assert conn.execute("SELECT prolific_pid, study_id, session_id, completed IS NOT NULL FROM participants"
-                            ).fetchall() == [("pp42", "st1", "se7", 1)]
+        assert conn.execute(
+            "SELECT prolific_pid, study_id, session_id, completed IS NOT NULL FROM participants"
+        ).fetchall() == [("pp42", "st1", "se7", 1)]
 
 
 def _file_server(folder):
@@ -130,8 +142,11 @@ def _take_static(browser: Browser, url: str, sequence: list) -> None:
     browser.click("#consent")
     browser.click("#start")
     for step in range(len(sequence)):
-        _wait_for(browser, f"document.querySelector('.counter') && document.querySelector('.counter')"
-                           f".innerText === '{step + 1} / {len(sequence)}'")
+        _wait_for(
+            browser,
+            f"document.querySelector('.counter') && document.querySelector('.counter')"
+            f".innerText === '{step + 1} / {len(sequence)}'",
+        )
         _press(browser, "ArrowRight", "ArrowRight", 39)
 
 
@@ -141,8 +156,13 @@ def test_browser_completes_the_static_export(tmp_path):
     import json
 
     api_port = _free_port()
-    folder, _ = make_study(tmp_path, ["m1", "m2", "m3"], question="favorite", trials_per_participant=3,
-                           submit_url=f"http://127.0.0.1:{api_port}/static-submit")
+    folder, _ = make_study(
+        tmp_path,
+        ["m1", "m2", "m3"],
+        question="favorite",
+        trials_per_participant=3,
+        submit_url=f"http://127.0.0.1:{api_port}/static-submit",
+    )
     config = load_study(folder)
     manifest = json.loads((folder / "static" / "manifest.json").read_text())
     sequence = manifest["sequences"][1]
@@ -155,15 +175,21 @@ def test_browser_completes_the_static_export(tmp_path):
     static_origin = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
         with Browser(tmp_path / "chromium-static") as browser:
-            _take_static(browser, f"http://127.0.0.1:{httpd_offline.server_address[1]}/index.html?seq=1&"
-                                  "PROLIFIC_PID=px", sequence)
+            _take_static(
+                browser,
+                f"http://127.0.0.1:{httpd_offline.server_address[1]}/index.html?seq=1&PROLIFIC_PID=px",
+                sequence,
+            )
             assert "cannot issue completion codes" in _wait_for(
-                browser, "document.getElementById('result') && document.getElementById('result').innerText")
+                browser, "document.getElementById('result') && document.getElementById('result').innerText"
+            )
             assert browser.evaluate("document.querySelector('.code')") is None
             state = browser.evaluate(f"localStorage.getItem('evalkit-study-{config['name']}')")
             assert browser.console_errors() == []
-        with _serve(create_app(folder, ServeOptions(static_origins=(static_origin,))), api_port), \
-                Browser(tmp_path / "chromium-static-2") as browser:
+        with (
+            _serve(create_app(folder, ServeOptions(static_origins=(static_origin,))), api_port),
+            Browser(tmp_path / "chromium-static-2") as browser,
+        ):
             _take_static(browser, f"{static_origin}/index.html?seq=1&PROLIFIC_PID=py", sequence)
             code = _wait_for(browser, "document.querySelector('.code') && document.querySelector('.code').innerText")
             assert browser.console_errors() == []
@@ -177,5 +203,6 @@ def test_browser_completes_the_static_export(tmp_path):
     assert all(config["static_tokens"][a["choice"]] in config["candidates"] for a in state["answers"])
     with sqlite3.connect(folder / "study.sqlite") as conn:
         assert conn.execute("SELECT prolific_pid, origin, completion_code FROM participants").fetchall() == [
-            ("py", "static", code)]
+            ("py", "static", code)
+        ]
         assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == len(sequence)

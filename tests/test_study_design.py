@@ -33,8 +33,10 @@ def test_nway_positions_form_a_latin_square():
 
 
 def test_catch_trials_and_repeats():
-    items = _ab_items(12) + [Item(id=f"v{k}", pair_id="p", cands=("photo", f"out{k}"), kind="vigilance",
-                                  correct=(f"out{k}",)) for k in range(3)]
+    items = _ab_items(12) + [
+        Item(id=f"v{k}", pair_id="p", cands=("photo", f"out{k}"), kind="vigilance", correct=(f"out{k}",))
+        for k in range(3)
+    ]
     seq = participant_sequence(items, 0, seed=9, trials=8, vigilance=2, repeats=2)
     kinds = Counter(t.kind for t in seq)
     assert kinds == {"regular": 8, "vigilance": 2, "repeat": 2}

@@ -47,7 +47,8 @@ def current(client: TestClient) -> tuple[int, list[str]]:
     if r.status_code == 303:
         return -1, []
     return int(re.search(r'name="trial" value="(\d+)"', r.text).group(1)), re.findall(
-        r'name="choice" value="([^"]+)"', r.text)
+        r'name="choice" value="([^"]+)"', r.text
+    )
 
 
 def answer_all(client: TestClient, upto: int | None = None) -> int:
@@ -124,22 +125,34 @@ def test_codes_are_per_participant_issued_only_at_the_end_and_listed_for_the_adm
     for code in codes.values():
         assert code not in manifest and code not in (study / "static" / "index.html").read_text()
     assert config["code_secret"] not in manifest
-    rows = list(csv.DictReader(io.StringIO(TestClient(app).get(
-        f"/admin/participants.csv?token={config['admin_token']}").text)))
+    rows = list(
+        csv.DictReader(io.StringIO(TestClient(app).get(f"/admin/participants.csv?token={config['admin_token']}").text))
+    )
     assert {r["session"]: r["completion_code"] for r in rows} == codes
     assert {r["prolific_pid"] for r in rows} == {"P0", "P1", "P2"} and {r["code_kind"] for r in rows} == {"complete"}
 
 
 def test_participants_failing_catch_trials_get_the_screened_out_code(tmp_path):
-    folder, _ = make_study(tmp_path, LABELS, question="style", trials_per_participant=3, screen_out_after=0,
-                           completion_code="OKCODE", screened_code="SCREENED")
+    folder, _ = make_study(
+        tmp_path,
+        LABELS,
+        question="style",
+        trials_per_participant=3,
+        screen_out_after=0,
+        completion_code="OKCODE",
+        screened_code="SCREENED",
+    )
     config = load_study(folder)
     items = {d["id"]: d for d in config["items"]}
     app = create_app(folder)
     client = start(app, PROLIFIC_PID="careless")
     with sqlite3.connect(folder / "study.sqlite") as conn:
-        trials = {r[0]: (r[1], r[2], json.loads(r[3])) for r in conn.execute(
-            "SELECT idx, item, kind, options FROM trials WHERE pid=?", (client.cookies["evalkit_study"],))}
+        trials = {
+            r[0]: (r[1], r[2], json.loads(r[3]))
+            for r in conn.execute(
+                "SELECT idx, item, kind, options FROM trials WHERE pid=?", (client.cookies["evalkit_study"],)
+            )
+        }
     while True:
         idx, _ = current(client)
         if idx < 0:
@@ -176,15 +189,45 @@ def _asgi(app, method: str, path: str, headers: list[tuple[bytes, bytes]], body:
         if message["type"] == "http.response.start":
             sent["status"] = message["status"]
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-             "path": path, "raw_path": path.encode(), "query_string": b"", "headers": headers,
-             "client": ("127.0.0.1", 5555), "server": ("testserver", 80), "root_path": ""}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5555),
+        "server": ("testserver", 80),
+        "root_path": "",
+    }
     asyncio.run(app(scope, receive, send))
     return sent["status"]
 
 
-BAD_TEXT = ["²", "١", "１", "9" * 40, "-1", "1e3", " 1", "1 ", "0x1", "+1", "1.0", "\x00", "<script>", "a" * 3000,
-            "NaN", "true", "☃", "../../study.json", "' OR 1=1 --"]
+BAD_TEXT = [
+    "²",
+    "١",
+    "１",
+    "9" * 40,
+    "-1",
+    "1e3",
+    " 1",
+    "1 ",
+    "0x1",
+    "+1",
+    "1.0",
+    "\x00",
+    "<script>",
+    "a" * 3000,
+    "NaN",
+    "true",
+    "☃",
+    "../../study.json",
+    "' OR 1=1 --",
+]
 BAD_JSON = [[], {}, 1.5, True, None, -1, 10**30, [1, 2], {"a": 1}]
 
 
@@ -233,8 +276,11 @@ def test_fuzz_every_field_of_every_route(study):
         check(stranger.post("/vote", data=valid_vote))
         check(client.get("/admin", params={"token": value}))
         check(client.get("/admin/participants.csv", params={"token": value}))
-        check(client.get("/admin/votes.csv", headers={"authorization": f"Bearer {value}".encode("ascii", "ignore")
-                                                       .decode()}))
+        check(
+            client.get(
+                "/admin/votes.csv", headers={"authorization": f"Bearer {value}".encode("ascii", "ignore").decode()}
+            )
+        )
         check(client.get("/img/" + quote(value, safe="")))
     submission = {"submission": "s" * 20, "sequence": 0, "answers": [{"trial": 0, "choice": "x", "rt": 1}]}
     for field in ("submission", "sequence", "answers", "PROLIFIC_PID"):
@@ -245,10 +291,17 @@ def test_fuzz_every_field_of_every_route(study):
         check(client.post("/static-submit", json={**submission, "answers": [value]}))
     for length in ("²", "١", "9" * 30, "-5", "abc", ""):  # the Content-Length header itself
         for path in ("/vote", "/start", "/static-submit"):
-            status = _asgi(app, "POST", path, [(b"content-length", length.encode()),
-                                               (b"content-type", b"application/x-www-form-urlencoded"),
-                                               (b"cookie", f"evalkit_study={client.cookies['evalkit_study']}"
-                                                .encode())], b"trial=0")
+            status = _asgi(
+                app,
+                "POST",
+                path,
+                [
+                    (b"content-length", length.encode()),
+                    (b"content-type", b"application/x-www-form-urlencoded"),
+                    (b"cookie", f"evalkit_study={client.cookies['evalkit_study']}".encode()),
+                ],
+                b"trial=0",
+            )
             statuses.append(status)
             assert 400 <= status < 500, (path, length, status)
     assert votes(study) == snapshot
@@ -319,9 +372,15 @@ def test_an_old_world_readable_study_json_is_made_private(study):
 # -- the static export -------------------------------------------------------------------------------------------------
 def _static_answers(folder, sequence: int, pick: int = 0) -> dict:
     manifest = json.loads((folder / "static" / "manifest.json").read_text())
-    return {"submission": f"sub{sequence}x{pick}", "sequence": sequence, "PROLIFIC_PID": f"S{sequence}",
-            "answers": [{"trial": i, "choice": t["options"][pick]["token"], "rt": 700}
-                        for i, t in enumerate(manifest["sequences"][sequence])]}
+    return {
+        "submission": f"sub{sequence}x{pick}",
+        "sequence": sequence,
+        "PROLIFIC_PID": f"S{sequence}",
+        "answers": [
+            {"trial": i, "choice": t["options"][pick]["token"], "rt": 700}
+            for i, t in enumerate(manifest["sequences"][sequence])
+        ],
+    }
 
 
 def test_the_static_export_holds_no_code_and_the_server_issues_one_for_accepted_answers(study):
@@ -331,8 +390,11 @@ def test_the_static_export_holds_no_code_and_the_server_issues_one_for_accepted_
     app = create_app(study, ServeOptions(static_origins=("https://static.example.org",)))
     client = TestClient(app)
     body = _static_answers(study, 1)
-    r = client.post("/static-submit", content=json.dumps(body), headers={"content-type": "text/plain",
-                                                                        "origin": "https://static.example.org"})
+    r = client.post(
+        "/static-submit",
+        content=json.dumps(body),
+        headers={"content-type": "text/plain", "origin": "https://static.example.org"},
+    )
     assert r.status_code == 200, r.text
     assert r.headers["access-control-allow-origin"] == "https://static.example.org"
     code = r.json()["completion_code"]
@@ -345,8 +407,9 @@ def test_the_static_export_holds_no_code_and_the_server_issues_one_for_accepted_
     assert n_votes == len(body["answers"])
     # answers that are not that sequence's options, a wrong count, or a foreign origin are refused
     tampered = _static_answers(study, 0)
-    tampered["answers"][0]["choice"] = body["answers"][0]["choice"] if body["answers"][0]["choice"] != tampered[
-        "answers"][0]["choice"] else "zzzz"
+    tampered["answers"][0]["choice"] = (
+        body["answers"][0]["choice"] if body["answers"][0]["choice"] != tampered["answers"][0]["choice"] else "zzzz"
+    )
     assert client.post("/static-submit", json=tampered).status_code == 400
     short = {**_static_answers(study, 0), "answers": _static_answers(study, 0)["answers"][:-1]}
     assert client.post("/static-submit", json=short).status_code == 400

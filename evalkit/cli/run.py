@@ -36,58 +36,67 @@ def run(
     res: str = typer.Option(None, "--res", help="512|1k|hd|fhd|qhd|4k|all or a comma list (default: protocol's)."),
     metrics: str = typer.Option(None, "--metrics", help="Comma list of metrics (default: protocol's)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    out: Path = typer.Option(Path("results"), "--out", "-o", help="Results root (one SQLite database per root)."),
+    out: Path = typer.Option(
+        Path("results"),
+        "--results",
+        "-r",
+        "--out",
+        "-o",
+        help="Results root written (one SQLite database per root; --out is an alias).",
+    ),
     seeds: int = typer.Option(None, "--seeds", help="Seeds per job for seed-dependent methods."),
     param: list[str] = typer.Option([], "--param", help="Override a parameter: METHOD.PARAM=VALUE (repeatable)."),
-    executor: str = typer.Option(None, "--executor",
-                                 help="local, isolated, ray (default: the protocol's timing.executor, else local)."),
-    ray_address: str = typer.Option(None, "--ray-address",
-                                    help="Ray cluster for --executor ray: auto or HOST:PORT (default: $RAY_ADDRESS, "
-                                         "else a local Ray). See docs/scale-out.md."),
+    executor: str = typer.Option(
+        None, "--executor", help="local, isolated, ray (default: the protocol's timing.executor, else local)."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster for --executor ray: auto or HOST:PORT (default: $RAY_ADDRESS, "
+        "else a local Ray). See docs/scale-out.md.",
+    ),
     no_progress: bool = typer.Option(False, "--no-progress", help="Disable the progress bar."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed runs per job before timing (default: protocol's)."),
     repeats: int = typer.Option(None, "--repeats", help="Timed runs per job; median stored (default: protocol's)."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds per job before its worker is killed (isolated)."),
     cpu_memory: str = typer.Option(None, "--cpu-memory", help="Worker memory budget, e.g. 8GiB (isolated)."),
     device_memory: str = typer.Option(None, "--device-memory", help="CUDA memory budget, e.g. 12GiB (isolated)."),
-    skip_after_oom: bool = typer.Option(True, "--skip-after-oom/--no-skip-after-oom",
-                                        help="After an OOM, skip larger resolutions of that method (isolated)."),
-    wait: bool = typer.Option(False, "--wait", help="If another run is writing this results root, wait for it "
-                                                    "instead of refusing."),
+    skip_after_oom: bool = typer.Option(
+        True, "--skip-after-oom/--no-skip-after-oom", help="After an OOM, skip larger resolutions of that method."
+    ),
+    wait: bool = typer.Option(
+        False, "--wait", help="If another run is writing this results root, wait for it instead of refusing."
+    ),
     home: Path = Home,
     weights_mirror: Path = WeightsMirror,
     data_mirror: Path = DataMirror,
 ) -> None:
     """Run a benchmark protocol; finished jobs are skipped, so rerunning resumes."""
     console = Console(stderr=True)
-    if device.startswith("cuda") and executor != "ray":  # with Ray the GPUs are on the workers, not the driver
-        import torch
-
-        if not torch.cuda.is_available():
-            raise EvalkitError("--device cuda requested but torch sees no CUDA device: use --device cpu")
-    settings = asset_settings(home, weights_mirror, data_mirror)
-    proto = load_protocol(protocol)
-    chosen = executor or str(proto.timing.get("executor", "local"))
-    if chosen == "local" and (timeout or cpu_memory or device_memory):
-        raise EvalkitError("--timeout, --cpu-memory and --device-memory need worker processes: add --executor isolated")
-    if device_memory and not device.startswith("cuda"):
-        raise EvalkitError(f"--device-memory limits CUDA memory but --device is {device}: use --cpu-memory on CPU")
-    if chosen == "ray":
-        from evalkit.executors.ray_executor import require_ray
-
-        require_ray()  # before anything is recorded: one line saying how to install Ray
-    elif ray_address:
-        raise EvalkitError("--ray-address applies to the Ray executor only: add --executor ray")
+    proto = load_protocol(protocol)  # once: the runner uses this object, never reloads it
     request = RunRequest(
-        protocol=protocol,
+        protocol=proto,
         methods=_split_methods(methods),
         resolutions=parse_resolutions(res, proto) if res else None,
         metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics is not None else None,
-        device=device, out=out, seeds=seeds, params=parse_params(param), executor=executor, assets=settings,
-        progress=not no_progress, command=shlex.join(["evalkit", *sys.argv[1:]]),
-        warmup=warmup, repeats=repeats,
-        executor_options=_isolated_options(timeout, cpu_memory, device_memory, skip_after_oom),
-        ray_address=ray_address, wait=wait,
+        device=device,
+        out=out,
+        seeds=seeds,
+        params=parse_params(param),
+        executor=executor,
+        assets=asset_settings(home, weights_mirror, data_mirror),
+        progress=not no_progress,
+        command=shlex.join(["evalkit", *sys.argv[1:]]),
+        warmup=warmup,
+        repeats=repeats,
+        executor_options={
+            "timeout": timeout,
+            "cpu_memory": cpu_memory,
+            "device_memory": device_memory,
+            "skip_after_oom": skip_after_oom,
+        },
+        ray_address=ray_address,
+        wait=wait,
     )
     try:
         summary = run_benchmark(request, console)
@@ -106,24 +115,15 @@ def run(
     failed = summary.failed
     if failed:
         what = ", ".join(f"{n} {status}" for status, n in sorted(failed.items()))
-        console.print(f"[red]{sum(failed.values())} job(s) did not succeed ({what})[/red]: their messages are above "
-                      f"and in `evalkit runs --results {summary.root}`; exit status 1 (ok, oom and skipped-after-OOM "
-                      f"jobs are results; error, timeout and unavailable are not)")
+        console.print(
+            f"[red]{sum(failed.values())} job(s) did not succeed ({what})[/red]: their messages are above "
+            f"and in `evalkit runs --results {summary.root}`; exit status 1 (ok, oom and skipped-after-OOM "
+            f"jobs are results; error, timeout and unavailable are not)"
+        )
     if summary.plan_errors:
         console.print(f"[red]{len(summary.plan_errors)} method selector(s) could not be planned[/red] (see above)")
     if failed or summary.plan_errors:
         raise typer.Exit(1)
-
-
-def _isolated_options(timeout: float | None, cpu_memory: str | None, device_memory: str | None,
-                      skip_after_oom: bool) -> dict:
-    """Options of the isolated executor, validated here so a typo fails before any job runs."""
-    from evalkit.executors.isolated import parse_bytes
-
-    if timeout is not None and timeout <= 0:
-        raise EvalkitError(f"--timeout must be a positive number of seconds, not {timeout}")
-    return {"timeout": timeout, "cpu_memory": parse_bytes(cpu_memory), "device_memory": parse_bytes(device_memory),
-            "skip_after_oom": skip_after_oom}
 
 
 def _split_methods(text: str | None) -> list[str] | None:

@@ -35,7 +35,14 @@ def runs(
             counts += f" ({r['reused']} reused)"
         methods = ", ".join(json.loads(r["methods"])) if r.get("methods") else ""
         colour = {"finished": "green", "running": "cyan"}.get(r["status"], "yellow")
-        table.add_row(r["run_id"], f"[{colour}]{escape(r['status'])}[/{colour}]", r["started"] or "",
-                      r["finished"] or "", escape(r["protocol"] or ""), escape(methods), escape(counts),
-                      escape(r.get("note") or ""))
+        table.add_row(
+            r["run_id"],
+            f"[{colour}]{escape(r['status'])}[/{colour}]",
+            r["started"] or "",
+            r["finished"] or "",
+            escape(r["protocol"] or ""),
+            escape(methods),
+            escape(counts),
+            escape(r.get("note") or ""),
+        )
     Console(width=max(Console().width, 160)).print(table)

@@ -16,10 +16,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from evalkit.assets import AssetStore
 from evalkit.cli import app
-from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_settings
+from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
-from evalkit.store import MetricValue
+from evalkit.results import MetricValue
 
 
 def _load(path: Path, eval_size: int | None):
@@ -31,8 +32,15 @@ def _load(path: Path, eval_size: int | None):
     return img
 
 
-def score_images(image: Path, names: list[str], ref: Path | None = None, style: Path | None = None,
-                 eval_size: int | None = None, device: str = "cpu") -> list[MetricValue]:
+def score_images(
+    image: Path,
+    names: list[str],
+    store: AssetStore,
+    ref: Path | None = None,
+    style: Path | None = None,
+    eval_size: int | None = None,
+    device: str = "cpu",
+) -> list[MetricValue]:
     """Metric values for ``image`` (in the order of ``names``); raises for bad input, never for a metric."""
     import torch
 
@@ -42,8 +50,7 @@ def score_images(image: Path, names: list[str], ref: Path | None = None, style: 
 
     unknown = [n for n in names if n not in metric_names()]
     if unknown:
-        raise EvalkitError(f"unknown metric(s) {', '.join(unknown)}: known metrics are "
-                           f"{', '.join(metric_names())}")
+        raise EvalkitError(f"unknown metric(s) {', '.join(unknown)}: known metrics are {', '.join(metric_names())}")
     out_img = _load(image, eval_size)
     ref_img = _load(ref, eval_size) if ref else None
     style_img = _load(style, eval_size) if style else None
@@ -51,7 +58,8 @@ def score_images(image: Path, names: list[str], ref: Path | None = None, style: 
         raise EvalkitError(
             f"{image} is {out_img.size[0]}x{out_img.size[1]} but --ref {ref} is "
             f"{ref_img.size[0]}x{ref_img.size[1]}: full-reference metrics compare pixel-aligned images; "
-            f"give a reference of the same size")
+            f"give a reference of the same size"
+        )
     missing: dict[str, str] = {}
     for name in names:
         needs = get_metric_class(name).info.reference
@@ -59,7 +67,7 @@ def score_images(image: Path, names: list[str], ref: Path | None = None, style: 
             missing[name] = "full-reference metric: pass --ref REFERENCE_IMAGE"
         elif needs == "style" and style_img is None:
             missing[name] = "style metric: pass --style STYLE_IMAGE"
-    suite = MetricSuite([n for n in names if n not in missing], device)
+    suite = MetricSuite([n for n in names if n not in missing], device, store)
     output = imaging.to_tensor(out_img, device)
     sample = EvalSample(
         output=output,
@@ -77,12 +85,14 @@ def score_images(image: Path, names: list[str], ref: Path | None = None, style: 
 @app.command("score")
 def score(
     image: Path = typer.Argument(..., help="Image to score (e.g. a stylized output)."),
-    metrics: str = typer.Option(None, "--metrics",
-                                help="Comma list (default: every metric; see `evalkit metrics`)."),
+    metrics: str = typer.Option(None, "--metrics", help="Comma list (default: every metric; see `evalkit metrics`)."),
     ref: Path = typer.Option(None, "--ref", help="Reference (content) image for full-reference metrics."),
     style: Path = typer.Option(None, "--style", help="Style image, for the style loss."),
-    eval_size: int = typer.Option(None, "--eval-size", help="Resize every image to this short side first "
-                                                            "(default: score at the images' own size)."),
+    eval_size: int = typer.Option(
+        None,
+        "--eval-size",
+        help="Resize every image to this short side first (default: score at the images' own size).",
+    ),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list instead of a table."),
     home: Path = Home,
@@ -92,12 +102,16 @@ def score(
     """Score one image with evalkit's metrics (full-reference ones against --ref)."""
     from evalkit.metrics import get_metric_class, metric_names
 
-    asset_settings(home, weights_mirror, data_mirror)
+    store = asset_store(home, weights_mirror, data_mirror)
     names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else metric_names()
-    values = score_images(image, names, ref, style, eval_size, device)
+    values = score_images(image, names, store, ref, style, eval_size, device)
     if as_json:
-        typer.echo(json.dumps([{"metric": v.name, "value": v.value, "status": v.status, "message": v.message}
-                               for v in values], indent=2))
+        typer.echo(
+            json.dumps(
+                [{"metric": v.name, "value": v.value, "status": v.status, "message": v.message} for v in values],
+                indent=2,
+            )
+        )
         return
     table = Table(title=f"{image}" + (f" vs {ref}" if ref else ""))
     for col in ("metric", "value", "better", "status"):

@@ -10,12 +10,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
-from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_settings
+from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 from evalkit.study.limits import DEFAULT_NEW_PER_ADDRESS, DEFAULT_WINDOW_S
 
-study_app = typer.Typer(help="Human preference studies: build blinded forced-choice studies, serve, analyse.",
-                        no_args_is_help=True)
+study_app = typer.Typer(
+    help="Human preference studies: build blinded forced-choice studies, serve, analyse.", no_args_is_help=True
+)
 app.add_typer(study_app, name="study")
 
 
@@ -37,15 +38,24 @@ def build(
     results: Path = typer.Option(Path("results"), "--results", help="Results root holding evalkit.sqlite."),
     resolution: str = typer.Option(None, "--resolution", help="Which resolution's outputs (default: smallest)."),
     seed: int = typer.Option(None, "--seed", help="Study seed (default: random, recorded in study.json)."),
-    completion_code: str = typer.Option(None, "--completion-code",
-                                        help="Prolific's completion code of the study, used in the return link "
-                                             "(each participant also gets their own code)."),
-    screen_out: int = typer.Option(None, "--screen-out", help="Participants failing more than N vigilance trials get "
-                                                              "the screened-out code (default: nobody)."),
+    completion_code: str = typer.Option(
+        None,
+        "--completion-code",
+        help="Prolific's completion code of the study, used in the return link "
+        "(each participant also gets their own code).",
+    ),
+    screen_out: int = typer.Option(
+        None,
+        "--screen-out",
+        help="Participants failing more than N vigilance trials get the screened-out code (default: nobody).",
+    ),
     screened_code: str = typer.Option(None, "--screened-code", help="Prolific's code for screened-out participants."),
     max_participants: int = typer.Option(None, "--max-participants", help="Cap on sessions (default: none)."),
-    submit_url: str = typer.Option(None, "--submit-url", help="Where the static export posts its answers, e.g. "
-                                                              "https://HOST/static-submit (default: nowhere)."),
+    submit_url: str = typer.Option(
+        None,
+        "--submit-url",
+        help="Where the static export posts its answers, e.g. https://HOST/static-submit (default: nowhere).",
+    ),
     home: Path = Home,
     weights_mirror: Path = WeightsMirror,
     data_mirror: Path = DataMirror,
@@ -57,13 +67,30 @@ def build(
         raise EvalkitError("--trials-per-participant must be at least 1")
     if repeats < 0 or (vigilance is not None and vigilance < 0):
         raise EvalkitError("--repeats and --vigilance must not be negative")
-    asset_settings(home, weights_mirror, data_mirror)
-    res = build_study(results, run, question, _split(methods), out, pairs=_split(pairs) or None, fmt=fmt,
-                      trials_per_participant=trials, vigilance=vigilance, repeats=repeats, seed=seed,
-                      resolution=resolution, completion_code=completion_code, screened_code=screened_code,
-                      screen_out_after=screen_out, max_participants=max_participants, submit_url=submit_url)
-    typer.echo(f"study: {res.folder} ({res.items} comparisons, {res.vigilance_items} vigilance items,"
-               f" {res.static_sequences} static sequences)")
+    res = build_study(
+        results,
+        run,
+        question,
+        _split(methods),
+        out,
+        pairs=_split(pairs) or None,
+        fmt=fmt,
+        trials_per_participant=trials,
+        vigilance=vigilance,
+        repeats=repeats,
+        seed=seed,
+        resolution=resolution,
+        completion_code=completion_code,
+        screened_code=screened_code,
+        screen_out_after=screen_out,
+        max_participants=max_participants,
+        submit_url=submit_url,
+        assets=asset_store(home, weights_mirror, data_mirror),
+    )
+    typer.echo(
+        f"study: {res.folder} ({res.items} comparisons, {res.vigilance_items} vigilance items,"
+        f" {res.static_sequences} static sequences)"
+    )
     for note in res.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"serve: evalkit study serve {res.folder}")
@@ -75,18 +102,24 @@ def serve(
     folder: Path = typer.Argument(..., help="Study folder made by `evalkit study build`."),
     host: str = typer.Option("127.0.0.1", "--host"),
     port: int = typer.Option(8000, "--port"),
-    secure_cookies: bool = typer.Option(False, "--secure-cookies",
-                                        help="Mark cookies Secure (serving behind TLS; see docs/studies.md)."),
-    max_participants: int = typer.Option(None, "--max-participants",
-                                         help="Cap on sessions (default: the study's own, else none)."),
-    new_per_address: int = typer.Option(DEFAULT_NEW_PER_ADDRESS, "--new-per-address",
-                                        help="New sessions one client address may start per --rate-window (0: no "
-                                             "limit)."),
+    secure_cookies: bool = typer.Option(
+        False, "--secure-cookies", help="Mark cookies Secure (serving behind TLS; see docs/studies.md)."
+    ),
+    max_participants: int = typer.Option(
+        None, "--max-participants", help="Cap on sessions (default: the study's own, else none)."
+    ),
+    new_per_address: int = typer.Option(
+        DEFAULT_NEW_PER_ADDRESS,
+        "--new-per-address",
+        help="New sessions one client address may start per --rate-window (0: no limit).",
+    ),
     rate_window: float = typer.Option(DEFAULT_WINDOW_S, "--rate-window", help="Seconds of the rate-limit window."),
-    trust_proxy: bool = typer.Option(False, "--trust-proxy",
-                                     help="Client address from X-Forwarded-For (only behind your own reverse proxy)."),
-    static_origin: list[str] = typer.Option([], "--static-origin",
-                                            help="Origin whose static export may post answers (repeatable)."),
+    trust_proxy: bool = typer.Option(
+        False, "--trust-proxy", help="Client address from X-Forwarded-For (only behind your own reverse proxy)."
+    ),
+    static_origin: list[str] = typer.Option(
+        [], "--static-origin", help="Origin whose static export may post answers (repeatable)."
+    ),
 ) -> None:
     """Serve the study over HTTP (Starlette on uvicorn); votes go to <folder>/study.sqlite."""
     import uvicorn
@@ -99,14 +132,26 @@ def serve(
     if max_participants is not None and max_participants < 1:
         raise EvalkitError("--max-participants must be at least 1")
     config = load_study(folder)
-    application = create_app(folder, ServeOptions(
-        secure_cookies=secure_cookies, max_participants=max_participants, new_per_address=new_per_address,
-        window_s=rate_window, trust_proxy=trust_proxy, static_origins=tuple(static_origin)))
+    application = create_app(
+        folder,
+        ServeOptions(
+            secure_cookies=secure_cookies,
+            max_participants=max_participants,
+            new_per_address=new_per_address,
+            window_s=rate_window,
+            trust_proxy=trust_proxy,
+            static_origins=tuple(static_origin),
+        ),
+    )
     scheme = "https" if secure_cookies else "http"
-    typer.echo(f"participants: {scheme}://{host}:{port}/  (Prolific: append "
-               "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}})")
-    typer.echo(f"admin:        {scheme}://{host}:{port}/admin?token={config['admin_token']}  (open once: the token "
-               "becomes a cookie and leaves the address bar)")
+    typer.echo(
+        f"participants: {scheme}://{host}:{port}/  (Prolific: append "
+        "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}})"
+    )
+    typer.echo(
+        f"admin:        {scheme}://{host}:{port}/admin?token={config['admin_token']}  (open once: the token "
+        "becomes a cookie and leaves the address bar)"
+    )
     # proxy headers are read by the app itself (--trust-proxy), never by uvicorn's default loopback trust
     uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False)
 
@@ -118,8 +163,9 @@ def analyze(
     rounds: int = typer.Option(1000, "--bootstrap", help="Bootstrap rounds for the 95% intervals."),
     max_vigilance_failures: int = typer.Option(0, "--max-vigilance-failures"),
     min_consistency: float = typer.Option(0.5, "--min-consistency", help="Minimum share of repeats answered alike."),
-    keep_repeat_ids: bool = typer.Option(False, "--keep-repeat-ids",
-                                         help="Keep second sessions of a Prolific ID (excluded by default)."),
+    keep_repeat_ids: bool = typer.Option(
+        False, "--keep-repeat-ids", help="Keep second sessions of a Prolific ID (excluded by default)."
+    ),
 ) -> None:
     """Rank methods from the votes; write preferences/metric_agreement into the run's database."""
     from evalkit.study.analyze import Exclusion
@@ -130,8 +176,10 @@ def analyze(
     rule = Exclusion(max_vigilance_failures, min_consistency, keep_repeat_ids)
     a = run_analysis(folder, rule, rounds=rounds, results=results)
     console = Console()
-    console.print(f"participants: {a.participants}, excluded by catch trials: {len(a.excluded)}, "
-                  f"votes used: {a.votes_used}, Krippendorff's alpha: {a.alpha:.3f}")
+    console.print(
+        f"participants: {a.participants}, excluded by catch trials: {len(a.excluded)}, "
+        f"votes used: {a.votes_used}, Krippendorff's alpha: {a.alpha:.3f}"
+    )
     table = Table(title=f"human preference: {escape(a.study)}")
     for col in ("rank", "method", "score", "95% CI", "votes"):
         table.add_column(col)
@@ -142,8 +190,14 @@ def analyze(
     for col in ("A", "B", "A wins", "rate", "95% CI", "p (Holm)"):
         pairs.add_column(col)
     for r in a.pairwise.itertuples():
-        pairs.add_row(escape(r.a), escape(r.b), f"{r.a_wins}/{r.n}", f"{r.win_rate:.2f}",
-                      f"{r.lower:.2f} - {r.upper:.2f}", f"{r.p_holm:.3g}")
+        pairs.add_row(
+            escape(r.a),
+            escape(r.b),
+            f"{r.a_wins}/{r.n}",
+            f"{r.win_rate:.2f}",
+            f"{r.lower:.2f} - {r.upper:.2f}",
+            f"{r.p_holm:.3g}",
+        )
     console.print(pairs)
     for r in a.metric_agreement.itertuples():
         console.print(f"metric agreement {escape(r.metric)}: {r.agreement:.3f} (n={r.n})")

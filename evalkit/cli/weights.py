@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
-from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_settings
+from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 from evalkit.registry import available_methods, get_method
 from evalkit.weights import WeightSet, weight_label
@@ -33,21 +33,20 @@ def all_weight_sets() -> dict[str, WeightSet]:
             sets[weight_label(method, name)] = ws
     from evalkit.metrics import get_metric_class, metric_names
 
-    for metric in metric_names():  # metrics with a weight file (niqe, brisque, nima) declare it as ``asset``
-        mcls = get_metric_class(metric)
-        if getattr(mcls, "asset", None) is not None:
-            set_name = getattr(mcls, "weight_set", "default")
-            sets[weight_label(metric, set_name)] = WeightSet(set_name, {metric: mcls.asset}, mcls.info.description)
+    for metric in metric_names():  # metrics declare weight sets exactly as methods do
+        try:
+            mcls = get_metric_class(metric)
+        except EvalkitError:
+            continue
+        for name, ws in mcls.weight_sets.items():
+            sets[weight_label(metric, name)] = ws
     return sets
 
 
 @weights_app.command("status")
 def status(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror: Path = DataMirror) -> None:
     """List every weight set and whether it is available (cache, mirror, package) without downloading."""
-    store = asset_settings(home, weights_mirror, data_mirror)
-    from evalkit.assets import AssetStore
-
-    resolver = AssetStore(store)
+    resolver = asset_store(home, weights_mirror, data_mirror)
     table = Table(title="weight sets")
     for col in ("weight set", "status", "files", "where / how to get it"):
         table.add_column(col, overflow="fold")
@@ -59,13 +58,14 @@ def status(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror:
 
 
 @weights_app.command("fetch")
-def fetch(name: str = typer.Argument(..., help="METHOD, METHOD[SET] or vgg19[imagenet]"),
-          home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror: Path = DataMirror) -> None:
+def fetch(
+    name: str = typer.Argument(..., help="METHOD, METHOD[SET] or vgg19[imagenet]"),
+    home: Path = Home,
+    weights_mirror: Path = WeightsMirror,
+    data_mirror: Path = DataMirror,
+) -> None:
     """Resolve (and download if needed) every file of a weight set, verifying sha256."""
-    settings = asset_settings(home, weights_mirror, data_mirror)
-    from evalkit.assets import AssetStore
-
-    resolver = AssetStore(settings)
+    resolver = asset_store(home, weights_mirror, data_mirror)
     sets = all_weight_sets()
     chosen = {k: v for k, v in sets.items() if k == name or k.startswith(f"{name}[")}
     if not chosen:

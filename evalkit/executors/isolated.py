@@ -12,8 +12,8 @@ Outcomes are results, never crashes of the run:
   names ``MemoryError``/``bad_alloc``, or it was SIGKILLed with a peak RSS at the budget or the machine's memory);
 - ``timeout``: a job ran longer than ``timeout`` seconds; the worker is killed (its whole process group);
 - ``error``: anything else, including a worker killed by a signal below its memory limit;
-- ``skipped``: a larger resolution of a method that already ran out of memory (``skip_after_oom``), which assumes
-  memory grows with resolution.
+Skipping larger resolutions after an OOM is the scheduler's policy (:mod:`evalkit.scheduler`), as for every
+executor; this module only runs groups of jobs in workers and reports what happened to each.
 
 Memory budgets reproduce smaller hardware: ``cpu_memory`` caps the worker's data segment with ``RLIMIT_DATA``
 (not ``RLIMIT_AS``: a CPU-only torch process maps ~3 GiB of address space at import, mostly shared libraries that
@@ -34,21 +34,31 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
-from evalkit.imaging import Resolution
+from evalkit.results import JobResult, ModelInfo, Reason, failure, looks_like_oom, rusage_peak_bytes, utcnow
+from evalkit.scheduler import group_specs
 from evalkit.specs import JobSpec
-from evalkit.store import JobResult, utcnow
 from evalkit.worker import WorkerConfig
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
-_OOM_TEXT = ("memoryerror", "out of memory", "bad_alloc", "cannot allocate memory", "can't allocate memory")
-SKIP_NOTE = ("after an out-of-memory, larger resolutions of the same method are recorded as 'skipped' "
-             "(this assumes memory grows with resolution; pass --no-skip-after-oom to run them anyway)")
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 FRAME = struct.Struct(">Q")
 
 
@@ -74,26 +84,11 @@ def format_bytes(n: int | None) -> str:
     return f"{n} B"
 
 
-def size_key(resolution: str) -> int:
-    """Pixels of a resolution, for ordering and skip-after-OOM (a short side N counts as N*N, a lower bound)."""
-    res = Resolution.parse(resolution)
-    return res.pixels if res.pixels else (res.short_side or 0) ** 2
-
-
-def group_specs(specs: list[JobSpec]) -> list[list[JobSpec]]:
-    """Groups of one (method, weight set, resolution), methods in first-seen order, resolutions small to large."""
-    groups: dict[tuple[str, str | None, str], list[JobSpec]] = {}
-    first_seen: dict[tuple[str, str | None], int] = {}
-    for spec in specs:
-        first_seen.setdefault((spec.method, spec.weight_set), len(first_seen))
-        groups.setdefault((spec.method, spec.weight_set, spec.resolution), []).append(spec)
-    order = sorted(groups, key=lambda k: (first_seen[k[:2]], size_key(k[2]), k[2]))
-    return [groups[k] for k in order]
-
-
-def classify_death(returncode: int | None, output_tail: str, peak_rss: int | None,
-                   cpu_limit: int | None) -> tuple[str, str]:
-    """Status and message for a worker that died without reporting its job.
+def classify_death(
+    returncode: int | None, output_tail: str, peak_rss: int | None, cpu_limit: int | None
+) -> tuple[str, str]:
+    """Status (``oom`` or ``error``: reason ``oom`` or ``crash``) and message for a worker that died without reporting
+    its job.
 
     ``oom`` when memory ran out: the worker's last output names an allocation failure, or it was SIGKILLed (what
     the kernel's OOM killer and cgroup limits send) with a peak RSS of at least 90 % of the budget - the memory
@@ -110,7 +105,7 @@ def classify_death(returncode: int | None, output_tail: str, peak_rss: int | Non
     lines = [ln for ln in output_tail.strip().splitlines() if ln.strip()]
     last = lines[-1].strip()[:300] if lines else "no output"
     peak = f"peak RSS {format_bytes(peak_rss)}" if peak_rss else "peak RSS unknown"
-    if any(word in output_tail.lower() for word in _OOM_TEXT):
+    if looks_like_oom(output_tail):
         return "oom", f"out of memory: worker died ({how}, {peak}, limit {format_bytes(cpu_limit)}): {last}"
     if returncode == -signal.SIGKILL and peak_rss and limit and peak_rss >= 0.9 * limit:
         return "oom", f"out of memory: worker SIGKILLed at {peak} of {format_bytes(limit)}"
@@ -122,12 +117,6 @@ def _physical_memory() -> int | None:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
-
-
-@dataclass
-class _Death:
-    status: str
-    message: str
 
 
 class _Worker:
@@ -142,14 +131,26 @@ class _Worker:
         env = dict(os.environ)
         # The worker sees the driver's import path (as multiprocessing's spawn does): plugins found by the driver
         # are found by the worker.
-        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([p for p in sys.path if p] + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "evalkit.executors.isolated_worker", "--request", str(request),
-                 "--fd", str(write_fd), "--parent", str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-                start_new_session=True, env=env,
+                [
+                    sys.executable,
+                    "-m",
+                    "evalkit.executors.isolated_worker",
+                    "--request",
+                    str(request),
+                    "--fd",
+                    str(write_fd),
+                    "--parent",
+                    str(os.getpid()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                env=env,
             )
         os.close(write_fd)
         self.fd = read_fd
@@ -163,8 +164,8 @@ class _Worker:
             if len(self.buffer) >= FRAME.size:
                 (size,) = FRAME.unpack_from(self.buffer)
                 if len(self.buffer) >= FRAME.size + size:
-                    blob = bytes(self.buffer[FRAME.size:FRAME.size + size])
-                    del self.buffer[:FRAME.size + size]
+                    blob = bytes(self.buffer[FRAME.size : FRAME.size + size])
+                    del self.buffer[: FRAME.size + size]
                     return pickle.loads(blob)
             if self.eof:
                 return None
@@ -195,8 +196,7 @@ class _Worker:
                 return self.proc.returncode
             if pid:
                 self.proc.returncode = os.waitstatus_to_exitcode(status)
-                rss = usage.ru_maxrss
-                self.peak_rss = int(rss if sys.platform == "darwin" else rss * 1024)
+                self.peak_rss = rusage_peak_bytes(usage.ru_maxrss)
                 return self.proc.returncode
             if time.monotonic() > end:
                 self.kill()
@@ -221,49 +221,47 @@ class IsolatedExecutor:
 
     name = "isolated"
 
-    def __init__(self, timeout: float | None = None, cpu_memory: str | int | None = None,
-                 device_memory: str | int | None = None, skip_after_oom: bool = True,
-                 startup_timeout: float = 600.0) -> None:
+    def __init__(
+        self,
+        timeout: float | None = None,
+        cpu_memory: int | None = None,
+        device_memory: int | None = None,
+        startup_timeout: float = 600.0,
+    ) -> None:
         self.timeout = float(timeout) if timeout else None
-        self.cpu_memory = parse_bytes(cpu_memory)
-        self.device_memory = parse_bytes(device_memory)
-        self.skip_after_oom = skip_after_oom
+        self.cpu_memory = cpu_memory
+        self.device_memory = device_memory
         self.startup_timeout = startup_timeout
-        self.method_info: dict[str, dict[str, int]] = {}  # label -> {"parameters", "layers"} from the workers
+        self._models: dict[tuple[str, str | None], ModelInfo] = {}  # reported by workers, for failures they left
 
-    @property
-    def note(self) -> str:
-        """What the CLI prints before running: the budgets and the skip-after-OOM assumption."""
-        parts = [f"isolated executor: one worker process per (method, weight set, resolution); "
-                 f"timeout {f'{self.timeout:g}s' if self.timeout else 'none'} per job; "
-                 f"CPU memory {format_bytes(self.cpu_memory)}"
-                 f"{' (RLIMIT_DATA)' if self.cpu_memory else ''}; device memory {format_bytes(self.device_memory)}"]
-        if self.skip_after_oom:
-            parts.append(SKIP_NOTE)
-        return "\n".join(parts)
+    def describe(self) -> str | None:
+        """The budgets, printed before the run."""
+        return (
+            f"isolated executor: one worker process per (method, weight set, resolution); "
+            f"timeout {f'{self.timeout:g}s' if self.timeout else 'none'} per job; "
+            f"CPU memory {format_bytes(self.cpu_memory)}"
+            f"{' (RLIMIT_DATA)' if self.cpu_memory else ''}; device memory {format_bytes(self.device_memory)}"
+        )
 
-    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[tuple[JobSpec, JobResult]]:
+    def close(self) -> None:
+        self._models.clear()
+
+    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[JobResult]:
         limits = {"cpu_memory": self.cpu_memory, "device_memory": self.device_memory}
-        oom_at: dict[tuple[str, str | None], str] = {}
         with tempfile.TemporaryDirectory(prefix="evalkit-isolated-") as tmp:
             for group in group_specs(specs):
-                first = group[0]
-                method = (first.method, first.weight_set)
-                if self.skip_after_oom and method in oom_at and size_key(first.resolution) > size_key(oom_at[method]):
-                    for spec in group:
-                        yield spec, _result(spec, config, "skipped",
-                                            f"skipped because OOM at {oom_at[method]}, assuming memory grows with "
-                                            f"resolution (--no-skip-after-oom runs it)")
-                    continue
-                for spec, result in self._run_group(group, config, limits, Path(tmp)):
-                    if result.status == "oom":
-                        known = oom_at.get(method)
-                        if known is None or size_key(spec.resolution) < size_key(known):
-                            oom_at[method] = spec.resolution
-                    yield spec, result
+                yield from self._run_group(group, config, limits, Path(tmp))
 
-    def _run_group(self, group: list[JobSpec], config: WorkerConfig, limits: dict[str, Any],
-                   tmpdir: Path) -> Iterator[tuple[JobSpec, JobResult]]:
+    def _failure(
+        self, spec: JobSpec, config: WorkerConfig, status: str, message: str, reason: str, started: str | None = None
+    ) -> JobResult:
+        return failure(
+            spec.key, status, message, reason, config.device, started, self._models.get((spec.method, spec.weight_set))
+        )
+
+    def _run_group(
+        self, group: list[JobSpec], config: WorkerConfig, limits: dict[str, Any], tmpdir: Path
+    ) -> Iterator[JobResult]:
         """Run a group's jobs; after a timeout or a crash the rest of the group gets a fresh worker."""
         remaining = {spec.key: spec for spec in group}
         while remaining:
@@ -272,7 +270,7 @@ class IsolatedExecutor:
             finished_one = False  # this worker reported at least one result
             started = utcnow()
             try:
-                deadline = time.monotonic() + self.startup_timeout
+                deadline: float | None = time.monotonic() + self.startup_timeout
                 while True:
                     try:
                         message = worker.recv(deadline)
@@ -280,28 +278,48 @@ class IsolatedExecutor:
                         worker.kill()
                         worker.reap()
                         if current is None:
-                            yield from self._fail_all(remaining, config, "error",
-                                                      f"worker did not start within {self.startup_timeout:g}s")
+                            for spec in remaining.values():
+                                yield self._failure(
+                                    spec,
+                                    config,
+                                    "error",
+                                    f"worker did not start within {self.startup_timeout:g}s",
+                                    Reason.START_FAILED,
+                                )
+                            remaining.clear()
                             return
-                        yield current, _result(current, config, "timeout",
-                                               f"exceeded the per-job timeout of {self.timeout:g}s; worker killed",
-                                               started)
+                        yield self._failure(
+                            current,
+                            config,
+                            "timeout",
+                            f"exceeded the per-job timeout of {self.timeout:g}s; worker killed",
+                            Reason.TIMEOUT,
+                            started,
+                        )
                         remaining.pop(current.key)
                         break
                     if message is None:  # the worker is gone
                         code = worker.reap()
                         if not remaining:
                             break
-                        status, text = classify_death(code, worker.output_tail(), worker.peak_rss,
-                                                      self.cpu_memory)
+                        status, text = classify_death(code, worker.output_tail(), worker.peak_rss, self.cpu_memory)
+                        reason = Reason.OOM if status == "oom" else Reason.CRASH
                         if current is not None:
-                            yield current, _result(current, config, status, text, started)
+                            yield self._failure(current, config, status, text, reason, started)
                             remaining.pop(current.key)
                             break
                         if finished_one:  # died between two jobs: the rest get a fresh worker
                             break
                         # died before its first job: a fresh worker would too, so they all get this result
-                        yield from self._fail_all(remaining, config, status, f"worker failed to start: {text}")
+                        for spec in remaining.values():
+                            yield self._failure(
+                                spec,
+                                config,
+                                status,
+                                f"worker failed to start: {text}",
+                                reason if status == "oom" else Reason.START_FAILED,
+                            )
+                        remaining.clear()
                         return
                     kind = message[0]
                     if kind == "ready":
@@ -314,25 +332,15 @@ class IsolatedExecutor:
                         began = message[2] if len(message) > 2 else time.monotonic()
                         deadline = began + self.timeout if self.timeout else None
                     elif kind == "info":
-                        self.method_info[message[1]] = message[2]
+                        info: ModelInfo = message[1]
+                        spec0 = next(iter(remaining.values()))
+                        self._models[(spec0.method, spec0.weight_set)] = info
                     elif kind == "result":
                         result: JobResult = message[1]
-                        spec = remaining.pop(result.key)
+                        remaining.pop(result.key)
                         current = None
                         deadline = None
                         finished_one = True
-                        yield spec, result
+                        yield result
             finally:
                 worker.close()
-
-    @staticmethod
-    def _fail_all(remaining: dict[str, JobSpec], config: WorkerConfig, status: str,
-                  message: str) -> Iterator[tuple[JobSpec, JobResult]]:
-        for spec in list(remaining.values()):
-            yield spec, _result(spec, config, status, message)
-        remaining.clear()
-
-
-def _result(spec: JobSpec, config: WorkerConfig, status: str, message: str, started: str | None = None) -> JobResult:
-    return JobResult(key=spec.key, status=status, message=message, device=config.device,
-                     started=started or utcnow(), finished=utcnow())

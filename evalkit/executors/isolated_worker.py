@@ -3,7 +3,7 @@
 It reads a pickled request (worker config, the jobs of one method/weight set/resolution, memory limits), applies
 the limits, runs the jobs with :class:`~evalkit.worker.JobContext` and writes messages to file descriptor ``N``
 (8-byte big-endian length + pickle): ``("ready", info)``, then per job ``("start", key, monotonic time)`` and
-``("result", JobResult)``, and ``("info", label, {"parameters", "layers"})`` once per loaded model. The driver
+``("result", JobResult)``, and ``("info", ModelInfo)`` once the model is loaded. The driver
 enforces timeouts and turns a dead worker into a result; this process never touches the results store.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
-import platform
 import resource
 import signal
 import struct
@@ -58,18 +57,15 @@ def apply_device_limit(device: str, limit: int) -> float:
     return fraction
 
 
-def job_environment(device: str, limits: dict[str, Any], config) -> dict[str, Any]:
-    """What every timing is measured on, from inside the worker (its thread count may differ from the driver's)."""
-    import torch
-
-    from evalkit import environment
-
-    env = environment.device_description(device)
-    env.update(torch_version=torch.__version__, python=platform.python_version(), platform=platform.platform(),
-               cpu_memory_limit_bytes=limits.get("cpu_memory"), cpu_memory_limit_kind="RLIMIT_DATA",
-               device_memory_limit_bytes=limits.get("device_memory"), warmup=config.warmup,
-               repeats=config.repeats, isolated=True)
-    return env
+def limits_environment(limits: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """What this worker adds to every job's environment: its memory budgets and its footprint before the jobs."""
+    return {
+        "cpu_memory_limit_bytes": limits.get("cpu_memory"),
+        "cpu_memory_limit_kind": "RLIMIT_DATA",
+        "device_memory_limit_bytes": limits.get("device_memory"),
+        "isolated": True,
+        "worker_baseline": baseline,
+    }
 
 
 def die_with_parent() -> None:
@@ -112,35 +108,25 @@ def main(argv: list[str] | None = None) -> int:
         baseline["device_memory_fraction"] = apply_device_limit(config.device, int(limits["device_memory"]))
     send(("ready", baseline))
 
-    from evalkit.weights import weight_label
     from evalkit.worker import JobContext
 
-    context = JobContext(config)
-    env = {**job_environment(config.device, limits, config), "worker_baseline": baseline}
-    announced: set[str] = set()
-
-    def announce() -> None:
-        for (method, weight_set, _device), (adapter, _load_s) in list(context._adapters.items()):
-            label = weight_label(method, weight_set)
-            if label not in announced:
-                details = adapter.info()
-                send(("info", label, {"parameters": details.parameters, "layers": details.layers}))
-                announced.add(label)
-
+    context = JobContext(config, environment_extra=limits_environment(limits, baseline))
     # Load the model before the first job's clock starts (loading is never timed, nor part of --timeout), and report
     # its size at once, so a job that then times out or runs out of memory still has params/layers in the table.
     # A failure here is ignored: the job meets it again inside JobContext.run, which records it properly.
+    first = next((spec for spec in specs if spec.task == "stylize"), None)  # score jobs load no model
     try:
-        context.adapter(specs[0])
-        announce()
+        if first is None:
+            raise LookupError("a group of score jobs loads no model")
+        context.adapter(first)
+        info = context.model_info(first)
+        if info is not None:
+            send(("info", info))
     except Exception:  # noqa: BLE001
         pass
     for spec in specs:
         send(("start", spec.key, time.monotonic()))
-        result = context.run(spec)
-        result.extra["environment"] = env
-        send(("result", result))
-        announce()
+        send(("result", context.run(spec)))
     out.close()
     sys.stdout.flush()
     sys.stderr.flush()

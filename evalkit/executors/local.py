@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from evalkit.results import JobResult
 from evalkit.specs import JobSpec
-from evalkit.store import JobResult
 from evalkit.worker import JobContext, WorkerConfig
 
 
 class LocalExecutor:
+    """One :class:`~evalkit.worker.JobContext` for the executor's lifetime, so each model loads once."""
+
     name = "local"
 
     def __init__(self) -> None:
-        self.context: JobContext | None = None
+        self._context: JobContext | None = None
 
-    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[tuple[JobSpec, JobResult]]:
-        self.context = JobContext(config)
+    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[JobResult]:
+        if self._context is None:
+            self._context = JobContext(config)
         for spec in specs:
-            yield spec, self.context.run(spec)
+            yield self._context.run(spec)
+
+    def describe(self) -> str | None:
+        return None
+
+    def close(self) -> None:
+        self._context = None

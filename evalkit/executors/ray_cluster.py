@@ -49,15 +49,26 @@ class LocalRayCluster:
 
     def start(self) -> LocalRayCluster:
         command = [
-            ray_command(), "start", "--head", "--block", f"--port={self.port}", "--node-ip-address=127.0.0.1",
-            f"--num-cpus={self.num_cpus}", f"--num-gpus={self.num_gpus}", "--include-dashboard=false",
-            "--disable-usage-stats", f"--temp-dir={self.temp_dir}", f"--dashboard-port={free_port()}",
-            f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}",
+            ray_command(),
+            "start",
+            "--head",
+            "--block",
+            f"--port={self.port}",
+            "--node-ip-address=127.0.0.1",
+            f"--num-cpus={self.num_cpus}",
+            f"--num-gpus={self.num_gpus}",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            f"--dashboard-port={free_port()}",
+            f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
         ]
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -8,14 +8,15 @@ initialised CUDA on, which is why Ray recycles GPU task workers after every call
 with explicit resources: a whole GPU for any CUDA job (never a fraction - timings must not share a device)
 and ``num_cpus`` for CPU jobs.
 
-The driver alone writes the results store: workers return :class:`~evalkit.store.JobResult` objects (PNG
+The driver alone writes the results store: workers return :class:`~evalkit.results.JobResult` objects (PNG
 bytes, timings, metric values) and :func:`evalkit.runner.run_benchmark` records each in its own transaction,
 so resume and no-duplicates hold exactly as with the local executor, also across executors.
 
-Failures: a lost worker or node (crashed process, dead node, dead actor) is retried on a fresh worker up to
-``max_retries`` times, then recorded as ``error``. Out-of-memory is a result, never retried: the worker
-reports ``oom`` itself (CUDA/host allocation failure inside the job), and a worker killed by Ray's memory
-monitor is recorded as ``oom`` too.
+Failures: a lost worker or node (crashed process, dead node, dead actor) comes back as a ``lost`` result, which the
+scheduler retries (bounded, :mod:`evalkit.scheduler`); a worker that cannot start comes back ``lost`` with reason
+``worker-start-failed``, and the scheduler gives up after repeated ones. Out-of-memory is a result, never
+retried: the worker reports ``oom`` itself (CUDA/host allocation failure inside the job), and a worker killed by
+Ray's memory monitor is recorded as ``oom`` too.
 
 Weights and images reach the workers through the same resolver (cache -> mirror -> package -> download) as
 locally: the driver ships its :class:`~evalkit.assets.AssetSettings` and each worker resolves on its own
@@ -33,16 +34,22 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from evalkit.errors import EvalkitError
+from evalkit.results import LOST, JobResult, Reason, failure
 from evalkit.specs import JobSpec
-from evalkit.store import JobResult, utcnow
 from evalkit.worker import JobContext, WorkerConfig
 
 INSTALL_HINT = "pip install 'evalkit[ray]'"
 # Driver environment that workers need to resolve assets exactly like the driver (pyiqa finds weights via
 # TORCH_HOME); forwarded to the Ray job's workers when set, since Ray workers inherit `ray start`'s environment.
-FORWARDED_ENV = ("EVALKIT_HOME", "EVALKIT_WEIGHTS_MIRROR", "EVALKIT_DATA_MIRROR", "EVALKIT_OFFLINE", "TORCH_HOME",
-                 "HF_HOME", "HF_HUB_OFFLINE")
-DEFAULT_MAX_RETRIES = 2
+FORWARDED_ENV = (
+    "EVALKIT_HOME",
+    "EVALKIT_WEIGHTS_MIRROR",
+    "EVALKIT_DATA_MIRROR",
+    "EVALKIT_OFFLINE",
+    "TORCH_HOME",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+)
 FailureKind = Literal["retry", "oom", "error"]
 
 
@@ -65,13 +72,21 @@ def classify_failure(exc: BaseException) -> FailureKind:
     from ray import exceptions as rx
 
     text = str(exc).lower()
-    if isinstance(exc, rx.OutOfMemoryError) or (isinstance(exc, rx.RayActorError) and any(
-            sign in text for sign in ("outofmemoryerror", "low on memory", "out of memory"))):
+    if isinstance(exc, rx.OutOfMemoryError) or (
+        isinstance(exc, rx.RayActorError)
+        and any(sign in text for sign in ("outofmemoryerror", "low on memory", "out of memory"))
+    ):
         return "oom"
     if isinstance(exc, rx.RayActorError) and getattr(exc, "actor_init_failed", False):
         return "error"
-    lost = (rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError, rx.RayActorError,
-            rx.ObjectLostError, rx.RaySystemError)
+    lost = (
+        rx.WorkerCrashedError,
+        rx.NodeDiedError,
+        rx.LocalRayletDiedError,
+        rx.RayActorError,
+        rx.ObjectLostError,
+        rx.RaySystemError,
+    )
     if isinstance(exc, lost):
         return "retry"
     if isinstance(exc, rx.RayTaskError) and isinstance(getattr(exc, "cause", None), lost):
@@ -94,16 +109,14 @@ def resources_for(device: str, cpus_per_job: float) -> dict[str, float]:
 class JobWorker:
     """Body of the Ray actor: one :class:`JobContext` per worker process, so models load once per worker."""
 
-    def __init__(self, config: WorkerConfig, context_factory: Callable[[WorkerConfig], Any],
-                 threads: int) -> None:
+    def __init__(self, config: WorkerConfig, context_factory: Callable[..., Any], threads: int) -> None:
         import torch
 
         if not config.device.startswith("cuda"):
             # Timings and numerics of a CPU job depend on its thread count: pin it to the CPUs Ray reserved.
             torch.set_num_threads(max(1, threads))
         self.device = config.device
-        self.context = context_factory(config)
-        self.environment = _worker_environment(config)
+        self.context = context_factory(config, environment_extra=_node_environment())
 
     def run(self, spec: JobSpec) -> JobResult:
         from evalkit.registry import get_method
@@ -115,19 +128,13 @@ class JobWorker:
         else:
             problem = None
         if version is not None and version != spec.method_version:
-            problem = (f"this worker has {spec.method} version {version} but the driver planned version "
-                       f"{spec.method_version}: install the same evalkit on every Ray node")
+            problem = (
+                f"this worker has {spec.method} version {version} but the driver planned version "
+                f"{spec.method_version}: install the same evalkit on every Ray node"
+            )
         if problem:
-            return JobResult(key=spec.key, status="error", message=problem, device=self.device,
-                             started=utcnow(), finished=utcnow())
-        result = self.context.run(spec)
-        result.extra.setdefault("environment", self.environment)  # what this job was timed on: the worker's node
-        adapters = getattr(self.context, "_adapters", None)
-        loaded = adapters.get((spec.method, spec.weight_set, str(self.context.device))) if adapters else None
-        if loaded is not None:
-            details = loaded[0].info()
-            result.extra["method_info"] = (details.parameters, details.layers)
-        return result
+            return failure(spec.key, "error", problem, Reason.BAD_INPUT, self.device)
+        return self.context.run(spec)
 
 
 class RayExecutor:
@@ -136,19 +143,31 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, max_retries: int | None = None,
-                 cpus_per_job: float | None = None, workers: int | None = None,
-                 context_factory: Callable[[WorkerConfig], Any] = JobContext,
-                 log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_job: float | None = None,
+        workers: int | None = None,
+        context_factory: Callable[..., Any] = JobContext,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         require_ray()
         self.address = address
-        self.max_retries = _env_number("EVALKIT_RAY_MAX_RETRIES", max_retries, DEFAULT_MAX_RETRIES, int)
         self.cpus_per_job = _env_number("EVALKIT_RAY_CPUS_PER_JOB", cpus_per_job, 1.0, float)
         self.workers = _env_number("EVALKIT_RAY_WORKERS", workers, None, int)
         self.context_factory = context_factory
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.method_info: dict[str, dict[str, int]] = {}  # label -> parameters/layers, read by the runner
-        self.retried: dict[str, int] = {}  # job key -> number of lost-worker retries (for reports and tests)
+        self._connected_here = False
+
+    def describe(self) -> str | None:
+        return f"ray executor: {self.address or os.environ.get('RAY_ADDRESS') or 'a new local Ray cluster'}"
+
+    def close(self) -> None:
+        if self._connected_here:
+            import ray
+
+            ray.shutdown()
+            self._connected_here = False
 
     # -- cluster ------------------------------------------------------------------------------------------
     def _connect(self, ray) -> bool:
@@ -165,8 +184,10 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = self.address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
             first = (str(exc).splitlines() or [""])[0]
-            raise EvalkitError(f"cannot connect to Ray at {where} ({first}): start it with 'ray start "
-                               f"--head' and pass --ray-address HOST:PORT (or auto)") from exc
+            raise EvalkitError(
+                f"cannot connect to Ray at {where} ({first}): start it with 'ray start "
+                f"--head' and pass --ray-address HOST:PORT (or auto)"
+            ) from exc
         return True
 
     def _plan_workers(self, ray, device: str, jobs: int) -> tuple[int, dict[str, float]]:
@@ -179,21 +200,24 @@ class RayExecutor:
         else:
             slots = int(total.get("CPU", 0) // self.cpus_per_job)
             if slots < 1 and not self.workers:
-                raise EvalkitError(f"the Ray cluster has {total.get('CPU', 0):g} CPUs, fewer than the "
-                                   f"{self.cpus_per_job:g} each job needs: lower EVALKIT_RAY_CPUS_PER_JOB")
+                raise EvalkitError(
+                    f"the Ray cluster has {total.get('CPU', 0):g} CPUs, fewer than the "
+                    f"{self.cpus_per_job:g} each job needs: lower EVALKIT_RAY_CPUS_PER_JOB"
+                )
         return max(1, min(self.workers or slots, jobs)), resources
 
     # -- executor protocol --------------------------------------------------------------------------------
-    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[tuple[JobSpec, JobResult]]:
+    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[JobResult]:
         if not specs:
             return
         ray = require_ray()
-        connected_here = self._connect(ray)
+        if self._connect(ray):
+            self._connected_here = True
         actors: list[Any] = []
         inflight: dict[Any, tuple[Any, JobSpec]] = {}
         try:
             count, resources = self._plan_workers(ray, config.device, len(specs))
-            remote_config = dataclasses.replace(config, device=worker_device(config.device))
+            remote_config = dataclasses.replace(config, device=worker_device(config.device), executor="ray")
             config_ref = ray.put(remote_config)
             actor_cls = ray.remote(JobWorker).options(max_restarts=0, max_concurrency=1, **resources)
             threads = max(1, int(self.cpus_per_job))
@@ -204,16 +228,15 @@ class RayExecutor:
                 return actor
 
             totals = ray.cluster_resources()
-            self.log(f"ray: {count} workers x {_describe(resources)} on cluster "
-                     f"{ray.get_runtime_context().gcs_address} ({totals.get('CPU', 0):g} CPU, "
-                     f"{totals.get('GPU', 0):g} GPU)")
+            self.log(
+                f"ray: {count} workers x {_describe(resources)} on cluster "
+                f"{ray.get_runtime_context().gcs_address} ({totals.get('CPU', 0):g} CPU, "
+                f"{totals.get('GPU', 0):g} GPU)"
+            )
             queue = deque(specs)
-            attempts: dict[str, int] = {}
-            failed_starts = 0  # workers in a row that died in their constructor (e.g. evalkit missing on a node)
 
             def submit(actor) -> None:
                 spec = queue.popleft()
-                attempts[spec.key] = attempts.get(spec.key, 0) + 1
                 inflight[actor.run.remote(spec)] = (actor, spec)
 
             for _ in range(count):
@@ -223,68 +246,43 @@ class RayExecutor:
                 actor, spec = inflight.pop(ref)
                 try:
                     result = ray.get(ref)
-                    failed_starts = 0
                 except ray.exceptions.RayError as exc:
-                    result = self._failure(ray, exc, spec, attempts[spec.key], config.device, queue)
                     _kill(ray, actor)  # a worker that failed is never trusted with another job
                     actors.remove(actor)
-                    failed_starts = failed_starts + 1 if getattr(exc, "actor_init_failed", False) else 0
-                    if failed_starts > self.max_retries:  # workers cannot start: fail the rest, don't retry each
-                        while queue:
-                            rest = queue.popleft()
-                            yield rest, dataclasses.replace(result, key=rest.key)
-                    actor = new_actor() if queue else None
-                if result is not None:
-                    info = result.extra.pop("method_info", None)
-                    if info is not None:
-                        self.method_info[spec.label] = {"parameters": info[0], "layers": info[1]}
-                    yield spec, result
-                if actor is not None and queue:
-                    submit(actor)
+                    actor = None
+                    result = self._failure(exc, spec, config.device)
+                yield result  # before replacing a failed worker: the scheduler may stop here
+                if queue:
+                    submit(actor if actor is not None else new_actor())
         finally:
             for actor in actors:  # killing a worker also ends the job it may still be running
                 _kill(ray, actor)
-            if connected_here:
-                ray.shutdown()
 
-    def _failure(self, ray, exc: BaseException, spec: JobSpec, attempt: int, device: str,
-                 queue: deque) -> JobResult | None:
-        """A Ray-level failure: requeue the job (``None``) or turn it into an ``oom``/``error`` result."""
+    @staticmethod
+    def _failure(exc: BaseException, spec: JobSpec, device: str) -> JobResult:
+        """A Ray-level failure as a result: ``lost`` (the scheduler may retry), ``oom`` or ``error``."""
         kind = classify_failure(exc)
         text = _summary(exc)
-        if kind == "retry" and attempt <= self.max_retries:
-            self.retried[spec.key] = self.retried.get(spec.key, 0) + 1
-            self.log(f"ray: worker lost on {spec.label} {spec.pair_id} @{spec.resolution} "
-                     f"({type(exc).__name__}); retry {attempt} of {self.max_retries}")
-            queue.appendleft(spec)
-            return None
+        if getattr(exc, "actor_init_failed", False):
+            return failure(spec.key, LOST, f"{type(exc).__name__}: {text}", Reason.START_FAILED, worker_device(device))
+        if kind == "retry":
+            return failure(spec.key, LOST, f"{type(exc).__name__}: {text}", Reason.LOST, worker_device(device))
         if kind == "oom":
-            status, message = "oom", f"out of memory: Ray killed the worker ({type(exc).__name__}: {text})"
-        elif kind == "retry":
-            status = "error"
-            message = (f"Ray worker lost {attempt} times ({type(exc).__name__}: {text}); giving up after "
-                       f"{self.max_retries} retries (EVALKIT_RAY_MAX_RETRIES)")
-        else:
-            status, message = "error", f"{type(exc).__name__}: {text}"
-        now = utcnow()
-        return JobResult(key=spec.key, status=status, message=message, device=worker_device(device),
-                         started=now, finished=now)
+            return failure(
+                spec.key,
+                "oom",
+                f"out of memory: Ray killed the worker ({type(exc).__name__}: {text})",
+                Reason.OOM,
+                worker_device(device),
+            )
+        return failure(spec.key, "error", f"{type(exc).__name__}: {text}", Reason.EXCEPTION, worker_device(device))
 
 
-def _worker_environment(config: WorkerConfig) -> dict[str, Any]:
-    """The worker's node and device, recorded per job: on a cluster the driver's machine says nothing about it."""
-    import platform
-
+def _node_environment() -> dict[str, Any]:
+    """What a Ray worker adds to every job's environment: on a cluster the driver's machine says nothing about it."""
     import ray
-    import torch
 
-    from evalkit import environment
-
-    env = environment.device_description(config.device)
-    env.update(hostname=platform.node(), node_ip=ray.util.get_node_ip_address(), ray_version=ray.__version__,
-               torch_version=torch.__version__, python=platform.python_version(), executor="ray",
-               warmup=getattr(config, "warmup", 0), repeats=getattr(config, "repeats", 1))
-    return env
+    return {"node_ip": ray.util.get_node_ip_address(), "ray_version": ray.__version__}
 
 
 def _summary(exc: BaseException) -> str:

@@ -1,40 +1,74 @@
-"""Metric registry and the suite that computes a run's metrics with shared work.
+"""Metric discovery through the ``evalkit.metrics`` entry-point group, and the suite that computes a run's metrics
+with shared work.
 
-Each metric lives in its own module and declares its :class:`~evalkit.metrics.base.MetricInfo`. Add a metric by
-writing a :class:`~evalkit.metrics.base.Metric` subclass and listing it in ``_BUILTIN``.
+Each metric is a :class:`~evalkit.metrics.base.Metric` subclass carrying its :class:`~evalkit.metrics.base.MetricInfo`
+(name, direction, reference, range, definition). evalkit's own metrics register exactly as a third-party package
+does, in ``pyproject.toml``::
+
+    [project.entry-points."evalkit.metrics"]
+    my_metric = "my_package.my_module:MyMetric"
 """
 
 from __future__ import annotations
 
-import importlib
 import traceback
+from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
 
 import torch
 
+from evalkit.assets import AssetStore
+from evalkit.errors import EvalkitError
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
 from evalkit.metrics.features import SharedFeatures
-from evalkit.store import MetricValue
+from evalkit.results import MetricValue
 
-_BUILTIN = {
-    "content_loss": "evalkit.metrics.losses:ContentLoss",
-    "style_loss": "evalkit.metrics.losses:StyleLoss",
-    "ssim": "evalkit.metrics.ssim:SSIM",
-    "fsim": "evalkit.metrics.fsim:FSIM",
-    "niqe": "evalkit.metrics.niqe:NIQE",
-    "brisque": "evalkit.metrics.brisque:BRISQUE",
-    "nima": "evalkit.metrics.nima:NIMA",
-}
+GROUP = "evalkit.metrics"
+
+
+@lru_cache(maxsize=1)
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+_loaded: dict[str, type[Metric]] = {}
+
+
+def refresh() -> None:
+    """Forget discovered entry points (after installing a plugin in a running process, e.g. in tests)."""
+    _entry_points.cache_clear()
+    _loaded.clear()
+
+
+# evalkit's own metrics are listed in this order (losses, full-reference, no-reference); plug-ins follow by name
+PRESENTATION_ORDER = ("content_loss", "style_loss", "ssim", "fsim", "niqe", "brisque", "nima")
 
 
 def metric_names() -> list[str]:
-    return list(_BUILTIN)
+    order = {name: i for i, name in enumerate(PRESENTATION_ORDER)}
+    return sorted(_entry_points(), key=lambda name: (order.get(name, len(order)), name))
 
 
 def get_metric_class(name: str) -> type[Metric]:
-    if name not in _BUILTIN:
-        raise ValueError(f"unknown metric '{name}': known metrics are {', '.join(_BUILTIN)}")
-    module, cls = _BUILTIN[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    """The metric class registered as ``name``; ``ValueError`` naming the known ones otherwise."""
+    if name in _loaded:
+        return _loaded[name]
+    eps = _entry_points()
+    if name not in eps:
+        raise ValueError(f"unknown metric '{name}': known metrics are {', '.join(eps) or 'none installed'}")
+    try:
+        cls = eps[name].load()
+    except Exception as exc:
+        raise EvalkitError(
+            f"metric '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Metric)) or cls.info.name != name:
+        raise EvalkitError(
+            f"entry point '{name}' of group {GROUP} does not point at a Metric subclass whose "
+            f"info.name is '{name}' ({cls!r})"
+        )
+    _loaded[name] = cls
+    return cls
 
 
 def metric_info(name: str) -> MetricInfo:
@@ -48,13 +82,13 @@ class MetricSuite:
     yields ``error`` with the exception; a run never fails because of a metric.
     """
 
-    def __init__(self, names: list[str], device: str | torch.device = "cpu") -> None:
+    def __init__(self, names: list[str], device: str | torch.device, store: AssetStore) -> None:
         self.device = torch.device(device)
-        self.features = SharedFeatures(self.device)
+        self.features = SharedFeatures(self.device, store)
         self.metrics: dict[str, Metric] = {}
         self.unavailable: dict[str, str] = {}
         for name in names:
-            metric = get_metric_class(name)(self.device)
+            metric = get_metric_class(name)(self.device, store)
             ok, reason = metric.availability()
             if not ok:
                 self.unavailable[name] = reason
@@ -85,4 +119,13 @@ class MetricSuite:
         return values
 
 
-__all__ = ["EvalSample", "Metric", "MetricInfo", "MetricSuite", "get_metric_class", "metric_info", "metric_names"]
+__all__ = [
+    "EvalSample",
+    "Metric",
+    "MetricInfo",
+    "MetricSuite",
+    "get_metric_class",
+    "metric_info",
+    "metric_names",
+    "refresh",
+]

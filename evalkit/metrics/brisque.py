@@ -24,17 +24,17 @@ from typing import ClassVar
 
 import torch
 
-from evalkit.assets import Asset, default_store
+from evalkit.assets import Asset, AssetStore
 from evalkit.errors import AssetError
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
-from evalkit.metrics.iqa_assets import as_batch, asset_availability, create_pyiqa_metric, fetch
+from evalkit.metrics.iqa_assets import as_batch, create_pyiqa_metric
+from evalkit.weights import WeightSet
 
 BRISQUE_MODEL = Asset(
     name="iqa/brisque/allmodel",
     sha256="8b04d6045f1b27261610c8ab1730fdcc14ec80bfab0f1ab5f703bbc2927314de",
     kind="weights",
-    url=("https://raw.githubusercontent.com/utlive/BRISQUE/"
-         "2e2a5ac04cd4b73ac0f5867de5b974581fa2d4d2/MATLAB/allmodel"),
+    url=("https://raw.githubusercontent.com/utlive/BRISQUE/2e2a5ac04cd4b73ac0f5867de5b974581fa2d4d2/MATLAB/allmodel"),
     size=353497,
 )
 PYIQA_GAMMA, PYIQA_RHO = 0.05, -153.591  # hard-coded in pyiqa.archs.brisque_arch.BRISQUE (version='original')
@@ -67,14 +67,15 @@ def parse_libsvm_model(path: Path) -> tuple[dict[str, str], torch.Tensor, torch.
         coefs.append(float(coef))
         rows.append(row)
     if str(len(rows)) != header.get("total_sv"):
-        raise AssetError(f"BRISQUE model {path}: {len(rows)} support vectors, header says "
-                         f"{header.get('total_sv')}: the file is truncated; supply the LIVE 'allmodel'")
+        raise AssetError(
+            f"BRISQUE model {path}: {len(rows)} support vectors, header says "
+            f"{header.get('total_sv')}: the file is truncated; supply the LIVE 'allmodel'"
+        )
     return header, torch.tensor(coefs, dtype=torch.float32), torch.tensor(rows, dtype=torch.float32)
 
 
-def derived_weights(model_path: Path) -> Path:
+def derived_weights(model_path: Path, store: AssetStore) -> Path:
     """``(sv_coef, sv)`` as pyiqa's ``pretrained_model_path`` expects, derived once per digest."""
-    store = default_store()
     digest = store.digest(model_path)
     target = store.home / "derived" / f"brisque_svm_{digest[:16]}.pth"
     if target.is_file():
@@ -82,8 +83,10 @@ def derived_weights(model_path: Path) -> Path:
     header, sv_coef, sv = parse_libsvm_model(model_path)
     gamma, rho = float(header.get("gamma", "nan")), float(header.get("rho", "nan"))
     if (gamma, rho) != (PYIQA_GAMMA, PYIQA_RHO):
-        raise AssetError(f"BRISQUE model {model_path} has gamma={gamma}, rho={rho} but pyiqa's SVR uses "
-                         f"gamma={PYIQA_GAMMA}, rho={PYIQA_RHO}: supply the original LIVE 'allmodel'")
+        raise AssetError(
+            f"BRISQUE model {model_path} has gamma={gamma}, rho={rho} but pyiqa's SVR uses "
+            f"gamma={PYIQA_GAMMA}, rho={PYIQA_RHO}: supply the original LIVE 'allmodel'"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp{os.getpid()}")  # per process: parallel workers never share a partial file
     torch.save((sv_coef, sv), str(tmp))
@@ -93,22 +96,24 @@ def derived_weights(model_path: Path) -> Path:
 
 class BRISQUE(Metric):
     info: ClassVar[MetricInfo] = MetricInfo(
-        name="brisque", higher_is_better=False, reference="none", range=(None, None),
+        name="brisque",
+        higher_is_better=False,
+        reference="none",
+        range=(None, None),
         description="Blind/Referenceless Image Spatial Quality Evaluator (LIVE SVR); ~0 best, ~100 worst",
         weights=(BRISQUE_MODEL.name,),
-        definition=("LIVE epsilon-SVR (RBF, gamma 0.05, rho -153.591) on 36 NSS features of luma at 2 "
-                    "scales, scaled by LIVE allrange (pyiqa 'brisque', original release)"),
+        definition=(
+            "LIVE epsilon-SVR (RBF, gamma 0.05, rho -153.591) on 36 NSS features of luma at 2 "
+            "scales, scaled by LIVE allrange (pyiqa 'brisque', original release)"
+        ),
     )
-    asset: ClassVar[Asset] = BRISQUE_MODEL
-    weight_set: ClassVar[str] = "live"  # label brisque[live] in `evalkit weights status|fetch`
-
-    def availability(self) -> tuple[bool, str]:
-        return asset_availability(self.asset, "BRISQUE model (LIVE allmodel)")
+    weight_sets: ClassVar[dict[str, WeightSet]] = {
+        "live": WeightSet("live", {"model": BRISQUE_MODEL}, "BRISQUE model (LIVE allmodel)", official=True)
+    }
 
     def setup(self) -> None:
-        weights = derived_weights(fetch(self.asset))
-        self.net = create_pyiqa_metric("brisque", self.device, test_y_channel=True,
-                                       pretrained_model_path=str(weights))
+        weights = derived_weights(self.files()["model"], self.store)
+        self.net = create_pyiqa_metric("brisque", self.device, test_y_channel=True, pretrained_model_path=str(weights))
 
     def compute(self, sample: EvalSample, features=None) -> float:
         return float(self.net(as_batch(sample.output, self.device)))

@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import torch
 
+from evalkit.assets import AssetStore
 from evalkit.vgg import get_vgg19
 
 CONTENT_LAYER = "conv4_2"
@@ -31,8 +32,11 @@ class SharedFeatures:
     activations (over 100 MB at 512 px: ``relu1_1`` alone is 64 x 512 x 512 floats), so a long run's memory stays flat.
     """
 
-    def __init__(self, device: str | torch.device = "cpu", weight_set: str = "imagenet", capacity: int = 32) -> None:
+    def __init__(
+        self, device: str | torch.device, store: AssetStore, weight_set: str = "imagenet", capacity: int = 32
+    ) -> None:
         self.device = torch.device(device)
+        self.store = store
         self.weight_set = weight_set
         self.capacity = capacity
         self._entries: OrderedDict[str, dict[str, object]] = OrderedDict()
@@ -40,7 +44,7 @@ class SharedFeatures:
 
     @property
     def vgg(self):
-        return get_vgg19(self.weight_set, self.device)
+        return get_vgg19(self.weight_set, self.device, self.store)
 
     def _entry(self, key: str, image: torch.Tensor) -> dict[str, object]:
         if key in self._entries:

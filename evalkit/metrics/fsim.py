@@ -24,14 +24,19 @@ from typing import ClassVar
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
 from evalkit.metrics.iqa_assets import as_batch, create_pyiqa_metric, same_size
 
-DEFINITION = ("FSIMc: phase congruency + Scharr gradient similarity on YIQ luma, I/Q chroma term ^0.03, "
-              "inputs 0-255 average-pooled by round(min(H,W)/256) as in FeatureSIM.m (pyiqa 'fsim'), "
-              "vs the content image")
+DEFINITION = (
+    "FSIMc: phase congruency + Scharr gradient similarity on YIQ luma, I/Q chroma term ^0.03, "
+    "inputs 0-255 average-pooled by round(min(H,W)/256) as in FeatureSIM.m (pyiqa 'fsim'), "
+    "vs the content image"
+)
 
 
 class FSIM(Metric):
     info: ClassVar[MetricInfo] = MetricInfo(
-        name="fsim", higher_is_better=True, reference="content", range=(0.0, 1.0),
+        name="fsim",
+        higher_is_better=True,
+        reference="content",
+        range=(0.0, 1.0),
         description="Feature similarity (phase congruency, gradients, chroma) of output and content image",
         weights=(),
         definition=DEFINITION,

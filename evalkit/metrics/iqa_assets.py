@@ -1,4 +1,4 @@
-"""Weight files of the pyiqa-backed metrics, resolved through evalkit's asset store; the pyiqa entry point.
+"""Helpers of the pyiqa-backed metrics: the pyiqa entry point and the input conversion.
 
 pyiqa would download its files itself into ``$TORCH_HOME/hub/pyiqa`` without any checksum. evalkit instead
 resolves each file with :class:`~evalkit.assets.AssetStore` (cache -> mirror -> download, sha256-verified) and
@@ -7,45 +7,17 @@ hands pyiqa the resolved path (``pretrained_model_path=``), so that
 - a benchmark's NIQE/BRISQUE/NIMA numbers are tied to a verified file, whatever ``TORCH_HOME`` holds;
 - a missing file makes the metric ``unavailable`` with the place it looked and the fix, never a crashed run.
 
-Availability is decided without touching the network, by the resolver's own download rule.
+Availability is decided without touching the network, by the resolver's own download rule (the weight sets the
+metrics declare, see :class:`~evalkit.metrics.base.Metric`).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from evalkit.assets import Asset, default_store
-from evalkit.errors import AssetError
-
 PYIQA_WEIGHTS_URL = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main/"
-
-
-def asset_availability(asset: Asset, what: str) -> tuple[bool, str]:
-    """(available, reason) for a metric's weight file, without downloading.
-
-    ``(True, "")`` when a verified local copy exists; ``(True, "downloads … on first use")`` when the resolver
-    may fetch it; otherwise ``(False, reason)`` naming the file, where evalkit looked and how to supply it.
-    The download rule is the resolver's own (:meth:`AssetStore.download_blocker`), so ``evalkit metrics`` and
-    ``evalkit weights status`` always agree.
-    """
-    store = default_store()
-    try:
-        found = store.locate(asset)
-    except AssetError as exc:  # a copy exists but fails its sha256 check
-        return False, f"{what}: {exc}"
-    if found is not None:
-        return True, ""
-    if store.download_blocker(asset) is None:
-        return True, f"downloads {asset.url} on first use"
-    return False, f"{what}: {store._not_found_message(asset)}"
-
-
-def fetch(asset: Asset) -> Path:
-    """Verified local path of ``asset`` (downloading when allowed); raises :class:`AssetError` otherwise."""
-    return default_store().fetch(asset)
 
 
 def create_pyiqa_metric(name: str, device: torch.device, **options: Any):

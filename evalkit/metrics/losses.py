@@ -29,8 +29,9 @@ def content_loss(output_feats: torch.Tensor, content_feats: torch.Tensor) -> flo
     return float(0.5 * (diff * diff).sum())
 
 
-def style_loss(output_grams: dict[str, torch.Tensor], style_grams: dict[str, torch.Tensor],
-               layers=STYLE_LAYERS) -> float:
+def style_loss(
+    output_grams: dict[str, torch.Tensor], style_grams: dict[str, torch.Tensor], layers=STYLE_LAYERS
+) -> float:
     total = 0.0
     for layer in layers:
         g, a = output_grams[layer], style_grams[layer]
@@ -41,7 +42,10 @@ def style_loss(output_grams: dict[str, torch.Tensor], style_grams: dict[str, tor
 
 class ContentLoss(Metric):
     info: ClassVar[MetricInfo] = MetricInfo(
-        name="content_loss", higher_is_better=False, reference="content", range=(0.0, None),
+        name="content_loss",
+        higher_is_better=False,
+        reference="content",
+        range=(0.0, None),
         description="Gatys content loss at VGG-19 conv4_2 against the content image",
         weights=("vgg19[imagenet]",),
         definition="1/2 * sum (F - P)^2 at conv4_2 (pre-ReLU), ImageNet Caffe VGG-19, at eval size",
@@ -55,7 +59,10 @@ class ContentLoss(Metric):
 
 class StyleLoss(Metric):
     info: ClassVar[MetricInfo] = MetricInfo(
-        name="style_loss", higher_is_better=False, reference="style", range=(0.0, None),
+        name="style_loss",
+        higher_is_better=False,
+        reference="style",
+        range=(0.0, None),
         description="Gatys style loss (Gram matrices, relu1_1..relu5_1, equal weights) against the style image",
         weights=("vgg19[imagenet]",),
         definition="sum_l 1/5 * 1/(4 N^2) * sum (G/M_out - A/M_style)^2 over relu1_1..relu5_1, at eval size",

@@ -27,9 +27,10 @@ from typing import ClassVar
 import torch
 
 from evalkit.assets import Asset
-from evalkit.errors import AssetError
+from evalkit.checkpoints import CheckpointError, load_checked, read_torch_state
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
-from evalkit.metrics.iqa_assets import PYIQA_WEIGHTS_URL, as_batch, asset_availability, fetch
+from evalkit.metrics.iqa_assets import PYIQA_WEIGHTS_URL, as_batch
+from evalkit.weights import WeightSet
 
 NIMA_AVA = Asset(
     name="iqa/nima/NIMA_InceptionV2_ava-b0c77c00.pth",
@@ -63,49 +64,43 @@ def build_network() -> torch.nn.Module:
     real_timm = nima_arch.timm
     nima_arch.timm = _TimmWithoutDownload(real_timm)
     try:
-        return nima_arch.NIMA(base_model_name="inception_resnet_v2", train_dataset="ava", num_classes=10,
-                              pretrained=False)
+        return nima_arch.NIMA(
+            base_model_name="inception_resnet_v2", train_dataset="ava", num_classes=10, pretrained=False
+        )
     finally:
         nima_arch.timm = real_timm
 
 
 def load_checkpoint(net: torch.nn.Module, path: Path) -> None:
     """Load a pyiqa NIMA checkpoint strictly; a wrong file is one line naming it and what does not match."""
-    raw = torch.load(str(path), map_location="cpu", weights_only=True)
-    state = raw.get("params", raw) if isinstance(raw, dict) else raw
-    if not isinstance(state, dict):
-        raise AssetError(f"NIMA checkpoint {path} is not a state dict: "
-                         f"supply NIMA_InceptionV2_ava-b0c77c00.pth")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    expected = net.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        raise AssetError(
-            f"NIMA checkpoint {path} does not fit pyiqa's inception_resnet_v2 NIMA ({len(missing)} missing, "
-            f"{len(unexpected)} unexpected, {len(wrong)} mis-shaped tensors, e.g. "
-            f"{(missing + unexpected + wrong)[0]}): supply NIMA_InceptionV2_ava-b0c77c00.pth"
-        )
-    net.load_state_dict(state, strict=True)
+    try:
+        load_checked(net, read_torch_state(path), path, "pyiqa inception_resnet_v2 NIMA")
+    except CheckpointError as exc:
+        raise CheckpointError(
+            f"NIMA checkpoint does not fit pyiqa's inception_resnet_v2 NIMA ({exc}); supply "
+            f"NIMA_InceptionV2_ava-b0c77c00.pth"
+        ) from exc
 
 
 class NIMA(Metric):
     info: ClassVar[MetricInfo] = MetricInfo(
-        name="nima", higher_is_better=True, reference="none", range=(1.0, 10.0),
+        name="nima",
+        higher_is_better=True,
+        reference="none",
+        range=(1.0, 10.0),
         description="NIMA aesthetic score (mean of the predicted AVA rating distribution, 1-10)",
         weights=(NIMA_AVA.name,),
-        definition=("mean of softmax(Linear(GAP(InceptionResNetV2(x)))) over ratings 1..10, x resized + "
-                    "centre-cropped to 299, normalised (x-0.5)/0.5; pyiqa 'nima' AVA checkpoint"),
+        definition=(
+            "mean of softmax(Linear(GAP(InceptionResNetV2(x)))) over ratings 1..10, x resized + "
+            "centre-cropped to 299, normalised (x-0.5)/0.5; pyiqa 'nima' AVA checkpoint"
+        ),
     )
-    asset: ClassVar[Asset] = NIMA_AVA
-    weight_set: ClassVar[str] = "ava"  # label nima[ava] in `evalkit weights status|fetch`
-
-    def availability(self) -> tuple[bool, str]:
-        return asset_availability(self.asset, "NIMA AVA checkpoint (pyiqa 'nima')")
+    weight_sets: ClassVar[dict[str, WeightSet]] = {
+        "ava": WeightSet("ava", {"checkpoint": NIMA_AVA}, "NIMA AVA checkpoint (pyiqa 'nima')", official=True)
+    }
 
     def setup(self) -> None:
-        path = fetch(self.asset)
+        path = self.files()["checkpoint"]
         net = build_network()
         load_checkpoint(net, path)
         self.net = net.to(self.device).eval()

@@ -21,13 +21,8 @@ from typing import ClassVar
 
 from evalkit.assets import Asset
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
-from evalkit.metrics.iqa_assets import (
-    PYIQA_WEIGHTS_URL,
-    as_batch,
-    asset_availability,
-    create_pyiqa_metric,
-    fetch,
-)
+from evalkit.metrics.iqa_assets import PYIQA_WEIGHTS_URL, as_batch, create_pyiqa_metric
+from evalkit.weights import WeightSet
 
 NIQE_PARAMS = Asset(
     name="iqa/niqe/modelparameters.mat",
@@ -41,27 +36,35 @@ MIN_SIDE = 96
 
 class NIQE(Metric):
     info: ClassVar[MetricInfo] = MetricInfo(
-        name="niqe", higher_is_better=False, reference="none", range=(0.0, None),
+        name="niqe",
+        higher_is_better=False,
+        reference="none",
+        range=(0.0, None),
         description="Natural Image Quality Evaluator: distance of NSS statistics from pristine images",
         weights=(NIQE_PARAMS.name,),
-        definition=("sqrt((mu_p-mu_d)' pinv((S_p+S_d)/2) (mu_p-mu_d)), 36 NSS features of 96x96 luma "
-                    "blocks at 2 scales, LIVE modelparameters.mat (pyiqa 'niqe', original release)"),
+        definition=(
+            "sqrt((mu_p-mu_d)' pinv((S_p+S_d)/2) (mu_p-mu_d)), 36 NSS features of 96x96 luma "
+            "blocks at 2 scales, LIVE modelparameters.mat (pyiqa 'niqe', original release)"
+        ),
     )
-    asset: ClassVar[Asset] = NIQE_PARAMS
-    weight_set: ClassVar[str] = "live"  # label niqe[live] in `evalkit weights status|fetch`
-
-    def availability(self) -> tuple[bool, str]:
-        return asset_availability(self.asset, "NIQE pristine model (LIVE modelparameters.mat)")
+    weight_sets: ClassVar[dict[str, WeightSet]] = {
+        "live": WeightSet(
+            "live", {"params": NIQE_PARAMS}, "NIQE pristine model (LIVE modelparameters.mat)", official=True
+        )
+    }
 
     def setup(self) -> None:
-        path = fetch(self.asset)
-        self.net = create_pyiqa_metric("niqe", self.device, test_y_channel=True, color_space="yiq",
-                                       pretrained_model_path=str(path))
+        path = self.files()["params"]
+        self.net = create_pyiqa_metric(
+            "niqe", self.device, test_y_channel=True, color_space="yiq", pretrained_model_path=str(path)
+        )
 
     def compute(self, sample: EvalSample, features=None) -> float:
         out = as_batch(sample.output, self.device)
         h, w = out.shape[-2:]
         if min(h, w) < MIN_SIDE:
-            raise ValueError(f"NIQE needs at least {MIN_SIDE}x{MIN_SIDE} pixels (one 96x96 block), got "
-                             f"{w}x{h}: raise the protocol's eval_size")
+            raise ValueError(
+                f"NIQE needs at least {MIN_SIDE}x{MIN_SIDE} pixels (one 96x96 block), got "
+                f"{w}x{h}: raise the protocol's eval_size"
+            )
         return float(self.net(out))

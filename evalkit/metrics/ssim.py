@@ -28,22 +28,26 @@ from typing import ClassVar
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
 from evalkit.metrics.iqa_assets import as_batch, create_pyiqa_metric, same_size
 
-DEFINITION = ("SSIM on luma Y=0.299R+0.587G+0.114B (0-255, rounded), data range 255, 11x11 Gaussian "
-              "sigma 1.5, valid filtering, no downsampling, C-S term clamped at 0 (pyiqa 'ssim'), "
-              "vs the content image")
+DEFINITION = (
+    "SSIM on luma Y=0.299R+0.587G+0.114B (0-255, rounded), data range 255, 11x11 Gaussian "
+    "sigma 1.5, valid filtering, no downsampling, C-S term clamped at 0 (pyiqa 'ssim'), "
+    "vs the content image"
+)
 
 
 class SSIM(Metric):
     info: ClassVar[MetricInfo] = MetricInfo(
-        name="ssim", higher_is_better=True, reference="content", range=(0.0, 1.0),
+        name="ssim",
+        higher_is_better=True,
+        reference="content",
+        range=(0.0, 1.0),
         description="Structural similarity of the output's luminance to the content image's (fidelity)",
         weights=(),
         definition=DEFINITION,
     )
 
     def setup(self) -> None:
-        self.net = create_pyiqa_metric("ssim", self.device, downsample=False, test_y_channel=True,
-                                       color_space="yiq")
+        self.net = create_pyiqa_metric("ssim", self.device, downsample=False, test_y_channel=True, color_space="yiq")
 
     def compute(self, sample: EvalSample, features=None) -> float:
         out, ref = as_batch(sample.output, self.device), as_batch(sample.content, self.device)

@@ -1,12 +1,11 @@
-"""Load what a leaderboard shows from a results root: the selected runs, their jobs and metrics, and the optional
-tables other parts of evalkit add (``timings`` from speed runs, ``preferences`` / ``metric_agreement`` from human
-studies). Optional tables are read only when they exist, so a page builds from any results database.
+"""Load what a leaderboard shows from a results root, through the store's read models: the selected runs, their jobs
+and metrics, the environment each job ran on, and the tables other parts of evalkit add (``timings`` from speed runs,
+``preferences`` / ``metric_agreement`` from human studies), which may be empty.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ class ReportData:
     preferences: pd.DataFrame | None = None
     agreement: pd.DataFrame | None = None
     spec: Any = None  # the Protocol as stored with the newest selected run (None if it cannot be read)
+    environments: dict[str, dict[str, Any]] = field(default_factory=dict)  # job key -> what the job ran on
     notes: list[str] = field(default_factory=list)  # e.g. the protocol file changed since the run
 
     @property
@@ -41,17 +41,6 @@ class ReportData:
     def labels(self) -> list[str]:
         """Row keys in a stable order (by label), including entries whose every job failed."""
         return sorted(self.jobs["entry"].unique()) if len(self.jobs) else []
-
-
-def table_exists(conn: sqlite3.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone()
-    return row is not None
-
-
-def _optional(conn: sqlite3.Connection, name: str, query: str, args: tuple = ()) -> pd.DataFrame | None:
-    if not table_exists(conn, name):
-        return None
-    return pd.read_sql_query(query, conn, params=args)
 
 
 def select_runs(store: ResultsStore, run_ids: list[str] | None) -> list[dict[str, Any]]:
@@ -67,8 +56,9 @@ def select_runs(store: ResultsStore, run_ids: list[str] | None) -> list[dict[str
         by_id = {r["run_id"]: r for r in runs}
         missing = [r for r in run_ids if r not in by_id]
         if missing:
-            raise EvalkitError(f"unknown run id(s) {', '.join(missing)} in {store.path}: "
-                               f"known runs are {', '.join(by_id)}")
+            raise EvalkitError(
+                f"unknown run id(s) {', '.join(missing)} in {store.path}: known runs are {', '.join(by_id)}"
+            )
         chosen = [by_id[r] for r in run_ids]
     else:
         latest = store.latest_run()
@@ -76,8 +66,10 @@ def select_runs(store: ResultsStore, run_ids: list[str] | None) -> list[dict[str
         chosen = [r for r in runs if r["protocol"] == protocol]
     protocols = sorted({r["protocol"] for r in chosen})
     if len(protocols) > 1:
-        raise EvalkitError(f"the selected runs use different protocols ({', '.join(protocols)}): pass --run ids of "
-                           f"one protocol, since metrics of different protocols are not comparable")
+        raise EvalkitError(
+            f"the selected runs use different protocols ({', '.join(protocols)}): pass --run ids of "
+            f"one protocol, since metrics of different protocols are not comparable"
+        )
     for run in chosen:
         for key in ("environment", "methods", "resolutions"):
             try:
@@ -125,19 +117,22 @@ def load_report_data(root: str | Path, run_ids: list[str] | None = None) -> Repo
         metrics = store.metrics_frame(ids)
         metrics = metrics[metrics["job_key"].isin(jobs["job_key"])]
         metrics = metrics.merge(jobs[["job_key", "entry"]], on="job_key", how="left")
-        conn = store.conn
-        methods = {}
-        for row in conn.execute("SELECT * FROM methods"):
-            item = dict(row)
-            item["weight_digests"] = json.loads(item["weight_digests"]) if item.get("weight_digests") else {}
-            methods[item["label"]] = item
-        marks = ",".join("?" * len(ids))
-        timings = _optional(conn, "timings", f"SELECT t.* FROM timings t WHERE t.job_key IN (SELECT job_key FROM "
-                                             f"run_jobs WHERE run_id IN ({marks}))", tuple(ids))
-        preferences = _optional(conn, "preferences", "SELECT * FROM preferences ORDER BY study, rank")
-        agreement = _optional(conn, "metric_agreement", "SELECT * FROM metric_agreement ORDER BY study, metric")
-    return ReportData(root=root, protocol=protocol, runs=runs, jobs=jobs, metrics=metrics, methods=methods,
-                      timings=timings if timings is not None and len(timings) else None,
-                      preferences=preferences if preferences is not None and len(preferences) else None,
-                      agreement=agreement if agreement is not None and len(agreement) else None, spec=spec,
-                      notes=notes)
+        methods = store.methods_table()
+        timings = store.timings_frame(ids)
+        environments = store.job_environments(ids)
+        preferences = store.preferences_frame()
+        agreement = store.agreement_frame()
+    return ReportData(
+        root=root,
+        protocol=protocol,
+        runs=runs,
+        jobs=jobs,
+        metrics=metrics,
+        methods=methods,
+        timings=timings if len(timings) else None,
+        preferences=preferences if len(preferences) else None,
+        agreement=agreement if len(agreement) else None,
+        spec=spec,
+        notes=notes,
+        environments=environments,
+    )

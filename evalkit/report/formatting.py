@@ -29,8 +29,18 @@ def fmt_pm(mean: float | None, half: float | None) -> str:
 
 
 _LATEX_SPECIALS = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-    "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
     "|": r"\textbar{}",
 }
 _LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX_SPECIALS))
@@ -43,6 +53,7 @@ def latex_escape(text: object) -> str:
 
 def latex_num(text: str) -> str:
     """A formatted number for LaTeX: ``1.23e+05`` becomes ``$1.23\\times10^{5}$``; ± becomes ``$\\pm$``."""
+
     def sci(match: re.Match) -> str:
         return f"${match.group(1)}\\times10^{{{int(match.group(2))}}}$"
 

@@ -18,6 +18,8 @@ import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from evalkit import __version__
+from evalkit.assets import AssetStore
+from evalkit.environment import describe
 from evalkit.imaging import Resolution
 from evalkit.report.data import ReportData
 from evalkit.report.formatting import fmt_num, fmt_pm
@@ -28,9 +30,12 @@ from evalkit.report.thumbs import Thumb, ThumbMaker
 
 
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("evalkit", "templates"),
-                      autoescape=select_autoescape(["html", "j2", "svg"], default_for_string=True, default=True),
-                      trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("evalkit", "templates"),
+        autoescape=select_autoescape(["html", "j2", "svg"], default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = fmt_num
     env.filters["pm"] = fmt_pm
     env.filters["sortval"] = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(float(v))
@@ -61,10 +66,9 @@ class Grid:
     note: str = ""
 
 
-def build_grid(data: ReportData, thumbs: ThumbMaker) -> Grid:
-    """One row per pair: content | style | each entry's output (seed 0 at the grid's resolution)."""
-    from evalkit.assets import default_store
-
+def build_grid(data: ReportData, thumbs: ThumbMaker, store: AssetStore) -> Grid:
+    """One row per pair: content | style | each entry's output (seed 0 at the grid's resolution); the inputs are
+    located through ``store`` (never downloaded)."""
     jobs = data.jobs
     entries = data.labels
     if jobs.empty:
@@ -73,7 +77,6 @@ def build_grid(data: ReportData, thumbs: ThumbMaker) -> Grid:
     counts = ok["resolution"].value_counts() if len(ok) else jobs["resolution"].value_counts()
     resolution = str(counts.index[0])
     protocol = data.spec
-    store = default_store()
     inputs: dict[str, GridCell] = {}
     problems: list[str] = []
 
@@ -117,8 +120,7 @@ def build_grid(data: ReportData, thumbs: ThumbMaker) -> Grid:
                 outputs.append(GridCell(None, str(ejobs.iloc[0]["status"]), str(ejobs.iloc[0]["message"] or "")))
             else:
                 outputs.append(GridCell(None, "absent", "no job for this pair"))
-        grid.rows.append(GridRow(pair_id, input_cell(str(first["content"])), input_cell(str(first["style"])),
-                                 outputs))
+        grid.rows.append(GridRow(pair_id, input_cell(str(first["content"])), input_cell(str(first["style"])), outputs))
     if problems:
         grid.note = f"{len(problems)} input image(s) unavailable: {problems[0]}"
     return grid
@@ -144,10 +146,18 @@ def time_plot(data: ReportData, colors: dict[str, str]) -> Plot | None:
         mp = _megapixels(res, group)
         seconds = float(group["total"].median())
         series.setdefault(entry, []).append(
-            (mp, seconds, f"{entry} @ {res}: {fmt_num(seconds)} s (median of {len(group)} jobs)"))
+            (mp, seconds, f"{entry} @ {res}: {fmt_num(seconds)} s (median of {len(group)} jobs)")
+        )
     devices = ", ".join(sorted(set(jobs["device"].dropna().astype(str)))) or "unknown device"
-    return make_plot("Time vs resolution", "megapixels", "seconds (network + post, median)", series, colors,
-                     lines=True, note=f"measured on {devices}")
+    return make_plot(
+        "Time vs resolution",
+        "megapixels",
+        "seconds (network + post, median)",
+        series,
+        colors,
+        lines=True,
+        note=f"measured on {devices}",
+    )
 
 
 def tradeoff_plot(data: ReportData, table: QualityTable, colors: dict[str, str]) -> Plot | None:
@@ -165,8 +175,15 @@ def tradeoff_plot(data: ReportData, table: QualityTable, colors: dict[str, str])
         info = lookup_info(name)
         if info is not None:
             notes.append(f"{name.replace('_', ' ')}: {'higher' if info.higher_is_better else 'lower'} is better")
-    return make_plot("Content loss vs style loss", "content loss (mean over pairs)", "style loss (mean over pairs)",
-                     series, colors, lines=False, note="; ".join(notes))
+    return make_plot(
+        "Content loss vs style loss",
+        "content loss (mean over pairs)",
+        "style loss (mean over pairs)",
+        series,
+        colors,
+        lines=False,
+        note="; ".join(notes),
+    )
 
 
 # -- environment ---------------------------------------------------------------------------------------------------
@@ -185,21 +202,33 @@ def environment_info(data: ReportData) -> dict[str, Any]:
             except (KeyError, TypeError, ValueError):
                 digests = {}
         params = json.loads(ejobs["params"].iloc[0]) if ejobs["params"].iloc[0] else {}
-        weight_rows.append({
-            "entry": entry, "method": str(ejobs["method"].iloc[0]),
-            "weight_set": ejobs["weight_set"].iloc[0] if ejobs["weight_set"].notna().iloc[0] else "",
-            "params": params, "digests": sorted(digests.items()),
-            "parameters": method.get("parameters"), "layers": method.get("layers"),
-            "version": method.get("version"),
-        })
-    devices = sorted({str(r.get("device")) for r in data.runs if r.get("device")})
-    hardware = []
-    for e in envs:
+        weight_rows.append(
+            {
+                "entry": entry,
+                "method": str(ejobs["method"].iloc[0]),
+                "weight_set": ejobs["weight_set"].iloc[0] if ejobs["weight_set"].notna().iloc[0] else "",
+                "params": params,
+                "digests": sorted(digests.items()),
+                "parameters": method.get("parameters"),
+                "layers": method.get("layers"),
+                "version": method.get("version"),
+            }
+        )
+    # the device the *jobs* ran on (each job's own environment: a Ray or GPU run's workers, not the driver)
+    job_envs = list(data.environments.values()) or envs
+    devices = sorted({str(e.get("device")) for e in job_envs if e.get("device")}) or sorted(
+        {str(r.get("device")) for r in data.runs if r.get("device")}
+    )
+    hardware: list[str] = []
+    for e in job_envs:
         text = e.get("gpu_model") or e.get("cpu_model")
         if text and text not in hardware:
             hardware.append(text)
     return {
-        "devices": devices, "hardware": hardware, "env": env,
+        "devices": devices,
+        "hardware": hardware,
+        "env": env,
+        "ran_on": sorted({describe(e) for e in job_envs}),
         "packages": sorted((env.get("packages") or {}).items()),
         "weights": weight_rows,
     }
@@ -213,15 +242,23 @@ def preference_columns(data: ReportData) -> list[dict[str, Any]]:
     out = []
     for study, group in data.preferences.groupby("study", sort=True):
         best = group["score"].max()
-        out.append({"study": str(study), "best": best,
-                    "by_label": {str(r["label"]): r for r in group.to_dict("records")}})
+        out.append(
+            {"study": str(study), "best": best, "by_label": {str(r["label"]): r for r in group.to_dict("records")}}
+        )
     return out
 
 
 # -- page ----------------------------------------------------------------------------------------------------------
-def render_leaderboard(data: ReportData, out: Path, exports: list[tuple[str, str]] | None = None,
-                       title: str | None = None) -> Path:
-    """Write the page to ``out`` (thumbnails under ``data.root / 'thumbs'``) and return its path."""
+def render_leaderboard(
+    data: ReportData,
+    out: Path,
+    exports: list[tuple[str, str]] | None = None,
+    title: str | None = None,
+    store: AssetStore | None = None,
+) -> Path:
+    """Write the page to ``out`` (thumbnails under ``data.root / 'thumbs'``) and return its path; input images are
+    located with ``store`` (default: the ``EVALKIT_*`` environment's)."""
+    store = store if store is not None else AssetStore.from_env()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     protocol = data.spec
@@ -245,7 +282,7 @@ def render_leaderboard(data: ReportData, out: Path, exports: list[tuple[str, str
         "agreement": data.agreement.to_dict("records") if data.agreement is not None else [],
         "preferences": data.preferences.to_dict("records") if data.preferences is not None else [],
         "speed": speed,
-        "grid": build_grid(data, thumbs),
+        "grid": build_grid(data, thumbs, store),
         "plots": plots,
         "colors": colors,
         "environment": environment_info(data),

@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
-           "#bcbd22"]
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"]
 WIDTH, HEIGHT = 560, 340
 MARGIN = {"left": 78, "right": 150, "top": 20, "bottom": 50}
 
@@ -53,7 +52,7 @@ class Axis:
     def ticks(self) -> list[tuple[float, str]]:
         if self.log:
             exps = range(int(round(math.log10(self.lo))), int(round(math.log10(self.hi))) + 1)
-            return [(self(10.0 ** e), tick_label(10.0 ** e)) for e in exps]
+            return [(self(10.0**e), tick_label(10.0**e)) for e in exps]
         step = nice_step((self.hi - self.lo) / 5)
         first = math.ceil(self.lo / step) * step
         out, value = [], first
@@ -110,8 +109,15 @@ class Plot:
     bottom: int = HEIGHT - MARGIN["bottom"]
 
 
-def make_plot(title: str, xlabel: str, ylabel: str, data: dict[str, list[tuple[float, float, str]]],
-              colors: dict[str, str], lines: bool, note: str = "") -> Plot | None:
+def make_plot(
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    data: dict[str, list[tuple[float, float, str]]],
+    colors: dict[str, str],
+    lines: bool,
+    note: str = "",
+) -> Plot | None:
     """``data``: series name -> [(x, y, hover text)] in data units. ``None`` when there is nothing to draw."""
     data = {k: [p for p in v if p[0] is not None and p[1] is not None] for k, v in data.items()}
     data = {k: sorted(v) for k, v in data.items() if v}
@@ -121,8 +127,10 @@ def make_plot(title: str, xlabel: str, ylabel: str, data: dict[str, list[tuple[f
     ys = [p[1] for v in data.values() for p in v]
     x = Axis.fit(xs, MARGIN["left"], WIDTH - MARGIN["right"])
     y = Axis.fit(ys, HEIGHT - MARGIN["bottom"], MARGIN["top"])
-    series = [Series(name, colors.get(name, color_for(i)), [(x(px), y(py), text) for px, py, text in pts])
-              for i, (name, pts) in enumerate(data.items())]
+    series = [
+        Series(name, colors.get(name, color_for(i)), [(x(px), y(py), text) for px, py, text in pts])
+        for i, (name, pts) in enumerate(data.items())
+    ]
     scales = [f"{axis} log scale" for axis, a in (("x", x), ("y", y)) if a.log]
     note = "; ".join(filter(None, [note, ", ".join(scales)]))
     return Plot(title, xlabel, ylabel, series, x.ticks(), y.ticks(), lines, note)

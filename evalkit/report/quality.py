@@ -79,8 +79,9 @@ class QualityTable:
     ci_method: str = CI_METHOD
 
 
-def mean_ci(values: list[float] | pd.Series,
-            confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+def mean_ci(
+    values: list[float] | pd.Series, confidence: float = CONFIDENCE
+) -> tuple[float, float | None, float | None]:
     """(mean, lower, upper) with a Student t-interval; no interval for a single value."""
     series = pd.Series(values, dtype=float).dropna()
     n = len(series)
@@ -120,8 +121,9 @@ def metric_order(metrics: pd.DataFrame, preferred: list[str] | None = None) -> l
     return ordered + sorted(m for m in present if m not in ordered)
 
 
-def build_quality_table(jobs: pd.DataFrame, metrics: pd.DataFrame, preferred: list[str] | None = None,
-                        eval_size: int | None = None) -> QualityTable:
+def build_quality_table(
+    jobs: pd.DataFrame, metrics: pd.DataFrame, preferred: list[str] | None = None, eval_size: int | None = None
+) -> QualityTable:
     """Aggregate long-form metrics (columns entry, pair_id, metric, value, status, message) into the table."""
     if eval_size is None and len(metrics):
         eval_size = int(metrics["eval_size"].mode().iloc[0])
@@ -137,8 +139,13 @@ def build_quality_table(jobs: pd.DataFrame, metrics: pd.DataFrame, preferred: li
         if len(bad):
             counts = (bad["status"] + ": " + bad["message"].fillna("")).value_counts()
             problems = "; ".join(f"{n}× {text}" for text, n in counts.head(3).items())
-        row = Row(entry=entry, label=str(ejobs["label"].iloc[0]), jobs_ok=len(ok), jobs_total=len(ejobs),
-                  job_problems=problems)
+        row = Row(
+            entry=entry,
+            label=str(ejobs["label"].iloc[0]),
+            jobs_ok=len(ok),
+            jobs_total=len(ejobs),
+            job_problems=problems,
+        )
         emetrics = metrics[metrics["entry"] == entry] if len(metrics) else metrics
         for col in columns:
             rows_m = emetrics[emetrics["metric"] == col.metric] if len(emetrics) else emetrics

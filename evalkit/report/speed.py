@@ -31,16 +31,15 @@ def frame_to_rows(frame: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
 
 
 def measured_on(data: ReportData) -> str:
-    """Device and hardware of the timed jobs (e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``)."""
-    devices = sorted(set(data.jobs.loc[data.jobs["status"] == "ok", "device"].dropna().astype(str)))
-    hardware = []
-    for run in data.runs:
-        env = run.get("environment") if isinstance(run.get("environment"), dict) else {}
-        text = env.get("gpu_model") or env.get("cpu_model")
-        if text and text not in hardware:
-            hardware.append(text)
-    out = ", ".join(devices) or "unknown device"
-    return f"{out} ({'; '.join(hardware)})" if hardware else out
+    """What the timed jobs ran on, from the environment each job recorded (on a Ray or GPU run that is the
+    worker's device, not the driver's), in the words ``evalkit speed`` uses."""
+    from evalkit.environment import describe
+
+    timed = data.jobs.loc[data.jobs["time_network_s"].notna(), "job_key"]
+    lines = sorted({describe(data.environments[k]) for k in timed if k in data.environments})
+    if not lines:  # jobs recorded before per-job environments: the runs' (driver) environment
+        lines = sorted({describe(r["environment"]) for r in data.runs if isinstance(r.get("environment"), dict)})
+    return " | ".join(lines) or "unknown device"
 
 
 def speed_section(data: ReportData) -> SpeedSection | None:

@@ -2,8 +2,9 @@
 
 One row per model: parameter count, layer count, then seconds per image at 1024x512, 1280x720, 1920x1080,
 2560x1440 and 3840x2160, written ``network+post`` (``0.39+0.14``), ``network`` alone for a method without
-post-processing, or ``OOM``. The cell of a (model, resolution) is the median over its ``ok`` jobs of the per-job
-medians stored in ``jobs.time_network_s`` / ``jobs.time_post_s``. Both ``evalkit speed`` and the leaderboard call
+post-processing, or ``OOM`` (an ``oom`` job, or one skipped after an OOM at a smaller resolution). The cell of a
+(model, resolution) is the median over its ``ok`` jobs of the per-job medians stored in ``jobs.time_network_s`` /
+``jobs.time_post_s``. Both ``evalkit speed`` and the leaderboard call
 :func:`speed_table`; :func:`speed_summary` gives the same cells as numbers with their spread (from ``timings``).
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
+from evalkit.results import Reason
 
 PAPER_RESOLUTIONS: tuple[str, ...] = ("1k", "hd", "fhd", "qhd", "4k")
 _STATUS_CELL = {"timeout": "timeout", "error": "error", "unavailable": "n/a", "skipped": "skipped"}
@@ -49,9 +51,10 @@ def format_count(n: Any) -> str | None:
     return str(n)
 
 
-def is_oom(status: str, message: Any) -> bool:
-    """An ``oom`` job, or one skipped because a smaller resolution of its method ran out of memory."""
-    return status == "oom" or (status == "skipped" and isinstance(message, str) and "OOM" in message)
+def is_oom(status: str, reason: Any) -> bool:
+    """An ``oom`` job, or one skipped because a smaller resolution of its method ran out of memory (the structured
+    ``reason`` the scheduler records, never the message text)."""
+    return status == "oom" or (status == "skipped" and reason == Reason.AFTER_OOM)
 
 
 def cell(jobs: pd.DataFrame) -> str | None:
@@ -63,7 +66,8 @@ def cell(jobs: pd.DataFrame) -> str | None:
         text = format_seconds(float(ok["time_network_s"].median()))
         post = ok["time_post_s"].dropna()
         return f"{text}+{format_seconds(float(post.median()))}" if len(post) else text
-    if any(is_oom(s, m) for s, m in zip(jobs["status"], jobs.get("message", [None] * len(jobs)), strict=False)):
+    reasons = jobs["reason"] if "reason" in jobs else [None] * len(jobs)
+    if any(is_oom(s, r) for s, r in zip(jobs["status"], reasons, strict=True)):
         return "OOM"
     for status in ("timeout", "error", "unavailable", "skipped"):
         if (jobs["status"] == status).any():
@@ -92,8 +96,12 @@ def ordered_resolutions(jobs: pd.DataFrame, resolutions: Sequence[str] | None) -
     return sorted([*PAPER_RESOLUTIONS, *extra], key=pixels)
 
 
-def speed_table(jobs: pd.DataFrame, methods: pd.DataFrame | Mapping[str, Mapping[str, Any]] | None = None,
-                resolutions: Sequence[str] | None = None, row_key: str = "label") -> pd.DataFrame:
+def speed_table(
+    jobs: pd.DataFrame,
+    methods: pd.DataFrame | Mapping[str, Mapping[str, Any]] | None = None,
+    resolutions: Sequence[str] | None = None,
+    row_key: str = "label",
+) -> pd.DataFrame:
     """Rows ``model, params, layers, <WxH>...`` from a jobs frame (columns ``label``/``row_key``, ``resolution``,
     ``status``, ``message``, ``time_network_s``, ``time_post_s``) and the ``methods`` table (``label``,
     ``parameters``, ``layers``; a DataFrame or a label-keyed mapping). Missing cells are ``None``."""
@@ -105,14 +113,18 @@ def speed_table(jobs: pd.DataFrame, methods: pd.DataFrame | Mapping[str, Mapping
         label = str(mine["label"].iloc[0]) if "label" in mine else key
         info = counts.get(label, {})
         layers = info.get("layers")
-        row: dict[str, Any] = {"model": key, "params": format_count(info.get("parameters")),
-                               "layers": None if layers is None or pd.isna(layers) else int(layers)}
+        row: dict[str, Any] = {
+            "model": key,
+            "params": format_count(info.get("parameters")),
+            "layers": None if layers is None or pd.isna(layers) else int(layers),
+        }
         for res in columns:
             row[resolution_header(res)] = cell(mine[mine["resolution"].astype(str) == res])
         rows.append(row)
     # object dtype: keep None (not NaN) for missing cells and ints (not floats) for layer counts
-    return pd.DataFrame(rows, columns=["model", "params", "layers", *[resolution_header(r) for r in columns]],
-                        dtype=object)
+    return pd.DataFrame(
+        rows, columns=["model", "params", "layers", *[resolution_header(r) for r in columns]], dtype=object
+    )
 
 
 def build(data: Any) -> pd.DataFrame:
@@ -128,7 +140,10 @@ def speed_summary(jobs: pd.DataFrame, timings: pd.DataFrame | None = None, row_k
     for (key, res), group in jobs.groupby([row_key, "resolution"], sort=True):
         ok = group[group["status"] == "ok"]
         row: dict[str, Any] = {
-            "model": key, "resolution": res, "status": cell(group), "jobs": len(group),
+            "model": key,
+            "resolution": res,
+            "status": cell(group),
+            "jobs": len(group),
             "network_s": ok["time_network_s"].median() if len(ok) else None,
             "post_s": ok["time_post_s"].median() if len(ok) and ok["time_post_s"].notna().any() else None,
             "load_s": ok["time_load_s"].median() if "time_load_s" in ok and len(ok) else None,
@@ -139,9 +154,15 @@ def speed_summary(jobs: pd.DataFrame, timings: pd.DataFrame | None = None, row_k
             for column, name in (("network_s", "network"), ("post_s", "post")):
                 values = reps[column].dropna()
                 if len(values):
-                    row.update({f"{name}_min": values.min(), f"{name}_q1": values.quantile(0.25),
-                                f"{name}_q3": values.quantile(0.75), f"{name}_max": values.max(),
-                                f"{name}_repeats": len(values)})
+                    row.update(
+                        {
+                            f"{name}_min": values.min(),
+                            f"{name}_q1": values.quantile(0.25),
+                            f"{name}_q3": values.quantile(0.75),
+                            f"{name}_max": values.max(),
+                            f"{name}_repeats": len(values),
+                        }
+                    )
         out.append(row)
     frame = pd.DataFrame(out)
     if frame.empty:

@@ -26,8 +26,21 @@ if TYPE_CHECKING:
     from evalkit.study.app import StudyServer
 
 ADMIN_COOKIE = "evalkit_admin"
-PARTICIPANT_COLUMNS = ["participant", "session", "prolific_pid", "study_id", "session_id", "origin", "repeat_id",
-                       "created", "completed", "answered", "total", "completion_code", "code_kind"]
+PARTICIPANT_COLUMNS = [
+    "participant",
+    "session",
+    "prolific_pid",
+    "study_id",
+    "session_id",
+    "origin",
+    "repeat_id",
+    "created",
+    "completed",
+    "answered",
+    "total",
+    "completion_code",
+    "code_kind",
+]
 
 
 class AdminRoutes:
@@ -56,8 +69,9 @@ class AdminRoutes:
             self.server.set_cookie(response, ADMIN_COOKIE, self.session, path="/admin", samesite="strict")
             return response
         if not self.authorised(request):
-            return PlainTextResponse("admin token required: open /admin?token=... once", status_code=401,
-                                     headers=security_headers())
+            return PlainTextResponse(
+                "admin token required: open /admin?token=... once", status_code=401, headers=security_headers()
+            )
         return None
 
     # -- pages ------------------------------------------------------------------------------------------------
@@ -75,18 +89,31 @@ class AdminRoutes:
         vig = [v for p in report.values() for v in p.get("vigilance_results", [])]
         rep = [v for p in report.values() for v in p.get("repeat_results", [])]
         return self.server.page(
-            "admin.html", started=len(people), completed=sum(1 for p in people if p["completed"]), votes=len(rows),
-            people=people, repeat_ids=sum(1 for p in people if p["repeat_id"]),
-            vigilance_rate=(sum(vig) / len(vig)) if vig else None, vigilance_n=len(vig),
-            repeat_rate=(sum(rep) / len(rep)) if rep else None, repeat_n=len(rep))
+            "admin.html",
+            started=len(people),
+            completed=sum(1 for p in people if p["completed"]),
+            votes=len(rows),
+            people=people,
+            repeat_ids=sum(1 for p in people if p["repeat_id"]),
+            vigilance_rate=(sum(vig) / len(vig)) if vig else None,
+            vigilance_n=len(vig),
+            repeat_rate=(sum(rep) / len(rep)) if rep else None,
+            repeat_n=len(rep),
+        )
 
     def _csv(self, name: str, header: list[str], rows: list[list[Any]]) -> Response:
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(header)
         writer.writerows(rows)
-        return Response(buf.getvalue(), media_type="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="{self.config["name"]}-{name}.csv"', **security_headers()})
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="{self.config["name"]}-{name}.csv"',
+                **security_headers(),
+            },
+        )
 
     def votes_csv(self, request: Request) -> Response:
         refused = self.guard(request)
@@ -100,20 +127,66 @@ class AdminRoutes:
         rows = []
         for r in studydb.vote_rows(self.server.folder):
             opts = [cid for _, cid in json.loads(r["options"])]
-            rows.append([r["n"], r["prolific_pid"], r["study_id"], r["session_id"], r["idx"], r["item"], r["kind"],
-                         r["repeat_of"], "|".join(name(c) for c in opts), name(r["cand"]), cands[r["cand"]]["kind"],
-                         r["rt_ms"], r["created"]])
-        return self._csv("votes", ["participant", "prolific_pid", "study_id", "session_id", "trial", "item", "kind",
-                                   "repeat_of", "options", "chosen", "chosen_kind", "rt_ms", "created"], rows)
+            rows.append(
+                [
+                    r["n"],
+                    r["prolific_pid"],
+                    r["study_id"],
+                    r["session_id"],
+                    r["idx"],
+                    r["item"],
+                    r["kind"],
+                    r["repeat_of"],
+                    "|".join(name(c) for c in opts),
+                    name(r["cand"]),
+                    cands[r["cand"]]["kind"],
+                    r["rt_ms"],
+                    r["created"],
+                ]
+            )
+        return self._csv(
+            "votes",
+            [
+                "participant",
+                "prolific_pid",
+                "study_id",
+                "session_id",
+                "trial",
+                "item",
+                "kind",
+                "repeat_of",
+                "options",
+                "chosen",
+                "chosen_kind",
+                "rt_ms",
+                "created",
+            ],
+            rows,
+        )
 
     def participants_csv(self, request: Request) -> Response:
         """One row per session with its completion code: what a researcher matches Prolific submissions with."""
         refused = self.guard(request)
         if refused is not None:
             return refused
-        rows = [[p["n"], p["pid"], p["prolific_pid"], p["study_id"], p["session_id"], p["origin"], p["repeat_id"],
-                 p["created"], p["completed"], p["answered"], p["total"], p["completion_code"], p["code_kind"]]
-                for p in studydb.participant_rows(self.server.folder)]
+        rows = [
+            [
+                p["n"],
+                p["pid"],
+                p["prolific_pid"],
+                p["study_id"],
+                p["session_id"],
+                p["origin"],
+                p["repeat_id"],
+                p["created"],
+                p["completed"],
+                p["answered"],
+                p["total"],
+                p["completion_code"],
+                p["code_kind"],
+            ]
+            for p in studydb.participant_rows(self.server.folder)
+        ]
         return self._csv("participants", PARTICIPANT_COLUMNS, rows)
 
     def routes(self) -> list[Route]:

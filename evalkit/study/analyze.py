@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from evalkit.errors import EvalkitError
+from evalkit.store import DB_NAME, ResultsStore
 from evalkit.study import db as studydb
 from evalkit.study import stats
 from evalkit.study.build import load_study
@@ -58,8 +58,16 @@ def participant_report(rows: list[dict[str, Any]], config: dict[str, Any]) -> di
     report: dict[str, dict[str, Any]] = {}
     chosen = {(r["pid"], r["idx"]): r["cand"] for r in rows}
     for r in rows:
-        p = report.setdefault(r["pid"], {"n": r["n"], "answered": 0, "vigilance_results": [], "repeat_results": [],
-                                         "repeat_id": bool(r.get("repeat_id"))})
+        p = report.setdefault(
+            r["pid"],
+            {
+                "n": r["n"],
+                "answered": 0,
+                "vigilance_results": [],
+                "repeat_results": [],
+                "repeat_id": bool(r.get("repeat_id")),
+            },
+        )
         p["answered"] += 1
         if r["kind"] == "vigilance":
             p["vigilance_results"].append(r["cand"] in items[r["item"]]["correct"])
@@ -87,25 +95,21 @@ def comparisons_of(rows: list[dict[str, Any]], config: dict[str, Any], keep: set
         if r["kind"] != "regular" or r["pid"] not in keep:
             continue
         options = [cid for _, cid in json.loads(r["options"])]
-        out.append({"pid": r["pid"], "item": r["item"], "winner": r["cand"],
-                    "losers": [c for c in options if c != r["cand"]]})
+        out.append(
+            {"pid": r["pid"], "item": r["item"], "winner": r["cand"], "losers": [c for c in options if c != r["cand"]]}
+        )
     return out
 
 
 def metric_values(results: Path, job_keys: set[str]) -> pd.DataFrame:
     """job_key x metric table of ok metric values from the run database (lowest eval size if several)."""
-    conn = sqlite3.connect(f"file:{results / 'evalkit.sqlite'}?mode=ro", uri=True)
-    try:
-        frame = pd.read_sql_query("SELECT job_key, metric, eval_size, value FROM metrics WHERE status='ok'"
-                                  " AND value IS NOT NULL", conn)
-    finally:
-        conn.close()
-    frame = frame[frame["job_key"].isin(job_keys)].sort_values("eval_size")
-    return frame.drop_duplicates(["job_key", "metric"]).pivot(index="job_key", columns="metric", values="value")
+    with ResultsStore(results) as store:
+        return store.metric_values(job_keys)
 
 
-def metric_agreement(comparisons: list[dict[str, Any]], config: dict[str, Any], values: pd.DataFrame,
-                     notes: list[str]) -> pd.DataFrame:
+def metric_agreement(
+    comparisons: list[dict[str, Any]], config: dict[str, Any], values: pd.DataFrame, notes: list[str]
+) -> pd.DataFrame:
     """BAPPS-style 2AFC agreement: per vote 1 if the metric prefers the chosen image, 0 if the other, 1/2 on a
     tie; averaged over the votes where the metric has both values. n-way votes count as (winner, loser) pairs."""
     from evalkit.metrics import metric_info
@@ -131,8 +135,9 @@ def metric_agreement(comparisons: list[dict[str, Any]], config: dict[str, Any], 
     return pd.DataFrame(rows, columns=["metric", "agreement", "n"])
 
 
-def analyze(folder: Path, rule: Exclusion | None = None, rounds: int = 1000, results: Path | None = None,
-            write_db: bool = True) -> Analysis:
+def analyze(
+    folder: Path, rule: Exclusion | None = None, rounds: int = 1000, results: Path | None = None, write_db: bool = True
+) -> Analysis:
     """Analyse a study folder; see the module docstring for the outputs."""
     rule = rule or Exclusion()
     config = load_study(folder)
@@ -148,10 +153,13 @@ def analyze(folder: Path, rule: Exclusion | None = None, rounds: int = 1000, res
     comps = comparisons_of(rows, config, keep)
     notes: list[str] = []
     if not comps:
-        raise EvalkitError(f"study {folder}: no usable votes after excluding {len(excluded)} of {len(report)}"
-                           " participants: relax the exclusion rule (--max-vigilance-failures/--min-consistency)")
-    votes = [[(index[cands[c["winner"]]["label"]], index[cands[loser]["label"]]) for loser in c["losers"]]
-             for c in comps]
+        raise EvalkitError(
+            f"study {folder}: no usable votes after excluding {len(excluded)} of {len(report)}"
+            " participants: relax the exclusion rule (--max-vigilance-failures/--min-consistency)"
+        )
+    votes = [
+        [(index[cands[c["winner"]]["label"]], index[cands[loser]["label"]]) for loser in c["losers"]] for c in comps
+    ]
 
     # pairwise win rates
     wins = stats.win_matrix([pair for vote in votes for pair in vote], len(labels))
@@ -159,9 +167,18 @@ def analyze(folder: Path, rule: Exclusion | None = None, rounds: int = 1000, res
     for i, j in itertools.combinations(range(len(labels)), 2):
         n = int(wins[i, j] + wins[j, i])
         lo, hi = stats.wilson(int(wins[i, j]), n)
-        pair_rows.append({"a": labels[i], "b": labels[j], "a_wins": int(wins[i, j]), "n": n,
-                          "win_rate": wins[i, j] / n if n else np.nan, "lower": lo, "upper": hi,
-                          "p": stats.binomial_p(int(wins[i, j]), n)})
+        pair_rows.append(
+            {
+                "a": labels[i],
+                "b": labels[j],
+                "a_wins": int(wins[i, j]),
+                "n": n,
+                "win_rate": wins[i, j] / n if n else np.nan,
+                "lower": lo,
+                "upper": hi,
+                "p": stats.binomial_p(int(wins[i, j]), n),
+            }
+        )
     pairwise = pd.DataFrame(pair_rows)
     pairwise["p_holm"] = stats.holm(list(pairwise["p"]))
 
@@ -171,8 +188,17 @@ def analyze(folder: Path, rule: Exclusion | None = None, rounds: int = 1000, res
     lower, upper = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
     ranks = stats.arena_ranks(lower, upper)
     per_label_votes = (wins + wins.T).sum(axis=1)
-    prefs = pd.DataFrame({"study": config["name"], "label": labels, "score": score, "lower": lower,
-                          "upper": upper, "rank": ranks, "votes": per_label_votes.astype(int)})
+    prefs = pd.DataFrame(
+        {
+            "study": config["name"],
+            "label": labels,
+            "score": score,
+            "lower": lower,
+            "upper": upper,
+            "rank": ranks,
+            "votes": per_label_votes.astype(int),
+        }
+    )
     prefs = prefs.sort_values(["rank", "score"], ascending=[True, False]).reset_index(drop=True)
 
     # inter-rater agreement over the items (which candidate each rater chose)
@@ -184,18 +210,28 @@ def analyze(folder: Path, rule: Exclusion | None = None, rounds: int = 1000, res
     results = Path(results or config["results"])
     job_keys = {c["job_key"] for c in cands.values() if c["job_key"]}
     agreement = pd.DataFrame(columns=["metric", "agreement", "n"])
-    if (results / "evalkit.sqlite").is_file():
+    if (results / DB_NAME).is_file():
         agreement = metric_agreement(comps, config, metric_values(results, job_keys), notes)
     else:
-        notes.append(f"results database {results / 'evalkit.sqlite'} not found: metric agreement and the"
-                     " leaderboard tables were skipped (pass --results ROOT)")
+        notes.append(
+            f"results database {results / DB_NAME} not found: metric agreement and the"
+            " leaderboard tables were skipped (pass --results ROOT)"
+        )
     agreement.insert(0, "study", config["name"])
 
-    analysis = Analysis(study=config["name"], participants=len(report),
-                        excluded=sorted(report[p]["n"] for p in excluded), votes_used=len(comps),
-                        preferences=prefs, pairwise=pairwise, alpha=alpha, metric_agreement=agreement, notes=notes)
+    analysis = Analysis(
+        study=config["name"],
+        participants=len(report),
+        excluded=sorted(report[p]["n"] for p in excluded),
+        votes_used=len(comps),
+        preferences=prefs,
+        pairwise=pairwise,
+        alpha=alpha,
+        metric_agreement=agreement,
+        notes=notes,
+    )
     write_folder(folder, analysis, report, excluded)
-    if write_db and (results / "evalkit.sqlite").is_file():
+    if write_db and (results / DB_NAME).is_file():
         write_results(results, analysis)
     return analysis
 
@@ -206,35 +242,41 @@ def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, A
     analysis.pairwise.to_csv(out / "pairwise.csv", index=False)
     analysis.preferences.to_csv(out / "preferences.csv", index=False)
     analysis.metric_agreement.to_csv(out / "metric_agreement.csv", index=False)
-    pd.DataFrame([{"participant": p["n"], "answered": p["answered"],
-                   "vigilance_passed": sum(p["vigilance_results"]), "vigilance_total": len(p["vigilance_results"]),
-                   "repeats_consistent": sum(p["repeat_results"]), "repeats_total": len(p["repeat_results"]),
-                   "repeat_id": p.get("repeat_id", False), "excluded": pid in excluded}
-                  for pid, p in sorted(report.items(), key=lambda kv: kv[1]["n"])]
-                 ).to_csv(out / "participants.csv", index=False)
-    summary = {"study": analysis.study, "participants": analysis.participants, "excluded": analysis.excluded,
-               "votes_used": analysis.votes_used, "krippendorff_alpha": analysis.alpha, "notes": analysis.notes,
-               "preferences": analysis.preferences.to_dict(orient="records")}
+    pd.DataFrame(
+        [
+            {
+                "participant": p["n"],
+                "answered": p["answered"],
+                "vigilance_passed": sum(p["vigilance_results"]),
+                "vigilance_total": len(p["vigilance_results"]),
+                "repeats_consistent": sum(p["repeat_results"]),
+                "repeats_total": len(p["repeat_results"]),
+                "repeat_id": p.get("repeat_id", False),
+                "excluded": pid in excluded,
+            }
+            for pid, p in sorted(report.items(), key=lambda kv: kv[1]["n"])
+        ]
+    ).to_csv(out / "participants.csv", index=False)
+    summary = {
+        "study": analysis.study,
+        "participants": analysis.participants,
+        "excluded": analysis.excluded,
+        "votes_used": analysis.votes_used,
+        "krippendorff_alpha": analysis.alpha,
+        "notes": analysis.notes,
+        "preferences": analysis.preferences.to_dict(orient="records"),
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
 
 def write_results(results: Path, analysis: Analysis) -> None:
     """Replace this study's rows in the run database's ``preferences`` and ``metric_agreement`` tables."""
-    conn = sqlite3.connect(results / "evalkit.sqlite", timeout=60, isolation_level=None)
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS preferences (study TEXT NOT NULL, label TEXT NOT NULL, score REAL,"
-                     " lower REAL, upper REAL, rank INTEGER, votes INTEGER, PRIMARY KEY (study, label))")
-        conn.execute("CREATE TABLE IF NOT EXISTS metric_agreement (study TEXT NOT NULL, metric TEXT NOT NULL,"
-                     " agreement REAL, n INTEGER, PRIMARY KEY (study, metric))")
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM preferences WHERE study=?", (analysis.study,))
-        conn.execute("DELETE FROM metric_agreement WHERE study=?", (analysis.study,))
-        conn.executemany("INSERT INTO preferences VALUES (?,?,?,?,?,?,?)",
-                         [(r.study, r.label, float(r.score), float(r.lower), float(r.upper), int(r.rank), int(r.votes))
-                          for r in analysis.preferences.itertuples()])
-        conn.executemany("INSERT INTO metric_agreement VALUES (?,?,?,?)",
-                         [(r.study, r.metric, float(r.agreement), int(r.n))
-                          for r in analysis.metric_agreement.itertuples()])
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    with ResultsStore(results) as store:
+        store.write_study_results(
+            analysis.study,
+            [
+                (r.study, r.label, float(r.score), float(r.lower), float(r.upper), int(r.rank), int(r.votes))
+                for r in analysis.preferences.itertuples()
+            ],
+            [(r.study, r.metric, float(r.agreement), int(r.n)) for r in analysis.metric_agreement.itertuples()],
+        )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +68,13 @@ class StudyServer:
         self.images = (self.folder / STATIC_DIR / IMAGES_DIR).resolve()
         self.codes = studydb.CodeIssuer.from_config(self.config)
         self.limiter = RateLimiter(options.new_per_address, options.window_s)
-        cap = options.max_participants if options.max_participants is not None else self.config.get(
-            "max_participants")
+        cap = options.max_participants if options.max_participants is not None else self.config.get("max_participants")
         self.max_participants: int | None = int(cap) if cap else None
         studydb.init(self.folder)
         self._local = threading.local()
 
     # -- plumbing ---------------------------------------------------------------------------------------------
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> studydb.Connection:
         """One connection per worker thread: sqlite3 connections must not be shared across concurrent threads."""
         c = getattr(self._local, "conn", None)
         if c is None:
@@ -106,38 +104,53 @@ class StudyServer:
             return None
         return pid if studydb.participant(self.conn(), pid) is not None else None
 
-    def set_cookie(self, response: Response, name: str, value: str, path: str = "/",
-                   samesite: str = "lax") -> None:
-        response.set_cookie(name, value, httponly=True, samesite=samesite, max_age=7 * 86400, path=path,  # type: ignore[arg-type]
-                            secure=self.options.secure_cookies)
+    def set_cookie(self, response: Response, name: str, value: str, path: str = "/", samesite: str = "lax") -> None:
+        response.set_cookie(
+            name,
+            value,
+            httponly=True,
+            samesite=samesite,
+            max_age=7 * 86400,
+            path=path,  # type: ignore[arg-type]
+            secure=self.options.secure_cookies,
+        )
 
     def admit(self, request: Request) -> Response | None:
         """``None`` when a new session may start now; else the polite page that says why not."""
         if self.max_participants is not None:
-            count = self.conn().execute("SELECT COUNT(*) FROM participants").fetchone()[0]
-            if count >= self.max_participants:
+            if studydb.participant_count(self.conn()) >= self.max_participants:
                 return self.study_full()
         address = client_address(request, self.options.trust_proxy)
         if not self.limiter.allow(address):
             wait = self.limiter.retry_after(address)
-            return self.notice(429, "Please try again later",
-                               f"Too many new sessions were started from your network just now. Please try again in "
-                               f"about {max(1, wait // 60)} minute(s).", headers={"Retry-After": str(wait)})
+            return self.notice(
+                429,
+                "Please try again later",
+                f"Too many new sessions were started from your network just now. Please try again in "
+                f"about {max(1, wait // 60)} minute(s).",
+                headers={"Retry-After": str(wait)},
+            )
         return None
 
     def study_full(self) -> Response:
-        return self.notice(403, "This study is full",
-                           "Thank you for your interest: all places in this study have been taken. "
-                           "Please return it on Prolific (or close this page) without starting.")
+        return self.notice(
+            403,
+            "This study is full",
+            "Thank you for your interest: all places in this study have been taken. "
+            "Please return it on Prolific (or close this page) without starting.",
+        )
 
     # -- participant pages --------------------------------------------------------------------------------------
     def index(self, request: Request) -> Response:
         params = prolific_params(request.query_params)
         if self.current_pid(request):
             return RedirectResponse("/trial", status_code=303)
-        return self.page("consent.html", prompt=self.config["prompt"], params=params,
-                         total=self.config["trials_per_participant"] + self.config["vigilance"]
-                         + self.config["repeats"])
+        return self.page(
+            "consent.html",
+            prompt=self.config["prompt"],
+            params=params,
+            total=self.config["trials_per_participant"] + self.config["vigilance"] + self.config["repeats"],
+        )
 
     async def start(self, request: Request) -> Response:
         form = await read_form(request)
@@ -150,8 +163,7 @@ class StudyServer:
             if refused is not None:
                 return refused
             try:
-                pid = studydb.create_participant(self.conn(), self.config, self.items, params,
-                                                 self.max_participants)
+                pid = studydb.create_participant(self.conn(), self.config, self.items, params, self.max_participants)
             except studydb.StudyFull:
                 return self.study_full()
         response = RedirectResponse("/trial", status_code=303)
@@ -168,13 +180,21 @@ class StudyServer:
         row = studydb.trial(self.conn(), pid, state.next_idx)
         assert row is not None  # progress() only points at stored trials
         candidates = self.config["candidates"]
-        options = [{"letter": LETTERS[i], "token": tok, "src": f"/img/{candidates[cid]['image']}.png"}
-                   for i, (tok, cid) in enumerate(json.loads(row["options"]))]
+        options = [
+            {"letter": LETTERS[i], "token": tok, "src": f"/img/{candidates[cid]['image']}.png"}
+            for i, (tok, cid) in enumerate(json.loads(row["options"]))
+        ]
         refs = self.config["references"][self.items_by_id[row["item"]].pair_id]
-        return self.page("trial.html", prompt=self.config["prompt"], fmt=self.config["format"], idx=state.next_idx,
-                         total=state.total, options=options,
-                         style=f"/img/{refs['style']}.png" if self.config["show_style"] else None,
-                         content=f"/img/{refs['content']}.png" if self.config["show_content"] else None)
+        return self.page(
+            "trial.html",
+            prompt=self.config["prompt"],
+            fmt=self.config["format"],
+            idx=state.next_idx,
+            total=state.total,
+            options=options,
+            style=f"/img/{refs['style']}.png" if self.config["show_style"] else None,
+            content=f"/img/{refs['content']}.png" if self.config["show_content"] else None,
+        )
 
     async def vote(self, request: Request) -> Response:
         pid = self.current_pid(request)
@@ -188,8 +208,10 @@ class StudyServer:
         outcome = studydb.record_vote(self.conn(), pid, idx, choice, rt, self.codes)
         state = studydb.progress(self.conn(), pid)
         if self.wants_json(request):
-            return JSONResponse({"status": outcome, "trial": idx, "next": state.next_idx, "total": state.total,
-                                 "done": state.done}, headers=security_headers())
+            return JSONResponse(
+                {"status": outcome, "trial": idx, "next": state.next_idx, "total": state.total, "done": state.done},
+                headers=security_headers(),
+            )
         return RedirectResponse("/done" if state.done else "/trial", status_code=303)
 
     def return_url(self, kind: str | None) -> str | None:
@@ -207,9 +229,7 @@ class StudyServer:
         assert who is not None
         code, kind = who["completion_code"], who["code_kind"]
         if code is None:  # finished before this server issued codes (an older study database)
-            code, kind = self.codes.issue(self.conn(), pid)
-            self.conn().execute("UPDATE participants SET completion_code=?, code_kind=? WHERE pid=?",
-                                (code, kind, pid))
+            code, kind = studydb.issue_code(self.conn(), pid, self.codes)
         prolific = self.return_url(kind) if who["prolific_pid"] else None
         return self.page("done.html", code=code, screened=kind == "screened", prolific_url=prolific)
 
@@ -220,8 +240,11 @@ class StudyServer:
         path = self.images / name
         if not path.is_file():
             return PlainTextResponse("not found", status_code=404)
-        return FileResponse(path, media_type="image/png",
-                            headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"})
+        return FileResponse(
+            path,
+            media_type="image/png",
+            headers={"Cache-Control": "private, max-age=86400", "X-Content-Type-Options": "nosniff"},
+        )
 
     def health(self, request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -230,8 +253,12 @@ class StudyServer:
     def cors(self, request: Request) -> dict[str, str]:
         origin = request.headers.get("origin")
         if origin and (origin in self.options.static_origins or "*" in self.options.static_origins):
-            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin",
-                    "Access-Control-Allow-Methods": "POST", "Access-Control-Allow-Headers": "Content-Type"}
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Vary": "Origin",
+                "Access-Control-Allow-Methods": "POST",
+                "Access-Control-Allow-Headers": "Content-Type",
+            }
         return {}
 
     def static_preflight(self, request: Request) -> Response:
@@ -242,37 +269,53 @@ class StudyServer:
         participant, answered with that participant's completion code."""
         headers = self.cors(request)
         if request.headers.get("origin") and not headers and request.headers.get("origin") != _own_origin(request):
-            return JSONResponse({"error": "this origin may not submit answers: start the server with "
-                                          "--static-origin ORIGIN"}, status_code=403)
+            return JSONResponse(
+                {"error": "this origin may not submit answers: start the server with --static-origin ORIGIN"},
+                status_code=403,
+            )
         try:
             data = await read_json(request, STATIC_BODY_LIMIT)
             submission, prolific, trials, answers = self._parse_static(data)
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=headers)
         refused = None
-        exists = self.conn().execute("SELECT 1 FROM participants WHERE submission=?", (submission,)).fetchone()
-        if not exists:
+        if not studydb.submission_exists(self.conn(), submission):
             refused = self.admit(request)
         if refused is not None:
-            return JSONResponse({"error": "study full or too many submissions: try later"},
-                                status_code=refused.status_code, headers=headers)
+            return JSONResponse(
+                {"error": "study full or too many submissions: try later"},
+                status_code=refused.status_code,
+                headers=headers,
+            )
         try:
-            code, kind = studydb.record_static(self.conn(), submission, prolific, trials, answers, self.codes,
-                                               self.max_participants)
+            code, kind = studydb.record_static(
+                self.conn(), submission, prolific, trials, answers, self.codes, self.max_participants
+            )
         except studydb.StudyFull:
             return JSONResponse({"error": "the study is full"}, status_code=403, headers=headers)
-        return JSONResponse({"status": "stored", "completion_code": code, "code_kind": kind,
-                             "prolific_url": self.return_url(kind) if prolific.get("prolific_pid") else None},
-                            headers=headers)
+        return JSONResponse(
+            {
+                "status": "stored",
+                "completion_code": code,
+                "code_kind": kind,
+                "prolific_url": self.return_url(kind) if prolific.get("prolific_pid") else None,
+            },
+            headers=headers,
+        )
 
-    def _parse_static(self, data: Any) -> tuple[str, dict[str, str | None], list[dict[str, Any]],
-                                                 list[tuple[str, int | None]]]:
+    def _parse_static(
+        self, data: Any
+    ) -> tuple[str, dict[str, str | None], list[dict[str, Any]], list[tuple[str, int | None]]]:
         if not isinstance(data, dict):
             raise BadRequest(400, "body must be a JSON object")
         submission = token(data.get("submission"), "submission")
         prolific = prolific_params({k: data.get(k) for k in ("PROLIFIC_PID", "STUDY_ID", "SESSION_ID")})
-        index = ascii_int(str(data.get("sequence")) if isinstance(data.get("sequence"), int)
-                          and not isinstance(data.get("sequence"), bool) else data.get("sequence"), "sequence")
+        index = ascii_int(
+            str(data.get("sequence"))
+            if isinstance(data.get("sequence"), int) and not isinstance(data.get("sequence"), bool)
+            else data.get("sequence"),
+            "sequence",
+        )
         trials = self.static_trials(index)  # type: ignore[arg-type]
         answers = data.get("answers")
         if not isinstance(answers, list) or len(answers) != len(trials):
@@ -296,8 +339,14 @@ class StudyServer:
         if index >= len(manifest["sequences"]):
             raise BadRequest(400, f"sequence must be below {len(manifest['sequences'])}")
         key = self.config.get("static_tokens", {})
-        seq = participant_sequence(self.items, index, self.config["seed"], self.config["trials_per_participant"],
-                                   self.config["vigilance"], self.config["repeats"])
+        seq = participant_sequence(
+            self.items,
+            index,
+            self.config["seed"],
+            self.config["trials_per_participant"],
+            self.config["vigilance"],
+            self.config["repeats"],
+        )
         out = []
         for design, shown in zip(seq, manifest["sequences"][index], strict=True):
             options = [[o["token"], key[o["token"]]] for o in shown["options"]]
@@ -341,5 +390,7 @@ def create_app(folder: Path, options: ServeOptions | None = None) -> Starlette:
         status = getattr(exc, "status", 400)
         return server.error(request, status, str(exc))
 
-    return Starlette(routes=server.routes() + AdminRoutes(server).routes(),
-                     exception_handlers={BadRequest: bad_request, studydb.VoteError: bad_request})
+    return Starlette(
+        routes=server.routes() + AdminRoutes(server).routes(),
+        exception_handlers={BadRequest: bad_request, studydb.VoteError: bad_request},
+    )

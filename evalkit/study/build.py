@@ -29,6 +29,7 @@ from typing import Any
 
 from PIL import Image
 
+from evalkit.assets import AssetStore
 from evalkit.errors import EvalkitError
 from evalkit.study import FORMATS, MAX_OPTIONS, QUESTIONS
 from evalkit.study.codes import new_secret, write_private
@@ -78,8 +79,9 @@ def _select_method(rows: list[dict[str, Any]], name: str) -> str:
     raise _fail(f"method '{name}' has no finished outputs in this run: choose from {', '.join(labels) or 'none'}")
 
 
-def _save_png(src: Path, dst: Path, size: tuple[int, int] | None = None,
-              max_side: int | None = None) -> tuple[int, int]:
+def _save_png(
+    src: Path, dst: Path, size: tuple[int, int] | None = None, max_side: int | None = None
+) -> tuple[int, int]:
     """Re-encode as plain RGB PNG: strips text chunks/EXIF that could name the method that made the image."""
     try:
         with Image.open(src) as im:
@@ -116,21 +118,37 @@ def build_study(results: Path, run: str, question: str, methods: list[str], out:
         raise
 
 
-def _build(results: Path, run: str, question: str, methods: list[str], out: Path,
-           pairs: list[str] | None = None, fmt: str = "ab", trials_per_participant: int | None = None,
-           vigilance: int | None = None, repeats: int = 2, seed: int | None = None,
-           resolution: str | None = None, static_participants: int | None = None,
-           completion_code: str | None = None, screened_code: str | None = None,
-           screen_out_after: int | None = None, max_participants: int | None = None,
-           submit_url: str | None = None) -> BuildResult:
+def _build(
+    results: Path,
+    run: str,
+    question: str,
+    methods: list[str],
+    out: Path,
+    pairs: list[str] | None = None,
+    fmt: str = "ab",
+    trials_per_participant: int | None = None,
+    vigilance: int | None = None,
+    repeats: int = 2,
+    seed: int | None = None,
+    resolution: str | None = None,
+    static_participants: int | None = None,
+    completion_code: str | None = None,
+    screened_code: str | None = None,
+    screen_out_after: int | None = None,
+    max_participants: int | None = None,
+    submit_url: str | None = None,
+    assets: AssetStore | None = None,
+) -> BuildResult:
     if question not in QUESTIONS:
         raise _fail(f"unknown question '{question}': use one of {', '.join(QUESTIONS)}")
     if fmt not in FORMATS:
         raise _fail(f"unknown format '{fmt}': use ab or nway")
     for option, value in (("--completion-code", completion_code), ("--screened-code", screened_code)):
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value, re.ASCII):
-            raise _fail(f"{option} '{value}' must be 1-64 letters, digits, '-' or '_' (Prolific's code as shown "
-                        f"in its study settings)")
+            raise _fail(
+                f"{option} '{value}' must be 1-64 letters, digits, '-' or '_' (Prolific's code as shown "
+                f"in its study settings)"
+            )
     if screened_code and screen_out_after is None:
         raise _fail("--screened-code needs --screen-out N (how many failed vigilance trials screen a participant out)")
     if screen_out_after is not None and screen_out_after < 0:
@@ -146,38 +164,41 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
     if len(labels) < 2:
         raise _fail("a study needs at least two different methods: pass --methods a,b[,c...]")
     if fmt == "nway" and len(labels) > MAX_OPTIONS:
-        raise _fail(f"--format nway shows at most {MAX_OPTIONS} options (A-E) but {len(labels)} methods were given:"
-                    " pass at most five or use --format ab")
+        raise _fail(
+            f"--format nway shows at most {MAX_OPTIONS} options (A-E) but {len(labels)} methods were given:"
+            " pass at most five or use --format ab"
+        )
     resolutions = sorted({r["resolution"] for r in rows if r["label"] in labels})
     res = resolution or (resolutions[0] if resolutions else None)
     if res not in resolutions:
-        raise _fail(f"resolution '{resolution}' not in this run for these methods:"
-                    f" choose from {', '.join(resolutions)}")
+        raise _fail(
+            f"resolution '{resolution}' not in this run for these methods: choose from {', '.join(resolutions)}"
+        )
     outputs: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:  # lowest seed wins: one image per (method, pair)
         if r["label"] in labels and r["resolution"] == res:
             outputs.setdefault((r["label"], r["pair_id"]), r)
-    complete = [p for p in dict.fromkeys(r["pair_id"] for r in rows)
-                if all((lab, p) in outputs for lab in labels)]
+    complete = [p for p in dict.fromkeys(r["pair_id"] for r in rows) if all((lab, p) in outputs for lab in labels)]
     if pairs:
         missing = [p for p in pairs if p not in complete]
         if missing:
-            raise _fail(f"pairs {', '.join(missing)} lack an output from every chosen method in run {run_id}:"
-                        f" choose from {', '.join(complete) or 'none'}")
+            raise _fail(
+                f"pairs {', '.join(missing)} lack an output from every chosen method in run {run_id}:"
+                f" choose from {', '.join(complete) or 'none'}"
+            )
         complete = list(dict.fromkeys(pairs))
     if not complete:
         raise _fail(f"no content/style pair has outputs from all of {', '.join(labels)} in run {run_id}")
     protocol_name = outputs[(labels[0], complete[0])]["protocol"]
     notes: list[str] = []
 
-    from evalkit.assets import default_store
     from evalkit.store import ResultsStore
 
     with ResultsStore.open_reader(results) as results_store:  # the protocol as the run recorded it, not by name
         protocol, protocol_note = results_store.stored_protocol(run_id)
     if protocol_note:
         notes.append(protocol_note)
-    store = default_store()
+    store = assets if assets is not None else AssetStore.from_env()
     seed = secrets.randbelow(2**31) if seed is None else seed
     rng = random.Random(seed)
 
@@ -206,8 +227,13 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
             name = new_name()
             out_size[pair_id] = _save_png(results / job["output_path"], images / f"{name}.png")
             cid = next(cand_ids)
-            candidates[cid] = {"label": lab, "job_key": job["job_key"], "pair_id": pair_id, "kind": "output",
-                               "image": name}
+            candidates[cid] = {
+                "label": lab,
+                "job_key": job["job_key"],
+                "pair_id": pair_id,
+                "kind": "output",
+                "image": name,
+            }
             by_pair[pair_id][lab] = cid
         pair = protocol.pair(pair_id)
         refs = {}
@@ -219,8 +245,11 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
         references[pair_id] = refs
         if question in ("style", "photoreal"):  # vigilance: the unstylized photo among real stylizations
             name = new_name()
-            _save_png(store.fetch(protocol.images[pair.content], progress=False), images / f"{name}.png",
-                      size=out_size[pair_id])
+            _save_png(
+                store.fetch(protocol.images[pair.content], progress=False),
+                images / f"{name}.png",
+                size=out_size[pair_id],
+            )
             cid = next(cand_ids)
             candidates[cid] = {"label": None, "job_key": None, "pair_id": pair_id, "kind": "content", "image": name}
             by_pair[pair_id]["__content__"] = cid
@@ -245,9 +274,12 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
         content = by_pair[pair_id]["__content__"]
         # only a clearly stylized output can be the catch's foil: an identity baseline or a barely-optimised one
         # looks like the photo, and a catch whose answer is ambiguous would exclude honest participants
-        outs = [by_pair[pair_id][lab] for lab in labels
-                if _difference(images, candidates[content]["image"], candidates[by_pair[pair_id][lab]]["image"])
-                >= CATCH_MIN_DIFFERENCE]
+        outs = [
+            by_pair[pair_id][lab]
+            for lab in labels
+            if _difference(images, candidates[content]["image"], candidates[by_pair[pair_id][lab]]["image"])
+            >= CATCH_MIN_DIFFERENCE
+        ]
         if not outs:
             continue
         shown = [outs[k % len(outs)]] if fmt == "ab" else outs[: MAX_OPTIONS - 1]
@@ -297,20 +329,29 @@ def _build(results: Path, run: str, question: str, methods: list[str], out: Path
     write_private(out / STUDY_FILE, json.dumps(config, indent=1))
     (static / "manifest.json").write_text(json.dumps(manifest, indent=1))
     (static / "index.html").write_text(render("static_index.html", prompt=QUESTIONS[question], fmt=fmt))
-    return BuildResult(folder=out, items=n_regular, vigilance_items=vig_items, candidates=len(candidates),
-                       static_sequences=n_static, admin_token=admin_token, notes=notes)
+    return BuildResult(
+        folder=out,
+        items=n_regular,
+        vigilance_items=vig_items,
+        candidates=len(candidates),
+        static_sequences=n_static,
+        admin_token=admin_token,
+        notes=notes,
+    )
 
 
-def static_manifest(config: dict[str, Any], items: list[Item], n: int,
-                    submit_url: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+def static_manifest(
+    config: dict[str, Any], items: list[Item], n: int, submit_url: str | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
     """Pre-generated sequences for static hosting: option tokens and image names only; the token->candidate key
     stays in study.json so that exported responses can be scored later. No completion code is in it: a static page
     shows one only when the server at ``submit_url`` accepted the answers (see docs/studies.md)."""
     key: dict[str, str] = {}
     sequences = []
     for p in range(n):
-        seq = participant_sequence(items, p, config["seed"], config["trials_per_participant"], config["vigilance"],
-                                   config["repeats"])
+        seq = participant_sequence(
+            items, p, config["seed"], config["trials_per_participant"], config["vigilance"], config["repeats"]
+        )
         trials = []
         by_id = {it.id: it for it in items}
         for t in seq:
@@ -320,14 +361,21 @@ def static_manifest(config: dict[str, Any], items: list[Item], n: int,
                 key[token] = cid
                 options.append({"token": token, "image": f"images/{config['candidates'][cid]['image']}.png"})
             refs = config["references"][by_id[t.item].pair_id]
-            trials.append({
-                "options": options,
-                "style": f"images/{refs['style']}.png" if config["show_style"] else None,
-                "content": f"images/{refs['content']}.png" if config["show_content"] else None,
-            })
+            trials.append(
+                {
+                    "options": options,
+                    "style": f"images/{refs['style']}.png" if config["show_style"] else None,
+                    "content": f"images/{refs['content']}.png" if config["show_content"] else None,
+                }
+            )
         sequences.append(trials)
-    manifest = {"study": config["name"], "prompt": config["prompt"], "format": config["format"],
-                "submit_url": submit_url, "sequences": sequences}
+    manifest = {
+        "study": config["name"],
+        "prompt": config["prompt"],
+        "format": config["format"],
+        "submit_url": submit_url,
+        "sequences": sequences,
+    }
     return manifest, key
 
 

@@ -27,6 +27,7 @@ from evalkit.study.codes import completion_code
 from evalkit.study.design import Item, participant_sequence
 
 DB_FILE = "study.sqlite"
+Connection = sqlite3.Connection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS participants (
@@ -112,8 +113,11 @@ class CodeIssuer:
     def issue(self, conn: sqlite3.Connection, pid: str) -> tuple[str, str]:
         kind = "complete"
         if self.screen_out_after is not None:
-            rows = conn.execute("SELECT t.item, v.cand FROM votes v JOIN trials t ON t.pid=v.pid AND t.idx=v.idx"
-                                " WHERE v.pid=? AND t.kind='vigilance'", (pid,)).fetchall()
+            rows = conn.execute(
+                "SELECT t.item, v.cand FROM votes v JOIN trials t ON t.pid=v.pid AND t.idx=v.idx"
+                " WHERE v.pid=? AND t.kind='vigilance'",
+                (pid,),
+            ).fetchall()
             failures = sum(1 for r in rows if r["cand"] not in self.correct.get(r["item"], set()))
             if failures > self.screen_out_after:
                 kind = "screened"
@@ -160,14 +164,35 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS participants_by_submission ON participants(submission)")
 
 
-def _insert_participant(conn: sqlite3.Connection, pid: str, n: int, prolific: dict[str, str | None],
-                        origin: str = "server", submission: str | None = None) -> None:
-    repeat = prolific.get("prolific_pid") and conn.execute(
-        "SELECT 1 FROM participants WHERE prolific_pid=? LIMIT 1", (prolific["prolific_pid"],)).fetchone()
-    conn.execute("INSERT INTO participants(pid, n, prolific_pid, study_id, session_id, created, repeat_id, origin,"
-                 " submission) VALUES (?,?,?,?,?,?,?,?,?)",
-                 (pid, n, prolific.get("prolific_pid"), prolific.get("study_id"), prolific.get("session_id"), now(),
-                  1 if repeat else 0, origin, submission))
+def _insert_participant(
+    conn: sqlite3.Connection,
+    pid: str,
+    n: int,
+    prolific: dict[str, str | None],
+    origin: str = "server",
+    submission: str | None = None,
+) -> None:
+    repeat = (
+        prolific.get("prolific_pid")
+        and conn.execute(
+            "SELECT 1 FROM participants WHERE prolific_pid=? LIMIT 1", (prolific["prolific_pid"],)
+        ).fetchone()
+    )
+    conn.execute(
+        "INSERT INTO participants(pid, n, prolific_pid, study_id, session_id, created, repeat_id, origin,"
+        " submission) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            pid,
+            n,
+            prolific.get("prolific_pid"),
+            prolific.get("study_id"),
+            prolific.get("session_id"),
+            now(),
+            1 if repeat else 0,
+            origin,
+            submission,
+        ),
+    )
 
 
 def _next_number(conn: sqlite3.Connection, max_participants: int | None) -> int:
@@ -177,8 +202,13 @@ def _next_number(conn: sqlite3.Connection, max_participants: int | None) -> int:
     return int(n)
 
 
-def create_participant(conn: sqlite3.Connection, config: dict[str, Any], items: list[Item],
-                       prolific: dict[str, str | None], max_participants: int | None = None) -> str:
+def create_participant(
+    conn: sqlite3.Connection,
+    config: dict[str, Any],
+    items: list[Item],
+    prolific: dict[str, str | None],
+    max_participants: int | None = None,
+) -> str:
     """Allocate the next participant number and store their whole (seeded) sequence, atomically.
 
     Always a new session (see the module docstring); raises :class:`StudyFull` at the cap.
@@ -187,18 +217,37 @@ def create_participant(conn: sqlite3.Connection, config: dict[str, Any], items: 
     conn.execute("BEGIN IMMEDIATE")
     try:
         n = _next_number(conn, max_participants)
-        seq = participant_sequence(items, n, config["seed"], config["trials_per_participant"],
-                                   config["vigilance"], config["repeats"])
+        seq = participant_sequence(
+            items, n, config["seed"], config["trials_per_participant"], config["vigilance"], config["repeats"]
+        )
         _insert_participant(conn, pid, n, prolific)
         conn.executemany(
             "INSERT INTO trials(pid, idx, item, kind, repeat_of, options) VALUES (?,?,?,?,?,?)",
-            [(pid, i, t.item, t.kind, t.repeat_of,
-              json.dumps([[secrets.token_urlsafe(9), cid] for cid in t.order])) for i, t in enumerate(seq)])
+            [
+                (pid, i, t.item, t.kind, t.repeat_of, json.dumps([[secrets.token_urlsafe(9), cid] for cid in t.order]))
+                for i, t in enumerate(seq)
+            ],
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     return pid
+
+
+def participant_count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM participants").fetchone()[0])
+
+
+def submission_exists(conn: sqlite3.Connection, submission: str) -> bool:
+    return conn.execute("SELECT 1 FROM participants WHERE submission=?", (submission,)).fetchone() is not None
+
+
+def issue_code(conn: sqlite3.Connection, pid: str, codes: CodeIssuer) -> tuple[str, str]:
+    """Issue (and store) the code of a participant who finished before this server issued codes."""
+    code, kind = codes.issue(conn, pid)
+    conn.execute("UPDATE participants SET completion_code=?, code_kind=? WHERE pid=?", (code, kind, pid))
+    return code, kind
 
 
 def participant(conn: sqlite3.Connection, pid: str) -> sqlite3.Row | None:
@@ -216,8 +265,9 @@ def trial(conn: sqlite3.Connection, pid: str, idx: int) -> sqlite3.Row | None:
     return conn.execute("SELECT * FROM trials WHERE pid=? AND idx=?", (pid, idx)).fetchone()
 
 
-def record_vote(conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms: int | None,
-                codes: CodeIssuer | None = None) -> str:
+def record_vote(
+    conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms: int | None, codes: CodeIssuer | None = None
+) -> str:
     """Store one vote; returns ``stored`` or ``duplicate``; raises :class:`VoteError` and changes nothing otherwise.
 
     The last answer also marks the participant complete and, with ``codes``, issues their completion code, in the
@@ -240,8 +290,10 @@ def record_vote(conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms:
         state = progress(conn, pid)
         if idx != state.next_idx:
             raise VoteError(409, f"answer trial {state.next_idx + 1} first")
-        conn.execute("INSERT INTO votes(pid, idx, token, cand, rt_ms, created) VALUES (?,?,?,?,?,?)",
-                     (pid, idx, token, options[token], rt_ms, now()))
+        conn.execute(
+            "INSERT INTO votes(pid, idx, token, cand, rt_ms, created) VALUES (?,?,?,?,?,?)",
+            (pid, idx, token, options[token], rt_ms, now()),
+        )
         if state.next_idx + 1 >= state.total:
             _complete(conn, pid, codes)
         conn.execute("COMMIT")
@@ -254,13 +306,20 @@ def record_vote(conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms:
 
 def _complete(conn: sqlite3.Connection, pid: str, codes: CodeIssuer | None) -> None:
     code, kind = codes.issue(conn, pid) if codes is not None else (None, None)
-    conn.execute("UPDATE participants SET completed=?, completion_code=?, code_kind=? WHERE pid=?",
-                 (now(), code, kind, pid))
+    conn.execute(
+        "UPDATE participants SET completed=?, completion_code=?, code_kind=? WHERE pid=?", (now(), code, kind, pid)
+    )
 
 
-def record_static(conn: sqlite3.Connection, submission: str, prolific: dict[str, str | None],
-                  trials: list[dict[str, Any]], answers: list[tuple[str, int | None]], codes: CodeIssuer,
-                  max_participants: int | None = None) -> tuple[str, str]:
+def record_static(
+    conn: sqlite3.Connection,
+    submission: str,
+    prolific: dict[str, str | None],
+    trials: list[dict[str, Any]],
+    answers: list[tuple[str, int | None]],
+    codes: CodeIssuer,
+    max_participants: int | None = None,
+) -> tuple[str, str]:
     """Store a whole sequence answered in the static export as one participant; returns (code, kind).
 
     ``trials``: the sequence's trials (item, kind, repeat_of, options as [token, candidate] pairs); ``answers``:
@@ -269,24 +328,26 @@ def record_static(conn: sqlite3.Connection, submission: str, prolific: dict[str,
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        row = conn.execute("SELECT completion_code, code_kind FROM participants WHERE submission=?",
-                           (submission,)).fetchone()
+        row = conn.execute(
+            "SELECT completion_code, code_kind FROM participants WHERE submission=?", (submission,)
+        ).fetchone()
         if row is not None:
             conn.execute("COMMIT")
             return row["completion_code"], row["code_kind"]
         pid = secrets.token_urlsafe(18)
         n = _next_number(conn, max_participants)
         _insert_participant(conn, pid, n, prolific, origin="static", submission=submission)
-        conn.executemany("INSERT INTO trials(pid, idx, item, kind, repeat_of, options) VALUES (?,?,?,?,?,?)",
-                         [(pid, i, t["item"], t["kind"], t["repeat_of"], json.dumps(t["options"]))
-                          for i, t in enumerate(trials)])
+        conn.executemany(
+            "INSERT INTO trials(pid, idx, item, kind, repeat_of, options) VALUES (?,?,?,?,?,?)",
+            [(pid, i, t["item"], t["kind"], t["repeat_of"], json.dumps(t["options"])) for i, t in enumerate(trials)],
+        )
         stamp = now()
-        conn.executemany("INSERT INTO votes(pid, idx, token, cand, rt_ms, created) VALUES (?,?,?,?,?,?)",
-                         [(pid, i, token, dict(trials[i]["options"])[token], rt, stamp)
-                          for i, (token, rt) in enumerate(answers)])
+        conn.executemany(
+            "INSERT INTO votes(pid, idx, token, cand, rt_ms, created) VALUES (?,?,?,?,?,?)",
+            [(pid, i, token, dict(trials[i]["options"])[token], rt, stamp) for i, (token, rt) in enumerate(answers)],
+        )
         _complete(conn, pid, codes)
-        code, kind = conn.execute("SELECT completion_code, code_kind FROM participants WHERE pid=?",
-                                  (pid,)).fetchone()
+        code, kind = conn.execute("SELECT completion_code, code_kind FROM participants WHERE pid=?", (pid,)).fetchone()
         conn.execute("COMMIT")
         return code, kind
     except BaseException:
@@ -295,35 +356,35 @@ def record_static(conn: sqlite3.Connection, submission: str, prolific: dict[str,
         raise
 
 
-def participant_rows(folder: Path) -> list[dict[str, Any]]:
-    """Every participant with their answer count (for the admin page and exports); empty if the study never ran."""
+PARTICIPANT_ROWS = (
+    "SELECT p.*, (SELECT COUNT(*) FROM trials t WHERE t.pid=p.pid) AS total,"
+    " (SELECT COUNT(*) FROM votes v WHERE v.pid=p.pid) AS answered FROM participants p ORDER BY p.n"
+)
+VOTE_ROWS = (
+    "SELECT v.pid, p.n, p.prolific_pid, p.study_id, p.session_id, p.repeat_id, v.idx, t.item, t.kind,"
+    " t.repeat_of, t.options, v.token, v.cand, v.rt_ms, v.created FROM votes v JOIN trials t ON t.pid=v.pid"
+    " AND t.idx=v.idx JOIN participants p ON p.pid=v.pid ORDER BY p.n, v.idx"
+)
+
+
+def _rows(folder: Path, query: str) -> list[dict[str, Any]]:
+    """All rows of ``query`` on a study's database (migrated first); empty if the study never ran."""
     if not (folder / DB_FILE).is_file():
         return []
     conn = connect(folder)
     try:
         conn.executescript(SCHEMA)
         migrate(conn)
-        rows = conn.execute(
-            "SELECT p.*, (SELECT COUNT(*) FROM trials t WHERE t.pid=p.pid) AS total,"
-            " (SELECT COUNT(*) FROM votes v WHERE v.pid=p.pid) AS answered FROM participants p ORDER BY p.n"
-        ).fetchall()
-        return [dict(r) for r in rows]
+        return [dict(r) for r in conn.execute(query).fetchall()]
     finally:
         conn.close()
+
+
+def participant_rows(folder: Path) -> list[dict[str, Any]]:
+    """Every participant with their answer count (for the admin page and exports)."""
+    return _rows(folder, PARTICIPANT_ROWS)
 
 
 def vote_rows(folder: Path) -> list[dict[str, Any]]:
-    """Every vote joined with its trial (for analysis and CSV export); empty if the study never ran."""
-    if not (folder / DB_FILE).is_file():
-        return []
-    conn = connect(folder)
-    try:
-        conn.executescript(SCHEMA)
-        migrate(conn)
-        rows = conn.execute(
-            "SELECT v.pid, p.n, p.prolific_pid, p.study_id, p.session_id, p.repeat_id, v.idx, t.item, t.kind,"
-            " t.repeat_of, t.options, v.token, v.cand, v.rt_ms, v.created FROM votes v JOIN trials t ON t.pid=v.pid"
-            " AND t.idx=v.idx JOIN participants p ON p.pid=v.pid ORDER BY p.n, v.idx").fetchall()
-        return [dict(r) for r in rows]
-    finally:
-        conn.close()
+    """Every vote joined with its trial and participant (for analysis and CSV export)."""
+    return _rows(folder, VOTE_ROWS)

@@ -30,8 +30,13 @@ class Item:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Item:
-        return cls(id=data["id"], pair_id=data["pair_id"], cands=tuple(data["cands"]), kind=data.get("kind", "regular"),
-                   correct=tuple(data.get("correct", ())))
+        return cls(
+            id=data["id"],
+            pair_id=data["pair_id"],
+            cands=tuple(data["cands"]),
+            kind=data.get("kind", "regular"),
+            correct=tuple(data.get("correct", ())),
+        )
 
 
 @dataclass
@@ -67,8 +72,9 @@ def deal(items: list[Item], n: int, count: int, seed: int, salt: str) -> list[tu
     return [(perm[g % len(perm)], g // len(perm)) for g in range(start, start + count)]
 
 
-def participant_sequence(items: list[Item], n: int, seed: int, trials: int, vigilance: int,
-                         repeats: int) -> list[Trial]:
+def participant_sequence(
+    items: list[Item], n: int, seed: int, trials: int, vigilance: int, repeats: int
+) -> list[Trial]:
     """The whole sequence for participant number ``n`` (0-based arrival order).
 
     ``trials`` regular comparisons (capped at the number of distinct items, so nobody judges the same comparison
@@ -78,8 +84,10 @@ def participant_sequence(items: list[Item], n: int, seed: int, trials: int, vigi
     regular = [it for it in items if it.kind == "regular"]
     catches = [it for it in items if it.kind == "vigilance"]
     rng = random.Random(f"{seed}:participant:{n}")
-    seq = [Trial(item=it.id, kind="regular", order=rotate(it.cands, p))
-           for it, p in deal(regular, n, min(trials, len(regular)), seed, "regular")]
+    seq = [
+        Trial(item=it.id, kind="regular", order=rotate(it.cands, p))
+        for it, p in deal(regular, n, min(trials, len(regular)), seed, "regular")
+    ]
     rng.shuffle(seq)
     for it, p in deal(catches, n, min(vigilance, len(catches)), seed, "vigilance"):
         seq.insert(rng.randint(1, max(1, len(seq))), Trial(item=it.id, kind="vigilance", order=rotate(it.cands, p)))

@@ -71,7 +71,8 @@ async def read_form(request: Request, limit: int = MAX_BODY) -> dict[str, str]:
     if ctype.startswith("application/json"):
         data = await read_json(request, limit)
         if not isinstance(data, dict) or not all(
-                isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in data.values()):
+            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in data.values()
+        ):
             raise BadRequest(400, "body must be a flat JSON object of strings and integers")
         return {str(k): str(v) for k, v in data.items()}
     body_length(request, limit)
@@ -102,7 +103,7 @@ def security_headers(nonce: str | None = None) -> dict[str, str]:
     script = f"'nonce-{nonce}'" if nonce else "'none'"
     return {
         "Content-Security-Policy": f"default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
-                                   f"script-src {script}; form-action 'self'; frame-ancestors 'none'",
+        f"script-src {script}; form-action 'self'; frame-ancestors 'none'",
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-store",

@@ -54,8 +54,9 @@ def win_matrix(comparisons: Sequence[tuple[int, int]], k: int) -> np.ndarray:
     return w
 
 
-def bradley_terry(wins: np.ndarray, prior: float = 0.1, tol: float = 1e-10, max_iter: int = 100_000,
-                  support: np.ndarray | None = None) -> np.ndarray:
+def bradley_terry(
+    wins: np.ndarray, prior: float = 0.1, tol: float = 1e-10, max_iter: int = 100_000, support: np.ndarray | None = None
+) -> np.ndarray:
     """Log-strengths (mean zero) maximising the Bradley-Terry likelihood, by Hunter's MM update.
 
     ``prior`` adds that many virtual wins in both directions to every compared pair: it keeps a method that never
@@ -82,8 +83,9 @@ def bradley_terry(wins: np.ndarray, prior: float = 0.1, tol: float = 1e-10, max_
     return logp - logp.mean()
 
 
-def bootstrap_bt(comparisons: Sequence[Sequence[tuple[int, int]]], k: int, rounds: int = 1000, seed: int = 0,
-                 prior: float = 0.1) -> np.ndarray:
+def bootstrap_bt(
+    comparisons: Sequence[Sequence[tuple[int, int]]], k: int, rounds: int = 1000, seed: int = 0, prior: float = 0.1
+) -> np.ndarray:
     """Bootstrap distribution of the log-strengths, resampling whole votes (a vote may hold several pairwise
     outcomes, as an n-way choice does). Shape (rounds, k)."""
     rng = np.random.default_rng(seed)

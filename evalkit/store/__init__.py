@@ -1,0 +1,292 @@
+"""The results store: one SQLite database per results root, the single source of truth, and the only code that
+reads or writes it.
+
+Every finished job is written in one transaction (job row, its metrics, timings, environment, run membership),
+after its PNG has been atomically renamed into place. So a run killed at any instant - even with SIGKILL - leaves
+either a complete job or none, and rerunning resumes exactly where it stopped: no row is lost and none is
+duplicated (job keys are primary keys). CSV / Parquet / HTML and studies are all derived from this database through
+the read models in :mod:`evalkit.store.reads`. (A study's own vote database is the study server's,
+:mod:`evalkit.study.db`.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from evalkit.errors import EvalkitError
+from evalkit.results import FAILED_STATUSES, FINAL_STATUSES, JobResult, MetricValue, utcnow
+from evalkit.specs import JobSpec
+from evalkit.store.reads import ReadModels
+from evalkit.store.schema import DB_NAME, SCHEMA, SCHEMA_VERSION, migrate
+
+__all__ = ["DB_NAME", "FAILED_STATUSES", "FINAL_STATUSES", "SCHEMA_VERSION", "ResultsStore", "safe_name"]
+
+
+def safe_name(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
+
+
+class ResultsStore(ReadModels):
+    """Transactional access to ``<root>/evalkit.sqlite`` and the PNG outputs under ``<root>/images``."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / DB_NAME
+        self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=FULL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.executescript(SCHEMA)
+        with self.transaction() as cur:
+            migrate(cur, self.path)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()["value"])
+
+    @classmethod
+    def open_reader(cls, root: str | Path, hint: str = "evalkit run --results ROOT") -> ResultsStore:
+        """Open an existing results root for reading (leaderboard, export, speed, study build, ``evalkit runs``).
+
+        When no run holds the root's lock, runs still marked ``running`` belong to a process that is gone: they are
+        marked ``interrupted`` first (the lock is taken for that moment only, and never waited for)."""
+        from evalkit.rootlock import RootLock
+
+        root = Path(root)
+        if not (root / DB_NAME).is_file():
+            raise EvalkitError(
+                f"no results database at {root / DB_NAME}: run `{hint}` first, or pass --results "
+                f"pointing at a results root"
+            )
+        lock = RootLock(root, "evalkit reader")
+        if lock.try_acquire():
+            try:
+                with cls(root) as store:
+                    store.mark_interrupted(detected_by=f"a reader (pid {os.getpid()})")
+            finally:
+                lock.release()
+        return cls(root)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        else:
+            cur.execute("COMMIT")
+
+    # -- runs -------------------------------------------------------------------------------------------------
+    def start_run(
+        self,
+        protocol: str,
+        protocol_sha256: str,
+        command: str,
+        methods: list[str],
+        resolutions: list[str],
+        device: str,
+        executor: str,
+        environment: dict,
+        protocol_text: str | None = None,
+        protocol_source: str | None = None,
+    ) -> str:
+        """A new ``running`` run, with the protocol's TOML text and sha256 (so reports never reload it by name)
+        and the process that runs it (so a later run or reader can tell when that process is gone)."""
+        run_id = datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO runs(run_id, started, status, protocol, protocol_sha256, command, methods, resolutions,"
+                " device, executor, git_rev, environment, pid, hostname, protocol_source, protocol_text)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    utcnow(),
+                    "running",
+                    protocol,
+                    protocol_sha256,
+                    command,
+                    json.dumps(methods),
+                    json.dumps(resolutions),
+                    device,
+                    executor,
+                    environment.get("git_rev"),
+                    json.dumps(environment),
+                    os.getpid(),
+                    platform.node(),
+                    protocol_source,
+                    protocol_text,
+                ),
+            )
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "finished", note: str | None = None) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "UPDATE runs SET finished=?, status=?, note=COALESCE(?, note) WHERE run_id=?",
+                (utcnow(), status, note, run_id),
+            )
+
+    def mark_interrupted(self, detected_by: str) -> list[str]:
+        """Mark every ``running`` run ``interrupted``: call only while holding the root's lock, which proves that no
+        process is writing any of them (a live run holds the lock for as long as it runs). Returns their ids."""
+        with self.transaction() as cur:
+            rows = cur.execute("SELECT run_id, pid, hostname FROM runs WHERE status='running'").fetchall()
+            for row in rows:
+                note = (
+                    f"interrupted: process {row['pid'] or '?'} on {row['hostname'] or '?'} ended without "
+                    f"finishing the run (detected {utcnow()} by {detected_by})"
+                )
+                cur.execute(
+                    "UPDATE runs SET status='interrupted', finished=?, note=? WHERE run_id=?",
+                    (utcnow(), note, row["run_id"]),
+                )
+        return [r["run_id"] for r in rows]
+
+    def remove_orphans(self) -> list[Path]:
+        """Delete half-written PNGs (``*.part<pid>``) a killed run left under ``images/``; call under the lock."""
+        images = self.root / "images"
+        removed = [p for p in images.rglob("*.part*") if p.is_file()] if images.is_dir() else []
+        for path in removed:
+            path.unlink(missing_ok=True)
+        return removed
+
+    def attach_jobs(self, run_id: str, keys: Iterable[str]) -> None:
+        """Record that already-finished jobs belong to ``run_id`` too (a resumed run reuses them)."""
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT OR IGNORE INTO run_jobs(run_id, job_key) VALUES (?, ?)", [(run_id, k) for k in keys]
+            )
+
+    def record_method(
+        self,
+        label: str,
+        method: str,
+        weight_set: str | None,
+        kind: str,
+        version: str,
+        parameters: int,
+        layers: int,
+        weight_digests: dict[str, str | None],
+    ) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO methods(label, method, weight_set, kind, version, parameters, layers,"
+                " weight_digests) VALUES (?,?,?,?,?,?,?,?)",
+                (label, method, weight_set, kind, version, parameters, layers, json.dumps(weight_digests)),
+            )
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+    def output_path_for(self, spec: JobSpec, protocol: str) -> Path:
+        return (
+            self.root
+            / "images"
+            / safe_name(protocol)
+            / safe_name(spec.label)
+            / f"{safe_name(spec.pair_id)}__{spec.resolution}__s{spec.seed}__{spec.key[:10]}.png"
+        )
+
+    def record_job(self, run_id: str, protocol: str, spec: JobSpec, result: JobResult, eval_size: int) -> None:
+        """Write the output PNG (atomically) and then the job, metrics, timings and environment in one transaction."""
+        rel_path = None
+        if result.png is not None:
+            path = self.output_path_for(spec, protocol)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".part{os.getpid()}")
+            tmp.write_bytes(result.png)
+            os.replace(tmp, path)
+            rel_path = str(path.relative_to(self.root))
+        with self.transaction() as cur:
+            previous = cur.execute("SELECT attempts FROM jobs WHERE job_key=?", (spec.key,)).fetchone()
+            attempts = (previous["attempts"] + 1) if previous else 1
+            cur.execute(
+                "INSERT OR REPLACE INTO jobs(job_key, run_id, protocol, method, weight_set, label, params, pair_id,"
+                " content, style, resolution, seed, status, message, output_path, width, height, time_load_s,"
+                " time_network_s, time_post_s, peak_memory_bytes, device, attempts, started, finished, spec,"
+                " warnings, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    spec.key,
+                    run_id,
+                    protocol,
+                    spec.method,
+                    spec.weight_set,
+                    spec.label,
+                    json.dumps(spec.params, sort_keys=True),
+                    spec.pair_id,
+                    spec.content,
+                    spec.style,
+                    spec.resolution,
+                    spec.seed,
+                    result.status,
+                    result.message,
+                    rel_path,
+                    result.width,
+                    result.height,
+                    result.time_load_s,
+                    result.time_network_s,
+                    result.time_post_s,
+                    result.peak_memory_bytes,
+                    result.device,
+                    attempts,
+                    result.started,
+                    result.finished,
+                    json.dumps(spec.to_dict()),
+                    json.dumps(result.warnings) if result.warnings else None,
+                    result.reason,
+                ),
+            )
+            cur.execute("DELETE FROM metrics WHERE job_key=? AND eval_size=?", (spec.key, eval_size))
+            self._insert_metrics(cur, spec.key, eval_size, result.metrics)
+            cur.execute("DELETE FROM timings WHERE job_key=?", (spec.key,))
+            cur.executemany(
+                "INSERT INTO timings(job_key, repeat, network_s, post_s) VALUES (?,?,?,?)",
+                [(spec.key, i, t.network_s, t.post_s) for i, t in enumerate(result.timings)],
+            )
+            if result.environment is not None:
+                cur.execute(
+                    "INSERT OR REPLACE INTO job_environment(job_key, environment) VALUES (?,?)",
+                    (spec.key, json.dumps(result.environment, sort_keys=True, default=str)),
+                )
+            cur.execute("INSERT OR IGNORE INTO run_jobs(run_id, job_key) VALUES (?, ?)", (run_id, spec.key))
+
+    def record_metrics(self, key: str, eval_size: int, values: list[MetricValue]) -> None:
+        with self.transaction() as cur:
+            self._insert_metrics(cur, key, eval_size, values)
+
+    @staticmethod
+    def _insert_metrics(cur: sqlite3.Cursor, key: str, eval_size: int, values: list[MetricValue]) -> None:
+        cur.executemany(
+            "INSERT OR REPLACE INTO metrics(job_key, metric, eval_size, value, status, message) VALUES (?,?,?,?,?,?)",
+            [(key, m.name, eval_size, m.value, m.status, m.message) for m in values],
+        )
+
+    # -- study results (the study's votes stay in its own database) ------------------------------------------------
+    def write_study_results(self, study: str, preferences: list[tuple], agreement: list[tuple]) -> None:
+        """Replace a study's rows in ``preferences`` (study, label, score, lower, upper, rank, votes) and
+        ``metric_agreement`` (study, metric, agreement, n), which the leaderboard reads."""
+        with self.transaction() as cur:
+            cur.execute("DELETE FROM preferences WHERE study=?", (study,))
+            cur.execute("DELETE FROM metric_agreement WHERE study=?", (study,))
+            cur.executemany("INSERT INTO preferences VALUES (?,?,?,?,?,?,?)", preferences)
+            cur.executemany("INSERT INTO metric_agreement VALUES (?,?,?,?)", agreement)
