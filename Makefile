@@ -37,7 +37,9 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: $(BIN)/evalkit
-	$(BIN)/ruff check evalkit methods tests
+	$(BIN)/ruff check evalkit methods tests scripts
+	$(BIN)/ruff format --check evalkit methods tests scripts
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) results/*.sqlite* results/images results/export

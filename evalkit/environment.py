@@ -81,7 +81,7 @@ def device_description(device: str | torch.device) -> dict[str, Any]:
 
 
 def capture(device: str | torch.device = "cpu") -> dict[str, Any]:
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
             packages[name] = version(name)

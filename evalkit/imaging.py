@@ -98,8 +98,7 @@ def load_image(path: str | Path) -> Image.Image:
                     f"{MAX_PIXELS / 1e6:.0f} MP: downscale it before benchmarking"
                 )
             img.load()
-            img = ImageOps.exif_transpose(img)
-            return to_rgb8(img, path)
+            return to_rgb8(ImageOps.exif_transpose(img), path)
     except ImageError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -176,8 +175,8 @@ def resize(img: Image.Image, resolution: Resolution) -> Image.Image:
     """Apply the resize rule (cover + centre-crop for named sizes, short side for numbers), Lanczos."""
     tw, th = resolution.target_size(img.size)
     if resolution.short_side is not None:
-        return img if img.size == (tw, th) else img.resize((tw, th), Image.LANCZOS)
-    return ImageOps.fit(img, (tw, th), method=Image.LANCZOS, centering=(0.5, 0.5))
+        return img if img.size == (tw, th) else img.resize((tw, th), Image.Resampling.LANCZOS)
+    return ImageOps.fit(img, (tw, th), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
 
 
 def fit_labels(labels: np.ndarray, resolution: Resolution) -> np.ndarray:
@@ -185,9 +184,9 @@ def fit_labels(labels: np.ndarray, resolution: Resolution) -> np.ndarray:
     img = Image.fromarray(labels.astype(np.int32), mode="I")
     tw, th = resolution.target_size(img.size)
     if resolution.short_side is not None:
-        out = img.resize((tw, th), Image.NEAREST)
+        out = img.resize((tw, th), Image.Resampling.NEAREST)
     else:
-        out = ImageOps.fit(img, (tw, th), method=Image.NEAREST, centering=(0.5, 0.5))
+        out = ImageOps.fit(img, (tw, th), method=Image.Resampling.NEAREST, centering=(0.5, 0.5))
     return np.asarray(out, dtype=np.int64)
 
 
@@ -212,7 +211,7 @@ def colors_to_labels(masks: list[np.ndarray], min_fraction: float = 0.005) -> li
         uniques.append((uniq, inverse.reshape(-1)))
         for color, n in zip(map(tuple, uniq.tolist()), freq / len(flat), strict=True):
             counts[color] = max(counts.get(color, 0.0), float(n))
-    dominant = sorted(c for c, frac in counts.items() if frac >= min_fraction) or [max(counts, key=counts.get)]
+    dominant = sorted(c for c, frac in counts.items() if frac >= min_fraction) or [max(counts, key=lambda c: counts[c])]
     palette = np.array(dominant, dtype=np.int64)
     out = []
     for mask, (uniq, inverse) in zip(masks, uniques, strict=True):

@@ -103,7 +103,7 @@ def choose_executor(request: RunRequest, protocol: Protocol) -> tuple[ExecutorCh
     if name not in EXECUTORS:
         raise EvalkitError(f"unknown executor '{name}': available executors are {', '.join(EXECUTORS)}")
     options = dict(request.executor_options)
-    policy = Policy(skip_after_oom=bool(options.pop("skip_after_oom", True)))
+    policy = Policy.from_env(skip_after_oom=bool(options.pop("skip_after_oom", True)))
     budgets = {k: v for k in ISOLATED_OPTIONS if (v := options.pop(k, None)) is not None}
     if options:
         raise EvalkitError(f"unknown executor option(s) {', '.join(options)}")
@@ -179,7 +179,7 @@ def plan_jobs(
             errors.append(str(exc))
             continue
         if cls.weight_sets and not selector.weight_set:
-            console.print(f"{cls.name}: using weight set [bold]{escape(weight_set)}[/bold] ({escape(reason)})")
+            console.print(f"{cls.name}: using weight set [bold]{escape(str(weight_set))}[/bold] ({escape(reason)})")
         digests = cls.weight_sets[weight_set].digests() if weight_set else {}
         methods_info[label] = {"cls": cls, "weight_set": weight_set, "digests": digests}
         method_seeds = range(seeds) if not cls.deterministic else range(1)

@@ -9,6 +9,7 @@ failure results for the jobs it did not run, so every planned job yields exactly
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,15 @@ DEFAULT_MAX_RETRIES = 2
 class Policy:
     skip_after_oom: bool = True
     max_retries: int = DEFAULT_MAX_RETRIES  # lost-worker retries per job (OOM is an outcome, never retried)
+
+    @classmethod
+    def from_env(cls, skip_after_oom: bool = True) -> Policy:
+        """``EVALKIT_RAY_MAX_RETRIES`` sets the retries (the name predates the scheduler; it applies to every
+        executor that can lose workers)."""
+        raw = os.environ.get("EVALKIT_RAY_MAX_RETRIES", "").strip()
+        if raw and not (raw.isascii() and raw.isdigit()):
+            raise EvalkitError(f"EVALKIT_RAY_MAX_RETRIES={raw!r} is not a non-negative integer: set it to e.g. 2")
+        return cls(skip_after_oom, int(raw) if raw else DEFAULT_MAX_RETRIES)
 
 
 def size_key(resolution: str) -> int:

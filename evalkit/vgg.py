@@ -124,8 +124,9 @@ class VGG19Features(nn.Module):
         for name in CONV_NAMES:
             w = state[f"{name}.weight"]
             conv = nn.Conv2d(w.shape[1], w.shape[0], 3, padding=1)
-            conv.weight.data.copy_(w)
-            conv.bias.data.copy_(state[f"{name}.bias"])
+            with torch.no_grad():
+                conv.weight.copy_(w)
+                conv.bias.copy_(state[f"{name}.bias"])  # type: ignore[union-attr]  # bias=True
             self.convs[name] = conv
         self.requires_grad_(False)
         self.eval()
@@ -136,6 +137,9 @@ class VGG19Features(nn.Module):
         else:
             self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def preprocess(self, rgb01: torch.Tensor) -> torch.Tensor:
         if self.convention == "caffe":

@@ -206,6 +206,7 @@ class JobContext:
         result.time_post_s = statistics.median(posts) if posts else None
         result.timings = timings
         result.peak_memory_bytes = peak_memory(self.device)
+        assert output is not None  # at least one timed run
         output = output.detach()
         if not torch.isfinite(output).all():
             raise EvalkitError(f"{spec.label} produced NaN/Inf values on pair '{spec.pair_id}'")

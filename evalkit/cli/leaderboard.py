@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from evalkit.cli import app
-from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_store
+from evalkit.cli.common import DataMirror, Home, Results, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 
 FORMATS = ("html", "md", "tex")
@@ -16,7 +16,7 @@ FORMATS = ("html", "md", "tex")
 
 @app.command()
 def leaderboard(
-    results: Path = typer.Option(Path("results"), "--results", "-r", help="Results root holding evalkit.sqlite."),
+    results: Path = Results,
     run: list[str] = typer.Option(
         [], "--run", help="Run ids (repeatable; default: every run of the latest run's protocol)."
     ),

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
+from evalkit.cli.common import Results
 
 
 @app.command("runs")
 def runs(
-    results: Path = typer.Option(Path("results"), "--results", "-r", help="Results root holding evalkit.sqlite."),
+    results: Path = Results,
 ) -> None:
     """List every run of a results root: status (finished, running, interrupted, failed), times and job counts.
 

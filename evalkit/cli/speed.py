@@ -38,7 +38,8 @@ def speed(
         raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
     with ResultsStore.open_reader(results, f"evalkit run --protocol speed --results {results}") as store:
         known = {r["run_id"]: dict(r) for r in store.runs()}
-        run_ids = list(known) if run == ["all"] else (list(run) or ([store.latest_run()] if known else []))
+        latest = store.latest_run()
+        run_ids = list(known) if run == ["all"] else (list(run) or ([latest] if latest else []))
         missing = [r for r in run_ids if r not in known]
         if not run_ids or missing:
             raise EvalkitError(

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
-from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_store
+from evalkit.cli.common import DataMirror, Home, Results, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 from evalkit.study.limits import DEFAULT_NEW_PER_ADDRESS, DEFAULT_WINDOW_S
 
@@ -35,7 +35,7 @@ def build(
     trials: int = typer.Option(None, "--trials-per-participant", "-n", help="Regular trials each (default <= 20)."),
     vigilance: int = typer.Option(None, "--vigilance", help="Vigilance catch trials each (default 2 if possible)."),
     repeats: int = typer.Option(2, "--repeats", help="Repeated trials each, for consistency."),
-    results: Path = typer.Option(Path("results"), "--results", help="Results root holding evalkit.sqlite."),
+    results: Path = Results,
     resolution: str = typer.Option(None, "--resolution", help="Which resolution's outputs (default: smallest)."),
     seed: int = typer.Option(None, "--seed", help="Study seed (default: random, recorded in study.json)."),
     completion_code: str = typer.Option(
@@ -159,7 +159,9 @@ def serve(
 @study_app.command("analyze")
 def analyze(
     folder: Path = typer.Argument(..., help="Study folder with votes."),
-    results: Path = typer.Option(None, "--results", help="Results root (default: the one the study was built from)."),
+    results: Path = typer.Option(
+        None, "--results", "-r", help="Results root (default: the one the study was built from)."
+    ),
     rounds: int = typer.Option(1000, "--bootstrap", help="Bootstrap rounds for the 95% intervals."),
     max_vigilance_failures: int = typer.Option(0, "--max-vigilance-failures"),
     min_consistency: float = typer.Option(0.5, "--min-consistency", help="Minimum share of repeats answered alike."),

@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
     request = pickle.loads(Path(args.request).read_bytes())  # imports evalkit.worker, hence torch
     config, specs, limits = request["config"], request["specs"], request["limits"]
-    baseline = {"data_bytes": _status_bytes("VmData"), "rss_bytes": _status_bytes("VmRSS"), "pid": os.getpid()}
+    baseline: dict[str, Any] = {
+        "data_bytes": _status_bytes("VmData"),
+        "rss_bytes": _status_bytes("VmRSS"),
+        "pid": os.getpid(),
+    }
     if limits.get("cpu_memory"):
         apply_cpu_limit(int(limits["cpu_memory"]))
     if limits.get("device_memory") and str(config.device).startswith("cuda"):

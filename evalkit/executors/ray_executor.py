@@ -121,12 +121,12 @@ class JobWorker:
     def run(self, spec: JobSpec) -> JobResult:
         from evalkit.registry import get_method
 
+        version: str | None = None
+        problem: str | None = None
         try:
             version = get_method(spec.method).version
         except EvalkitError as exc:
-            version, problem = None, str(exc)
-        else:
-            problem = None
+            problem = str(exc)
         if version is not None and version != spec.method_version:
             problem = (
                 f"this worker has {spec.method} version {version} but the driver planned version "

@@ -7,11 +7,12 @@ every method and seed of a pair, and the style image's Gram matrices by every pa
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 
 from evalkit.assets import AssetStore
-from evalkit.vgg import get_vgg19
+from evalkit.vgg import VGG19Features, get_vgg19
 
 CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -23,6 +24,12 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     _, n, h, w = features.shape
     flat = features.reshape(n, h * w).double()
     return flat @ flat.T / (h * w)
+
+
+@dataclass
+class _Entry:
+    content: torch.Tensor  # conv4_2 activations
+    grams: dict[str, torch.Tensor]  # normalised Gram matrices per style layer
 
 
 class SharedFeatures:
@@ -39,21 +46,21 @@ class SharedFeatures:
         self.store = store
         self.weight_set = weight_set
         self.capacity = capacity
-        self._entries: OrderedDict[str, dict[str, object]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self.vgg_passes = 0  # counted so the benchmark (and tests) can check the sharing actually happens
 
     @property
-    def vgg(self):
+    def vgg(self) -> VGG19Features:
         return get_vgg19(self.weight_set, self.device, self.store)
 
-    def _entry(self, key: str, image: torch.Tensor) -> dict[str, object]:
+    def _entry(self, key: str, image: torch.Tensor) -> _Entry:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
         with torch.no_grad():
             feats = self.vgg(image.to(self.device), ALL_LAYERS)
         self.vgg_passes += 1
-        entry = {"content": feats[CONTENT_LAYER], "grams": {layer: gram(feats[layer]) for layer in STYLE_LAYERS}}
+        entry = _Entry(feats[CONTENT_LAYER], {layer: gram(feats[layer]) for layer in STYLE_LAYERS})
         del feats
         self._entries[key] = entry
         while len(self._entries) > self.capacity:
@@ -62,8 +69,8 @@ class SharedFeatures:
 
     def features(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"conv4_2": activations}`` of ``image`` (the content representation)."""
-        return {CONTENT_LAYER: self._entry(key, image)["content"]}
+        return {CONTENT_LAYER: self._entry(key, image).content}
 
     def grams(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Normalised Gram matrices of ``image`` at relu1_1 ... relu5_1 (the same dict object while cached)."""
-        return self._entry(key, image)["grams"]
+        return self._entry(key, image).grams

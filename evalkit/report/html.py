@@ -144,6 +144,8 @@ def time_plot(data: ReportData, colors: dict[str, str]) -> Plot | None:
     series: dict[str, list[tuple[float, float, str]]] = {}
     for (entry, res), group in jobs.groupby(["entry", "resolution"]):
         mp = _megapixels(res, group)
+        if mp is None:
+            continue
         seconds = float(group["total"].median())
         series.setdefault(entry, []).append(
             (mp, seconds, f"{entry} @ {res}: {fmt_num(seconds)} s (median of {len(group)} jobs)")
@@ -165,10 +167,10 @@ def tradeoff_plot(data: ReportData, table: QualityTable, colors: dict[str, str])
     names = {c.metric for c in table.columns}
     if not {"content_loss", "style_loss"} <= names:
         return None
-    series = {}
+    series: dict[str, list[tuple[float, float, str]]] = {}
     for row in table.rows:
         c, s = row.cells["content_loss"], row.cells["style_loss"]
-        if c.available and s.available:
+        if c.available and s.available and c.mean is not None and s.mean is not None:
             series[row.entry] = [(c.mean, s.mean, f"{row.entry}: content {fmt_num(c.mean)}, style {fmt_num(s.mean)}")]
     notes = []
     for name in ("content_loss", "style_loss"):

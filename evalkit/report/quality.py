@@ -173,7 +173,7 @@ def mark_best(columns: list[Column], rows: list[Row]) -> None:
     for col in columns:
         if col.info is None:
             continue
-        means = [r.cells[col.metric].mean for r in rows if r.cells[col.metric].available]
+        means = [m for r in rows if r.cells[col.metric].available and (m := r.cells[col.metric].mean) is not None]
         if len(means) < 2:
             continue
         best = max(means) if col.info.higher_is_better else min(means)

@@ -39,8 +39,8 @@ def _key(path: Path, side: int) -> str:
 
 def _write_jpeg(src: Path, dest: Path, side: int, quality: int) -> tuple[int, int]:
     if dest.is_file():
-        with Image.open(dest) as img:
-            return img.size
+        with Image.open(dest) as cached:
+            return cached.size
     img = imaging.load_image(src)
     img.thumbnail((side, side), Image.Resampling.LANCZOS)
     dest.parent.mkdir(parents=True, exist_ok=True)

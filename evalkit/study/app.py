@@ -15,7 +15,7 @@ import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -104,14 +104,16 @@ class StudyServer:
             return None
         return pid if studydb.participant(self.conn(), pid) is not None else None
 
-    def set_cookie(self, response: Response, name: str, value: str, path: str = "/", samesite: str = "lax") -> None:
+    def set_cookie(
+        self, response: Response, name: str, value: str, path: str = "/", samesite: Literal["lax", "strict"] = "lax"
+    ) -> None:
         response.set_cookie(
             name,
             value,
             httponly=True,
             samesite=samesite,
             max_age=7 * 86400,
-            path=path,  # type: ignore[arg-type]
+            path=path,
             secure=self.options.secure_cookies,
         )
 

@@ -84,13 +84,15 @@ def _save_png(
 ) -> tuple[int, int]:
     """Re-encode as plain RGB PNG: strips text chunks/EXIF that could name the method that made the image."""
     try:
-        with Image.open(src) as im:
-            im = im.convert("RGB")
+        with Image.open(src) as opened:
+            im = opened.convert("RGB")
             if size is not None and im.size != size:
-                im = im.resize(size, Image.LANCZOS)
+                im = im.resize(size, Image.Resampling.LANCZOS)
             elif max_side is not None and max(im.size) > max_side:
                 scale = max_side / max(im.size)
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.LANCZOS)
+                im = im.resize(
+                    (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS
+                )
             im.save(dst, "PNG")
             return im.size
     except OSError as exc:

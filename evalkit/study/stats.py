@@ -121,7 +121,7 @@ def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable]]) -> float:
     o_ck = sum_u (number of c-k pairs in u) / (m_u - 1), then alpha = 1 - (n - 1) * D_o / D_e with
     D_o = sum_{c != k} o_ck and D_e = sum_{c != k} n_c n_k.
     """
-    coincidence: Counter = Counter()
+    coincidence: dict[tuple[Hashable, Hashable], float] = {}
     for unit in units:
         m = len(unit)
         if m < 2:
@@ -130,10 +130,10 @@ def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable]]) -> float:
         for c, nc in counts.items():
             for k, nk in counts.items():
                 pairs = nc * (nk - 1) if c == k else nc * nk
-                coincidence[(c, k)] += pairs / (m - 1)
-    totals: Counter = Counter()
+                coincidence[(c, k)] = coincidence.get((c, k), 0.0) + pairs / (m - 1)
+    totals: dict[Hashable, float] = {}
     for (c, _k), v in coincidence.items():
-        totals[c] += v
+        totals[c] = totals.get(c, 0.0) + v
     n = sum(totals.values())
     observed = sum(v for (c, k), v in coincidence.items() if c != k)
     expected = sum(totals[c] * totals[k] for c in totals for k in totals if c != k)
