@@ -13,6 +13,7 @@ separately, as a paper's ``network+post`` column.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -32,9 +33,12 @@ class Param:
     default: Any
     help: str = ""
     choices: tuple[Any, ...] | None = None
+    check: Callable[[Any], Any] | None = None  # normalises and validates a value (raises ValueError)
 
     def coerce(self, value: Any) -> Any:
         """Parse CLI/TOML values into the default's type, so ``iterations=50`` from the shell is an int."""
+        if self.check is not None:
+            return self.check(value)
         kind = type(self.default)
         if isinstance(value, str) and kind is not str:
             if kind is bool:

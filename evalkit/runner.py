@@ -30,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from evalkit import environment
+from evalkit import environment, precision
 from evalkit.assets import AssetSettings, AssetStore
 from evalkit.errors import EvalkitError
 from evalkit.executors import NAMES as EXECUTORS
@@ -58,6 +58,7 @@ class RunRequest:
     device: str = "cpu"
     out: Path = Path("results")
     seeds: int | None = None
+    precision: str = "fp32"  # of the networks: fp32 | bf16 | fp16 | tf32 (evalkit.precision)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     executor: str | None = None  # None: the protocol's [timing] executor, else "local"
     executor_options: dict[str, Any] = field(default_factory=dict)  # timeout, cpu_memory, device_memory (isolated),
@@ -103,6 +104,7 @@ def choose_executor(request: RunRequest, protocol: Protocol) -> tuple[ExecutorCh
     if name not in EXECUTORS:
         raise EvalkitError(f"unknown executor '{name}': available executors are {', '.join(EXECUTORS)}")
     options = dict(request.executor_options)
+    precision.check(request.precision, request.device)
     policy = Policy.from_env(skip_after_oom=bool(options.pop("skip_after_oom", True)))
     budgets = {k: v for k in ISOLATED_OPTIONS if (v := options.pop(k, None)) is not None}
     if options:
@@ -212,6 +214,7 @@ def plan_jobs(
                             eval_size=protocol.eval_size,
                             method_version=cls.version,
                             weight_digests=digests,
+                            precision=request.precision,
                             image_digests=image_digests,
                         ).with_key()
                     )

@@ -331,6 +331,7 @@ class JobSpec:
     weight_digests: dict[str, str | None]
     image_digests: dict[str, str | None]
     key: str = ""
+    precision: str = "fp32"  # of the networks (evalkit.precision); part of the key unless fp32
     # "stylize" (the job) or "score": compute the metrics of the job's existing output ``output_png`` (a resumed
     # run that asks for a metric the stored output lacks); neither is part of the key
     task: str = "stylize"
@@ -346,6 +347,8 @@ class JobSpec:
         data = asdict(self)
         for name in ("key", "task", "output_png"):
             data.pop(name)
+        if data["precision"] == "fp32":
+            data.pop("precision")  # so that keys of runs recorded before precisions existed stay valid
         data.pop("eval_size")  # metrics are keyed separately; changing eval size must not re-stylize
         return data
 

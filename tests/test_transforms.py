@@ -223,3 +223,109 @@ def test_chunked_covariance_equals_the_one_shot_result(monkeypatch):
     assert torch.allclose(mean, whole_mean, rtol=1e-12) and torch.allclose(cov, whole_cov, rtol=1e-10)
     assert torch.allclose(cov, torch.cov(feat.double()), rtol=1e-10)
     assert mean.dtype == cov.dtype == torch.float64
+
+
+# -- statistics over the valid region only (issue 13) ----------------------------------------------------------
+def _padded_maps(seed: int = 0) -> tuple[torch.Tensor, tuple[int, int]]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, 6, 12, 17, generator=g) * torch.linspace(0.5, 2, 6)[None, :, None, None] + 1, (9, 13)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_padded_positions_enter_no_statistic(layout):
+    content, valid = _padded_maps()
+    style = torch.randn(1, 6, 10, 11, generator=torch.Generator().manual_seed(1)) * 3 - 2
+    garbage = content.clone()
+    garbage[..., valid[0] :, :] = 1e4  # what padding may hold: anything
+    garbage[..., :, valid[1] :] = -1e4
+    for fn in (lambda c: T.adain(c, style, valid=valid), lambda c: T.wct(c, style, valid=valid)):
+        a = fn(content.contiguous(memory_format=layout))[..., : valid[0], : valid[1]]
+        b = fn(garbage.contiguous(memory_format=layout))[..., : valid[0], : valid[1]]
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    # and the statistics are the ones of the valid crop alone
+    crop = content[..., : valid[0], : valid[1]]
+    torch.testing.assert_close(
+        T.adain(garbage, style, valid=valid)[..., : valid[0], : valid[1]], T.adain(crop, style), atol=1e-5, rtol=1e-5
+    )
+    torch.testing.assert_close(
+        T.wct(garbage, style, valid=valid)[..., : valid[0], : valid[1]], T.wct(crop, style), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_unpadded_maps_are_unchanged_by_the_valid_region_and_the_layout():
+    content, _ = _padded_maps()
+    style = torch.randn(1, 6, 10, 11, generator=torch.Generator().manual_seed(2))
+    full = tuple(content.shape[-2:])
+    assert torch.equal(T.adain(content, style, valid=full), T.adain(content, style))
+    assert torch.equal(T.wct(content, style, valid=full), T.wct(content, style))
+    last = T.wct(content.contiguous(memory_format=torch.channels_last), style)
+    assert last.is_contiguous(memory_format=torch.channels_last)  # the result keeps the input's layout
+    torch.testing.assert_close(last, T.wct(content, style), atol=1e-5, rtol=1e-5)
+
+
+def test_adapters_take_statistics_over_the_image_not_the_padding(monkeypatch):
+    """AdaIN on a 250x356 content (padded to 256x360): filling the padding with anything leaves the pixels far from
+    the border untouched, which only holds if no padded position enters the statistics (with them, every pixel moves).
+    Synthetic shape-exact cd16x weights: the property is the adapter's, not the weights'."""
+    from evalkit_methods import _vgg_autoencoders as AE
+    from evalkit_methods.adain import AdaIN
+
+    adapter = AdaIN("cd16x", "cpu")
+    adapter.encoder = AE.build_encoder("cd16x", 4)
+    adapter.decoder = AE.build_decoder("cd16x", 4)
+    for net, seed in ((adapter.encoder, 0), (adapter.decoder, 1)):
+        net.load_state_dict(AE.synthetic_state(net, seed))
+    g = torch.Generator().manual_seed(3)
+    content, style = torch.rand(1, 3, 250, 356, generator=g), torch.rand(1, 3, 200, 210, generator=g)
+    real_pad = AE.pad_to_multiple
+    outs = []
+    for fill in (None, 1.0):
+
+        def pad(x, multiple, fill=fill):
+            padded = real_pad(x, multiple)
+            if fill is not None and padded.shape != x.shape:
+                padded = padded.clone()
+                padded[..., x.shape[-2] :, :] = fill
+                padded[..., :, x.shape[-1] :] = fill
+            return padded
+
+        monkeypatch.setattr(AE, "pad_to_multiple", pad)
+        with torch.no_grad():
+            outs.append(adapter.stylize(content, style, **AdaIN.resolve_params({})))
+    interior = (slice(None), slice(None), slice(0, 200), slice(0, 300))  # >= 50 px from the padded edges
+    torch.testing.assert_close(outs[0][interior], outs[1][interior], atol=1e-5, rtol=0)
+    assert not torch.allclose(outs[0], outs[1])  # the padding did reach the border pixels: the test has teeth
+
+
+# -- colour preservation ----------------------------------------------------------------------------------------
+def _coral_numpy(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """naoto0804/pytorch-AdaIN ``coral`` written out independently in numpy (float64)."""
+
+    def norm(x):
+        f = x.reshape(3, -1)
+        mean, std = f.mean(1, keepdims=True), f.std(1, ddof=1, keepdims=True)
+        return (f - mean) / std, mean, std
+
+    def sqrtm(m):
+        u, d, vt = np.linalg.svd(m)
+        return u @ np.diag(np.sqrt(d)) @ vt
+
+    s, _, _ = norm(source)
+    t, t_mean, t_std = norm(target)
+    moved = sqrtm(t @ t.T + np.eye(3)) @ np.linalg.inv(sqrtm(s @ s.T + np.eye(3))) @ s
+    return (moved * t_std + t_mean).reshape(source.shape)
+
+
+def test_coral_is_the_reference_codes_and_differs_from_covariance_matching():
+    g = torch.Generator().manual_seed(4)
+    style = torch.rand(1, 3, 40, 50, generator=g) ** 2
+    content = torch.rand(1, 3, 30, 20, generator=g) * 0.5 + 0.3
+    ours = T.coral(style, content)
+    expected = _coral_numpy(style[0].double().numpy(), content[0].double().numpy())
+    np.testing.assert_allclose(ours[0].double().numpy(), expected, atol=1e-6)
+    # with different pixel counts the sum-based matrices do not give the target's covariance exactly
+    matched = T.match_colour(style, content)
+    assert float((ours - matched).abs().max()) > 1e-3
+    assert T.colour_mode(True) == "coral" and T.colour_mode("false") == "none"
+    with pytest.raises(ValueError, match="preserve_color"):
+        T.colour_mode("sepia")

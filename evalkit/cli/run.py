@@ -45,6 +45,11 @@ def run(
         help="Results root written (one SQLite database per root; --out is an alias).",
     ),
     seeds: int = typer.Option(None, "--seeds", help="Seeds per job for seed-dependent methods."),
+    precision: str = typer.Option(
+        "fp32",
+        "--precision",
+        help="Networks' precision: fp32 (exact), bf16, fp16 (autocast) or tf32 (CUDA); part of the job key.",
+    ),
     param: list[str] = typer.Option([], "--param", help="Override a parameter: METHOD.PARAM=VALUE (repeatable)."),
     executor: str = typer.Option(
         None, "--executor", help="local, isolated, ray (default: the protocol's timing.executor, else local)."
@@ -82,6 +87,7 @@ def run(
         device=device,
         out=out,
         seeds=seeds,
+        precision=precision,
         params=parse_params(param),
         executor=executor,
         assets=asset_settings(home, weights_mirror, data_mirror),

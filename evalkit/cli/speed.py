@@ -53,7 +53,10 @@ def speed(
         environments = list(store.job_environments(run_ids).values())
     if jobs.empty:
         raise EvalkitError(f"run(s) {', '.join(run_ids)} in {results} have no jobs")
-    table = speed_table(jobs, methods)
+    from evalkit.report.data import add_entries
+
+    jobs["entry"] = add_entries(jobs)
+    table = speed_table(jobs, methods, row_key="entry")
     if fmt == "csv":
         _emit(table.to_csv(index=False), out)
         return
@@ -86,7 +89,7 @@ def speed(
                 "only within one device"
             )
     if details:
-        summary = speed_summary(jobs, timings if len(timings) else None)
+        summary = speed_summary(jobs, timings if len(timings) else None, row_key="entry")
         typer.echo(summary.to_string(index=False))
     for note in dict.fromkeys(protocol_notes):
         typer.echo(f"note: {note}", err=True)

@@ -19,11 +19,25 @@ STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 ALL_LAYERS = (CONTENT_LAYER, *STYLE_LAYERS)
 
 
+GRAM_BLOCK = 4096  # positions per float32 partial product; the partial products are summed in float64
+
+
 def gram(features: torch.Tensor) -> torch.Tensor:
-    """Normalised Gram matrix G/M of (1, N, H, W) features, in float64: G_ij = sum_k F_ik F_jk, M = H*W."""
+    """Normalised Gram matrix G/M of (1, N, H, W) features: G_ij = sum_k F_ik F_jk, M = H*W, as float64.
+
+    Read as (positions x channels) rows, a view of channels_last features (no transposed copy). Float64 inputs are
+    multiplied in float64; float32 ones in blocks of :data:`GRAM_BLOCK` positions whose float32 products are
+    accumulated in float64 - relative error ~1e-7 instead of ~1e-5 for one float32 product over all positions, at
+    float32 speed (4x the float64 one on this CPU)."""
     _, n, h, w = features.shape
-    flat = features.reshape(n, h * w).double()
-    return flat @ flat.T / (h * w)
+    rows = features.permute(0, 2, 3, 1).reshape(h * w, n)
+    if rows.dtype == torch.float64:
+        return rows.T @ rows / (h * w)
+    total = torch.zeros(n, n, dtype=torch.float64, device=features.device)
+    for start in range(0, h * w, GRAM_BLOCK):
+        block = rows[start : start + GRAM_BLOCK].float()
+        total += (block.T @ block).double()
+    return total / (h * w)
 
 
 @dataclass
@@ -57,8 +71,9 @@ class SharedFeatures:
         if key in self._entries:
             self._entries.move_to_end(key)
             return self._entries[key]
-        with torch.no_grad():
-            feats = self.vgg(image.to(self.device), ALL_LAYERS)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # metrics are float32, always
+            model = self.vgg.to(memory_format=torch.channels_last)  # the exact fast path (a no-op once converted)
+            feats = model(image.to(self.device).float().contiguous(memory_format=torch.channels_last), ALL_LAYERS)
         self.vgg_passes += 1
         entry = _Entry(feats[CONTENT_LAYER], {layer: gram(feats[layer]) for layer in STYLE_LAYERS})
         del feats

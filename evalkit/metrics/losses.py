@@ -10,7 +10,8 @@ M_l = H_l * W_l positions of layer l):
 Gatys' E_l assumes output and style have the same M_l. evalkit compares images of different shapes, so it
 normalises each Gram by its own M (G/M_out, A/M_style) and uses E_l = 1/(4 N_l^2) * sum (G/M_out - A/M_style)^2,
 which is *identical* to the paper's formula whenever M_out = M_style. Images are evaluated at the protocol's
-``eval_size`` (short side), with the ImageNet Caffe VGG-19 (input BGR 0-255 minus mean). Lower is better for both.
+``eval_size`` (short side), with the ImageNet Caffe VGG-19 (input BGR 0-255 minus mean) and its own max pooling
+(Gatys' optimiser defaults to average pooling; see methods/gatys.py). Lower is better for both.
 Sums are accumulated in float64.
 """
 
@@ -48,7 +49,7 @@ class ContentLoss(Metric):
         range=(0.0, None),
         description="Gatys content loss at VGG-19 conv4_2 against the content image",
         weights=("vgg19[imagenet]",),
-        definition="1/2 * sum (F - P)^2 at conv4_2 (pre-ReLU), ImageNet Caffe VGG-19, at eval size",
+        definition="1/2 * sum (F - P)^2 at conv4_2 (pre-ReLU), ImageNet Caffe VGG-19 with max pooling, at eval size",
     )
 
     def compute(self, sample: EvalSample, features: SharedFeatures) -> float:
@@ -65,7 +66,10 @@ class StyleLoss(Metric):
         range=(0.0, None),
         description="Gatys style loss (Gram matrices, relu1_1..relu5_1, equal weights) against the style image",
         weights=("vgg19[imagenet]",),
-        definition="sum_l 1/5 * 1/(4 N^2) * sum (G/M_out - A/M_style)^2 over relu1_1..relu5_1, at eval size",
+        definition=(
+            "sum_l 1/5 * 1/(4 N^2) * sum (G/M_out - A/M_style)^2 over relu1_1..relu5_1, VGG-19 with max pooling, "
+            "at eval size"
+        ),
     )
 
     def compute(self, sample: EvalSample, features: SharedFeatures) -> float:

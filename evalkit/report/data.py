@@ -80,12 +80,18 @@ def select_runs(store: ResultsStore, run_ids: list[str] | None) -> list[dict[str
 
 
 def add_entries(jobs: pd.DataFrame) -> pd.Series:
-    """A row key per job: the label, plus the differing parameters when one label ran with several settings.
+    """A row key per job: the label, its precision when not fp32, plus the differing parameters when one label ran
+    with several settings.
 
-    Results of ``gatys`` with 60 and with 300 iterations must not be averaged into one row.
+    Results of ``gatys`` with 60 and with 300 iterations, or of ``adain`` in fp32 and bf16, must not be averaged
+    into one row.
     """
-    entries = jobs["label"].astype(str).copy()
-    for label, group in jobs.groupby("label"):
+    labels = jobs["label"].astype(str)
+    if "precision" in jobs:
+        precisions = jobs["precision"].fillna("fp32").astype(str)
+        labels = labels.where(precisions == "fp32", labels + " " + precisions)
+    entries = labels.copy()
+    for label, group in jobs.assign(_base=labels).groupby("_base"):
         variants = group["params"].unique()
         if len(variants) < 2:
             continue

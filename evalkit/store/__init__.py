@@ -224,7 +224,7 @@ class ResultsStore(ReadModels):
                 "INSERT OR REPLACE INTO jobs(job_key, run_id, protocol, method, weight_set, label, params, pair_id,"
                 " content, style, resolution, seed, status, message, output_path, width, height, time_load_s,"
                 " time_network_s, time_post_s, peak_memory_bytes, device, attempts, started, finished, spec,"
-                " warnings, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " warnings, reason, precision) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     spec.key,
                     run_id,
@@ -254,6 +254,7 @@ class ResultsStore(ReadModels):
                     json.dumps(spec.to_dict()),
                     json.dumps(result.warnings) if result.warnings else None,
                     result.reason,
+                    spec.precision,
                 ),
             )
             cur.execute("DELETE FROM metrics WHERE job_key=? AND eval_size=?", (spec.key, eval_size))

@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished TEXT,
     spec TEXT NOT NULL,
     warnings TEXT,
-    reason TEXT
+    reason TEXT,
+    precision TEXT NOT NULL DEFAULT 'fp32'
 );
 CREATE TABLE IF NOT EXISTS run_jobs (
     run_id TEXT NOT NULL,
@@ -123,6 +124,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE runs ADD COLUMN note TEXT",
         "ALTER TABLE jobs ADD COLUMN warnings TEXT",
         "ALTER TABLE jobs ADD COLUMN reason TEXT",
+        "ALTER TABLE jobs ADD COLUMN precision TEXT NOT NULL DEFAULT 'fp32'",
         # the one place that reads message text: structured reasons for jobs recorded before they existed
         "UPDATE jobs SET reason='oom' WHERE status='oom'",
         "UPDATE jobs SET reason='after-oom' WHERE status='skipped' AND message LIKE 'skipped because OOM%'",

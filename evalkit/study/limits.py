@@ -12,8 +12,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from starlette.requests import Request
+if TYPE_CHECKING:  # the CLI reads the defaults without importing the web stack
+    from starlette.requests import Request
 
 DEFAULT_NEW_PER_ADDRESS = 20
 DEFAULT_WINDOW_S = 600.0
