@@ -96,7 +96,7 @@ class MethodAdapter:
         """Build the model from resolved weight files (empty for methods without weights) on ``self.device``."""
 
     def info(self) -> LoadedInfo:
-        """Parameter and layer counts of the loaded model (conv/linear layers, as speed tables count them)."""
+        """Parameter and layer counts of the loaded model, as speed tables count them (see :func:`count_layers`)."""
         return LoadedInfo(0, 0)
 
     def stylize(
@@ -124,10 +124,21 @@ class MethodAdapter:
         return merged
 
 
-def count_layers(module: torch.nn.Module) -> int:
-    """Count weight layers (conv, transposed conv, linear), the convention of speed tables such as PhotoWCT2's."""
+def count_layers(module: torch.nn.Module, resampling: int = 0) -> int:
+    """Layers as the PhotoWCT2 speed table counts them (docs/photoreal.md, "Counting convention"): weight layers
+    (conv, transposed conv, linear) except a fixed 1x1 RGB-to-RGB input conv (the VGG-19 ports' normalisation), plus
+    the ``resampling`` layers (poolings, unpoolings, upsamplings), which functional code must state."""
     kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
-    return sum(1 for m in module.modules() if isinstance(m, kinds))
+
+    def normalisation(m: torch.nn.Module) -> bool:
+        return (
+            isinstance(m, torch.nn.Conv2d)
+            and m.kernel_size == (1, 1)
+            and m.in_channels == m.out_channels == 3
+            and m.groups == 1
+        )
+
+    return sum(1 for m in module.modules() if isinstance(m, kinds) and not normalisation(m)) + resampling
 
 
 def count_parameters(module: torch.nn.Module) -> int:

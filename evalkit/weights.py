@@ -46,17 +46,20 @@ class WeightSet:
 
         Status is ``available`` (detail: where), ``downloadable``, ``missing`` or ``corrupt``.
         """
-        sources = set()
+        sources, downloadable = set(), None
         for asset in self.files.values():
             try:
                 found = store.locate(asset)
             except AssetError as exc:
                 return "corrupt", str(exc)
-            if found is None:
-                if store.download_blocker(asset) is None:
-                    return "downloadable", f"{asset.name} from {asset.url}"
-                return "missing", store.not_found_message(asset)
-            sources.add(found.source)
+            if found is not None:
+                sources.add(found.source)
+            elif store.download_blocker(asset) is not None:
+                return "missing", store.not_found_message(asset)  # one file nobody can fetch: the set is missing
+            elif downloadable is None:
+                downloadable = f"{asset.name} from {asset.url}"
+        if downloadable is not None:
+            return "downloadable", downloadable
         return "available", ",".join(sorted(sources)) or "no files"
 
 

@@ -1,17 +1,17 @@
-"""Segment-wise application of whitening-colouring as the photorealistic WCT family does it (WCT², PCA-KD).
+"""Segment-wise application of whitening-colouring as the photorealistic WCT family does it (PhotoWCT, WCT², PCA-KD).
 
 The transform itself is the one core in :mod:`evalkit_methods._transforms` (:class:`~._transforms.Whitening`): the
-photorealistic codes differ from plain WCT only in its parameters - ``cov + I`` for both content and style
-(clovaai/WCT2 ``utils/core.py`` from NVIDIA FastPhotoStyle, and chiutaiyin/PCA-Knowledge-Distillation), covariance
-over N-1 (WCT²) or N (PCA-KD), and WCT²'s clamp to the content range. What is specific to them, and lives here, is
-which segments of the DPST masks are matched (clovaai/WCT2 ``compute_label_info``) and how anti-aliased mask colours
-are cleaned.
+photorealistic codes differ from plain WCT only in its parameters - ``cov + I`` for the content only (PhotoWCT,
+NVIDIA/FastPhotoStyle) or for content and style (clovaai/WCT2 ``utils/core.py``, chiutaiyin's PCA-KD and PhotoWCT2),
+covariance over N-1 (PhotoWCT, WCT²) or N (PCA-KD), and WCT²'s clamp to the content range. What is specific to them,
+and lives here, is which segments of the masks are matched (FastPhotoStyle ``__compute_label_info``, copied by
+clovaai/WCT2) and how anti-aliased mask colours are cleaned.
 """
 
 from __future__ import annotations
 
 import torch
-from evalkit_methods._transforms import resize_labels, whiten_colour
+from evalkit_methods._transforms import WCT2_RULE, Whitening, blend, resize_labels, wct_flat, wct_map, whiten_colour
 
 __all__ = ["clean_labels", "transfer", "valid_labels", "whiten_colour"]
 
@@ -63,29 +63,26 @@ def transfer(
     masks=None,
     labels: list[int] | None = None,
     alpha: float = 1.0,
-    **wct_kwargs,
+    rule: Whitening = WCT2_RULE,
 ) -> torch.Tensor:
-    """WCT on (1, C, H, W) features, globally or per segment, blended with the content by alpha.
+    """Whitening-colouring of (1, C, H, W) features under ``rule``, globally or per segment, blended with the content
+    by alpha.
 
-    With masks (an ``evalkit.adapter.Masks``), label maps are resized to each feature map; features of a
-    label that
+    With masks (an ``evalkit.adapter.Masks``), label maps are resized to each feature map; features of a label that
     is not in ``labels`` or not present at this resolution in either map keep their content values.
     """
+    if masks is None:  # the map-level transform: statistics in row chunks, result in the content's memory layout
+        return blend(wct_map(content_feat, style_feat, rule), content_feat, alpha)
     _, c, h, w = content_feat.shape
     fc = content_feat.reshape(c, h * w)
     fs = style_feat.reshape(c, -1)
-    if masks is None:
-        target = whiten_colour(fc, fs, **wct_kwargs)
-    else:
-        hs, ws = style_feat.shape[-2:]
-        c_lab = resize_labels(masks.content, (h, w)).reshape(-1)
-        s_lab = resize_labels(masks.style, (hs, ws)).reshape(-1)
-        target = fc.clone()
-        for label in labels if labels is not None else valid_labels(masks.content, masks.style):
-            c_idx = torch.nonzero(c_lab == label).squeeze(1)
-            s_idx = torch.nonzero(s_lab == label).squeeze(1)
-            if c_idx.numel() == 0 or s_idx.numel() == 0:
-                continue
-            target[:, c_idx] = whiten_colour(fc[:, c_idx], fs[:, s_idx], **wct_kwargs)
-    target = target.reshape_as(content_feat)
-    return alpha * target + (1 - alpha) * content_feat
+    c_lab = resize_labels(masks.content, (h, w)).reshape(-1)
+    s_lab = resize_labels(masks.style, tuple(style_feat.shape[-2:])).reshape(-1)
+    target = fc.clone()
+    for label in labels if labels is not None else valid_labels(masks.content, masks.style):
+        c_idx = torch.nonzero(c_lab == label).squeeze(1)
+        s_idx = torch.nonzero(s_lab == label).squeeze(1)
+        if c_idx.numel() == 0 or s_idx.numel() == 0:
+            continue
+        target[:, c_idx] = wct_flat(fc[:, c_idx], fs[:, s_idx], rule)
+    return blend(target.reshape_as(content_feat), content_feat, alpha)

@@ -173,7 +173,9 @@ class Whitening:
     - ``unbiased``: covariance divided by N-1 (WCT, WCT²) or N (PCA-KD);
     - ``eig_floor``: eigenvalues below it are dropped, i.e. whitening and colouring act on the subspace the features
       span (WCT: 1e-5; Collaborative Distillation's code: 1e-100, which keeps numerical-noise directions);
-    - ``clamp``: clamp the result to the content features' [min, max] (WCT²).
+    - ``clamp``: clamp the result to the content features' [min, max] (WCT²);
+    - ``content_scale`` / ``content_diag``: the content covariance becomes ``scale C + diag * diag(C)`` before the
+      regulariser (PhotoNAS's ``wct.py``: ``(1 - I) G + 2 I G + 0.5 G``, i.e. scale 1.5, diag 1).
     """
 
     content_reg: float = 0.0
@@ -181,11 +183,18 @@ class Whitening:
     unbiased: bool = True
     eig_floor: float = EIG_FLOOR
     clamp: bool = False
+    content_scale: float = 1.0
+    content_diag: float = 0.0
 
 
 WCT_RULE = Whitening()  # Li et al. 2017 (UniversalStyleTransfer / PytorchWCT)
 WCT2_RULE = Whitening(content_reg=1.0, style_reg=1.0, unbiased=True, clamp=True)  # clovaai/WCT2 utils/core.py
 PCA_KD_RULE = Whitening(content_reg=1.0, style_reg=1.0, unbiased=False)  # chiutaiyin/PCA-Knowledge-Distillation
+PHOTOWCT2_RULE = PCA_KD_RULE  # chiutaiyin/PhotoWCT2 demo ``stylize_zca``: the same authors' same ZCA
+# NVIDIA/FastPhotoStyle photo_wct.py ``__wct_core``: only the *content* covariance gets ``+ I`` (WCT² adds it to both)
+PHOTOWCT_RULE = Whitening(content_reg=1.0, style_reg=0.0, unbiased=True)
+# pkuanjie/StyleNAS PhotoNAS/wct.py: the content covariance reshaped as 1.5 C + diag(C), eigenvalues below 1e-6 dropped
+PHOTONAS_RULE = Whitening(eig_floor=1e-6, content_scale=1.5, content_diag=1.0)
 
 
 def _col_chunks(flat: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -275,6 +284,8 @@ def whiten(flat: torch.Tensor, eig_floor: float = EIG_FLOOR) -> torch.Tensor:
 def transform_matrix(c_cov: torch.Tensor, s_cov: torch.Tensor, rule: Whitening = WCT_RULE) -> torch.Tensor:
     """``T = E_s D_s^1/2 E_s^T E_c D_c^-1/2 E_c^T`` (float64): WCT is ``T (f_c - m_c) + m_s``."""
     colour = colouring_matrix(s_cov, rule.eig_floor, rule.style_reg)
+    if rule.content_scale != 1.0 or rule.content_diag:
+        c_cov = rule.content_scale * c_cov + rule.content_diag * torch.diag(torch.diagonal(c_cov))
     return colour @ whitening_matrix(c_cov, rule.eig_floor, rule.content_reg)
 
 
@@ -455,3 +466,4 @@ def recolour(style: torch.Tensor, content: torch.Tensor, mode: str) -> torch.Ten
     if mode == "covariance":
         return match_colour(style, content)
     return style
+

@@ -79,6 +79,11 @@ class PlanNet(nn.Module):
     def pools(self) -> int:
         return sum(op.kind == "pool" for op in self.plan)
 
+    @property
+    def resampling(self) -> int:
+        """Poolings and upsamplings: layers in the speed tables' count (:func:`evalkit.adapter.count_layers`)."""
+        return sum(op.kind in ("pool", "up") for op in self.plan)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_taps(x, [len(self.plan)])[len(self.plan)]
 

@@ -79,7 +79,7 @@ class AdaIN(MethodAdapter):
         modules = torch.nn.ModuleList([self.encoder, self.decoder])
         return LoadedInfo(
             count_parameters(modules),
-            count_layers(modules),
+            count_layers(modules, self.encoder.resampling + self.decoder.resampling),
             {
                 "encoder_parameters": count_parameters(self.encoder),
                 "decoder_parameters": count_parameters(self.decoder),

@@ -49,7 +49,7 @@ class Gatys(MethodAdapter):
     def info(self) -> LoadedInfo:
         used = [n for n in self.vgg.convs if n <= "conv5_1"]  # conv1_1 … conv5_1: the layers the losses reach
         params = sum(p.numel() for n in used for p in self.vgg.convs[n].parameters())
-        return LoadedInfo(parameters=params, layers=len(used))
+        return LoadedInfo(parameters=params, layers=len(used) + 4)  # + the 4 poolings before conv5_1
 
     def _losses(
         self, x: torch.Tensor, target_content: torch.Tensor, target_grams: dict[str, torch.Tensor], pooling: str

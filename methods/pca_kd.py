@@ -3,18 +3,16 @@ Lightweight and Content-Style Balanced Photorealistic Style Transfer Models", CV
 PhotoWCT2).
 
 A small student encoder (VGG-19 to relu4_1 with widths 10/20/58/64, or MobileNet to conv_dw_6 with widths
-10/19/37/54) is distilled onto the PCA eigenbases of the teacher's features; a mirrored decoder with
-high-frequency
+10/19/37/54) is distilled onto the PCA eigenbases of the teacher's features; a mirrored decoder with high-frequency
 skips (``x - mean3x3(x)`` of each encoder block's input) inverts it. Stylisation follows the authors' demo
 (chiutaiyin/PCA-Knowledge-Distillation ``demo.ipynb``): ZCA whitening-colouring (covariance / N, ``+ I``
-regulariser) at the bottleneck, then again after every decoder block against the style's features of that
-level,
-output clipped to [0, 1], then He et al.'s guided filter (guide = content, r = 30, eps = 0.02^2) -- the
-smoothing
-the paper's timing table counts separately (``network+smoothing``); here it is :meth:`postprocess`.
+regulariser) at the bottleneck, then again after every decoder block against the style's features of that level,
+output clipped to [0, 1], then OpenCV's guided filter (guide = content, r = 30, eps = (0.02*255)^2 on 0-255 images),
+the smoothing the paper's timing table counts separately (``network+smoothing``); here it is :meth:`postprocess`.
 
-Weights: the authors' TF2 checkpoints, converted tensor-for-tensor to ``*_tf_hwio.npz`` (TF HWIO kernels; see
-``../shared/weights/SOURCES.md``), served from the weights mirror and verified by sha256.
+Weights: the authors' TF2 checkpoints (``sencoder``/``sdecoder`` ``.index`` + ``.data-00000-of-00001`` at the pinned
+commit, sha256 from the upstream files), downloaded or served by the weights mirror, read without TensorFlow
+(:mod:`evalkit.tf_bundle`) and converted once into ``$EVALKIT_HOME/derived``.
 """
 
 from __future__ import annotations
@@ -22,56 +20,74 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from evalkit_methods import _photo_wct
-from evalkit_methods._guided_filter import guided_filter
+from evalkit_methods import _transforms as T
+from evalkit_methods._keras_convs import Arrays, ConvName, block_names, load_convs, read_parts
+from evalkit_methods._smoothing import gif, post_mode
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.assets import Asset
-from evalkit.checkpoints import check_layout, read_npz
 from evalkit.weights import WeightSet
 
-_REPO = "chiutaiyin/PCA-Knowledge-Distillation@658d4a247b1aed87b9b3f19d8f8ae555e29fe31b"
+PCA_KD_COMMIT = "658d4a247b1aed87b9b3f19d8f8ae555e29fe31b"
+_REPO = f"chiutaiyin/PCA-Knowledge-Distillation@{PCA_KD_COMMIT}"
+_RAW = f"https://raw.githubusercontent.com/chiutaiyin/PCA-Knowledge-Distillation/{PCA_KD_COMMIT}"
+_FOLDER = {"vgg": "VGG%20backbone", "mobilenet": "MobileNet%20backbone"}  # URL-encoded "VGG backbone"
+DATA = "data-00000-of-00001"
+# upstream sha256 of every checkpoint file (../shared/weights/SOURCES.md)
+SHA256: dict[tuple[str, str], str] = {
+    ("vgg", "sencoder.index"): "bf75ea1e263e502df3650616313ab15b2735b47e0cd4d682e9615fc8e370f9a6",
+    ("vgg", f"sencoder.{DATA}"): "58622ade9d59acb9c179d2d9b42a32d45bdccc363629f17e50c87c8d8d2018b1",
+    ("vgg", "sdecoder.index"): "d419d740b9e2d8226da355e794983849a3f6d202242457e619943e1e6a583d13",
+    ("vgg", f"sdecoder.{DATA}"): "b4674b6277ceb87856b2a02ed9324de0be6705ff18441fc549e8e209df043f11",
+    ("mobilenet", "sencoder.index"): "e85c43392d569ed90e13ff3d1cb6be7751006516eeaee7ef0f140639dc67e1cd",
+    ("mobilenet", f"sencoder.{DATA}"): "4051956140138f9dbe15a37e45355f8aa934168d08b7faf7cfdcd554a1c46bf5",
+    ("mobilenet", "sdecoder.index"): "4a8dab4cd0b966b5aa5edee47db1af71f970349e437ea86f60c824332fc9abc4",
+    ("mobilenet", f"sdecoder.{DATA}"): "7624fd585e5ef34264c4fc704e5725c3106349e3bf46fbd51495e6fa8e880d5a",
+}
+SIZES: dict[tuple[str, str], int] = {
+    ("vgg", "sencoder.index"): 1742,
+    ("vgg", f"sencoder.{DATA}"): 773240,
+    ("vgg", "sdecoder.index"): 1381,
+    ("vgg", f"sdecoder.{DATA}"): 569293,
+    ("mobilenet", "sencoder.index"): 1981,
+    ("mobilenet", f"sencoder.{DATA}"): 124432,
+    ("mobilenet", "sdecoder.index"): 1098,
+    ("mobilenet", f"sdecoder.{DATA}"): 174158,
+}
 
 
-def _asset(backbone: str, part: str, sha256: str, size: int) -> Asset:
-    # DERIVED files (TF checkpoint -> npz): no upstream URL serves them, hence mirror/cache only.
-    return Asset(name=f"pca_kd/{backbone}/{part}_tf_hwio.npz", sha256=sha256, kind="weights", size=size)
+def checkpoint_files(backbone: str) -> dict[str, Asset]:
+    """The four upstream files of one student: role (``encoder_index`` ...) -> asset in the mirror's layout."""
+    out = {}
+    for role, stem in (("encoder", "sencoder"), ("decoder", "sdecoder")):
+        for part, suffix in (("index", "index"), ("data", DATA)):
+            fname = f"{stem}.{suffix}"
+            out[f"{role}_{part}"] = Asset(
+                name=f"pca_kd/{backbone}/{fname}",
+                sha256=SHA256[(backbone, fname)],
+                kind="weights",
+                url=f"{_RAW}/{_FOLDER[backbone]}/ckpts/{fname}",
+                size=SIZES[(backbone, fname)],
+            )
+    return out
 
 
 WEIGHT_SETS: dict[str, WeightSet] = {
     "vgg": WeightSet(
         "vgg",
-        {
-            "encoder": _asset(
-                "vgg", "sencoder", "5977b4a2340ba6f80ef02438206e583d44e4284da3fb6cdef581a2792762853f", 776830
-            ),
-            "decoder": _asset(
-                "vgg", "sdecoder", "2441f242d85d4c72cdbcf7df870d8ceb3508e79869b819a1a57c3a150867cd2a", 571982
-            ),
-        },
-        f"VGG-19 student (widths 10/20/58/64), {_REPO} 'VGG backbone/ckpts' converted to npz",
+        checkpoint_files("vgg"),
+        f"VGG-19 student (widths 10/20/58/64), {_REPO} 'VGG backbone/ckpts' (TF2 checkpoints)",
+        official=True,
     ),
     "mobilenet": WeightSet(
         "mobilenet",
-        {
-            "encoder": _asset(
-                "mobilenet",
-                "sencoder",
-                "20722eb3fdcc956821d6111f88cf8baa3258c6b2f7d9148e8a2d50aedaf59de5",
-                127858,
-            ),
-            "decoder": _asset(
-                "mobilenet",
-                "sdecoder",
-                "bf722be80a73b776253eb5a27fb95cb788f50d8c8a45041956f018e9f66f0eeb",
-                176178,
-            ),
-        },
-        f"MobileNet student (widths 10/19/37/54), {_REPO} 'MobileNet backbone/ckpts' converted to npz",
+        checkpoint_files("mobilenet"),
+        f"MobileNet student (widths 10/19/37/54), {_REPO} 'MobileNet backbone/ckpts' (TF2 checkpoints)",
+        official=True,
     ),
 }
 
@@ -100,8 +116,8 @@ class Student(nn.Module):
     """Encoder blocks + decoder blocks with a TF-name map; subclasses define the two architectures."""
 
     multiple = 8
-    # (npz key prefix, module attribute path) per conv, filled by subclasses
-    names: list[tuple[str, str, bool]]
+    resampling = 6  # for the speed table's layer count: VGG: 3 max-poolings + 3 upsamplings
+    names: list[ConvName]  # (TF object path, module attribute path, depthwise) per conv, filled by subclasses
 
     def encode(self, block: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -125,42 +141,14 @@ class Student(nn.Module):
             x = self.decode(block, x, skips[block])
         return x
 
-    # -- loading from the converted TF checkpoints ----------------------------------------------------------
-    def expected(self) -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
-        enc, dec = {}, {}
-        for key, attr, depthwise in self.names:
-            conv: nn.Conv2d = self.get_submodule(attr)
-            o, i, kh, kw = conv.weight.shape
-            kernel = (kh, kw, o, 1) if depthwise else (kh, kw, i, o)
-            target = enc if attr.startswith("enc") else dec
-            target[f"{key}/{'depthwise_kernel' if depthwise else 'kernel'}"] = kernel
-            target[f"{key}/bias"] = (o,)
-        return enc, dec
+    def load_arrays(self, parts: dict[str, tuple[Arrays, str]], what: str) -> None:
+        """Copy the checkpoints' tensors in; ``conv_aux/*`` (the distillation projections onto the teacher's
+        eigenbases) are unused at inference and left out."""
+        load_convs(self, self.names, parts, _part_of, what, ignore=lambda key: key.startswith("conv_aux/"))
 
-    def load_npz(self, encoder_path: Path, decoder_path: Path, what: str) -> None:
-        enc_exp, dec_exp = self.expected()
-        arrays = {}
-        for path, exp, part in ((encoder_path, enc_exp, "encoder"), (decoder_path, dec_exp, "decoder")):
-            data = read_npz(path)
-            # conv_aux/* are the distillation projections onto the teacher's eigenbases: unused at inference
-            check_layout(
-                {k: v.shape for k, v in data.items()},
-                exp,
-                path,
-                f"{what} {part}",
-                ignore=lambda key: key.startswith("conv_aux/"),
-            )
-            arrays[part] = data
-        for key, attr, depthwise in self.names:
-            data = arrays["encoder" if attr.startswith("enc") else "decoder"]
-            conv: nn.Conv2d = self.get_submodule(attr)
-            if depthwise:  # (kh, kw, C, 1) -> (C, 1, kh, kw)
-                w = data[f"{key}/depthwise_kernel"].transpose(2, 3, 0, 1)
-            else:  # HWIO -> OIHW
-                w = data[f"{key}/kernel"].transpose(3, 2, 0, 1)
-            with torch.no_grad():
-                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
-                conv.bias.copy_(torch.from_numpy(data[f"{key}/bias"]))
+
+def _part_of(attr: str) -> str:
+    return "encoder" if attr.startswith("enc") else "decoder"
 
 
 class VggStudent(Student):
@@ -188,11 +176,7 @@ class VggStudent(Student):
                 nn.ModuleList([_conv(d, c), _conv(c, c), _conv(c, c), _conv(c, c)]),
             ]
         )
-        self.names = []
-        for part, blocks in (("enc", self.enc), ("dec", self.dec)):
-            for bi, convs in enumerate(blocks):
-                for li in range(len(convs)):
-                    self.names.append((f"btnecks/{bi}/layer_with_weights-{li}", f"{part}.{bi}.{li}", False))
+        self.names = block_names("enc", self.enc) + block_names("dec", self.dec)
 
     def encode(self, block: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         skip = high_frequency(x)
@@ -229,6 +213,7 @@ class MobileNetStudent(Student):
     """
 
     multiple = 16
+    resampling = 4  # the 4 decoder upsamplings (the encoder downsamples with strided convs)
     DW_STRIDE = {1: 1, 2: 2, 3: 1, 4: 2, 5: 1, 6: 2}
 
     def __init__(self, widths: tuple[int, int, int, int] = (10, 19, 37, 54)) -> None:
@@ -261,9 +246,7 @@ class MobileNetStudent(Student):
         self.names = [
             (f"se_model/layer_with_weights-{i}", f"enc.{n}", n.startswith("dw")) for i, (n, *_rest) in enumerate(specs)
         ]
-        for bi, convs in enumerate(self.dec):
-            for li in range(len(convs)):
-                self.names.append((f"btnecks/{bi}/layer_with_weights-{li}", f"dec.{bi}.{li}", False))
+        self.names += block_names("dec", self.dec)
         self.blocks = [
             ["conv1"],
             ["dw1", "pw1", "dw2"],
@@ -317,7 +300,7 @@ def build_student(weight_set: str) -> Student:
 class PcaKd(MethodAdapter):
     name = "pca_kd"
     kind = "photorealistic"
-    version = "1"
+    version = "2"  # 2: OpenCV's reflected border in the guided filter
     description = (
         "PCA-distilled lightweight photorealistic WCT (VGG / MobileNet students), "
         "ZCA at every level + guided-filter smoothing"
@@ -329,15 +312,17 @@ class PcaKd(MethodAdapter):
     weight_sets = WEIGHT_SETS
     params = {
         "alpha": Param(1.0, "content-style trade-off: blend of transformed and content features at every level"),
-        "smooth": Param(True, "guided-filter smoothing post-process (timed separately, as the paper's +smoothing)"),
+        "post": Param("gif", "post-processing: gif (the authors' guided filter) or none", check=post_mode("gif")),
         "gf_radius": Param(30, "guided filter radius in pixels (authors: 30)"),
-        "gf_eps": Param(0.0004, "guided filter eps on [0,1] images (authors: (0.02*255)^2 on 0-255 = 0.02^2)"),
+        "gf_eps": Param(
+            26.01, "guided filter eps on 0-255 images, as OpenCV takes it (authors: (0.02*255)**2 = 26.01)"
+        ),
     }
 
     def load(self, files: dict[str, Path]) -> None:
         ws = self.weight_set or "vgg"
         student = build_student(ws)
-        student.load_npz(files["encoder"], files["decoder"], f"PCA-KD {ws} student")
+        student.load_arrays(read_parts(self.assets, f"pca_kd-{ws}", files), f"PCA-KD {ws} student")
         self.model = student.to(self.device).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -345,7 +330,7 @@ class PcaKd(MethodAdapter):
     def info(self) -> LoadedInfo:
         return LoadedInfo(
             parameters=count_parameters(self.model),
-            layers=count_layers(self.model),
+            layers=count_layers(self.model, self.model.resampling),
             extra={"backbone": self.weight_set, "size_multiple": self.model.multiple},
         )
 
@@ -365,7 +350,7 @@ class PcaKd(MethodAdapter):
         s_feats, _ = self.model.encode_all(s)
         x = c_feats[3]
         for block in (3, 2, 1, 0):
-            x = _photo_wct.transfer(x, s_feats[block], alpha=alpha, reg=1.0, unbiased=False)
+            x = _photo_wct.transfer(x, s_feats[block], alpha=alpha, rule=T.PCA_KD_RULE)
             x = self.model.decode(block, x, c_skips[block])
         x = x.clamp(0, 1)
         if x.shape[-2:] != content.shape[-2:]:
@@ -373,9 +358,6 @@ class PcaKd(MethodAdapter):
         return x
 
     def postprocess(self, output: torch.Tensor, content: torch.Tensor, **params: Any) -> torch.Tensor | None:
-        if not params["smooth"]:
+        if params["post"] == "none":
             return None
-        guide = content
-        if guide.shape[-2:] != output.shape[-2:]:
-            guide = F.interpolate(guide, size=output.shape[-2:], mode="bilinear", align_corners=False)
-        return guided_filter(output, guide, int(params["gf_radius"]), float(params["gf_eps"])).clamp(0, 1)
+        return gif(output, content, int(params["gf_radius"]), float(params["gf_eps"]))

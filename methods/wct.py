@@ -116,7 +116,8 @@ class WCT(MethodAdapter):
 
     def info(self) -> LoadedInfo:
         modules = torch.nn.ModuleList([self.encoders, self.decoders])
-        return LoadedInfo(count_parameters(modules), count_layers(modules), {"levels": list(self.levels)})
+        resampling = sum(net.resampling for nets in (self.encoders, self.decoders) for net in nets.values())
+        return LoadedInfo(count_parameters(modules), count_layers(modules, resampling), {"levels": list(self.levels)})
 
     def stylize(
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any

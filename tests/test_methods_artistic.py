@@ -223,7 +223,9 @@ def test_adain_official_info_counts_encoder_to_relu41_and_decoder(adain_files):
     # + 1,180,160; decoder 1,179,904 + 3 x 590,080 + 295,040 + 147,584 + 73,792 + 36,928 + 1,731
     assert (enc, dec) == (3_505_740, 3_505_219)
     assert info.parameters == enc + dec
-    assert info.layers == len(_VGG_PREFIX[4]) + len(_ADAIN_DECODER)  # 10 encoder + 9 decoder convs
+    # the speed tables' convention: 9 encoder convs (not the 1x1 input conv) + 3 poolings, 9 decoder convs + 3
+    # upsamplings
+    assert info.layers == (len(_VGG_PREFIX[4]) - 1) + 3 + len(_ADAIN_DECODER) + 3 == 24
 
 
 def test_official_wct_loads_all_five_levels(tmp_path):
@@ -440,7 +442,8 @@ def test_cd16x_info_counts_match_the_checkpoint_files():
     files = AdaIN.weight_sets["cd16x"].resolve(AssetStore.from_env())
     tensors = [v for p in files.values() for k, v in read_torch_state(p).items() if "_aux" not in k]
     assert adapter.info().parameters == sum(t.numel() for t in tensors)
-    assert adapter.info().layers == sum(t.dim() == 4 for t in tensors)
+    # every conv but the 1x1 input conv, plus 3 poolings and 3 upsamplings
+    assert adapter.info().layers == sum(t.dim() == 4 for t in tensors) - 1 + 6
 
 
 @needs_weights

@@ -24,6 +24,7 @@ import pytest
 import torch
 from evalkit_methods import _photo_wct
 from evalkit_methods._guided_filter import guided_filter
+from evalkit_methods._transforms import Whitening
 from evalkit_methods.wct2 import WCT2, WaveDecoder, WaveEncoder, WavePool, WaveUnpool, haar_filters, run_wct2
 
 from evalkit.adapter import Masks
@@ -178,14 +179,17 @@ def test_loader_reads_a_synthetic_official_checkpoint(tmp_path):
     torch.testing.assert_close(adapter.encoder.conv3_4.weight, enc["conv3_4.weight"])
     torch.testing.assert_close(adapter.decoder.conv2_2_2.bias, dec["conv2_2_2.bias"])
     info = adapter.info()
-    assert info.layers == 10 + 9 and info.extra["haar_layers"] == 4 * 6  # 19 convs; 24 fixed Haar banks
+    # the paper's convention: 18 convs (not the 1x1 input conv) + 3 wavelet poolings + 3 unpoolings = 24 layers
+    assert info.layers == 9 + 9 + 6 and info.extra["haar_layers"] == 4 * 6
     learned = sum(
         int(np.prod(s))
         for layout in (enc_layout, dec_layout)
         for k, s in layout.items()
         if not k.startswith(("pool", "recon_block"))
     )
-    assert info.parameters == learned
+    assert info.extra["learned_parameters"] == learned
+    everything = sum(int(np.prod(s)) for layout in (enc_layout, dec_layout) for s in layout.values())
+    assert info.parameters == everything == 10_121_871  # the paper's 10.12M counts the Haar filters
 
 
 def test_loader_rejects_sum_weights_for_cat5_with_a_clear_error(tmp_path):
@@ -314,7 +318,7 @@ def test_segment_wise_transfer_keeps_statistics_per_segment():
     fs = torch.randn(1, 4, 8, 16, generator=g) * 3 + 5
     labels = _photo_wct.valid_labels(c_lab, s_lab)
     assert labels == [0, 1]
-    out = _photo_wct.transfer(fc, fs, masks=Masks(c_lab, s_lab), labels=labels, reg=0.0)
+    out = _photo_wct.transfer(fc, fs, masks=Masks(c_lab, s_lab), labels=labels, rule=Whitening(unbiased=False))
     for label in (0, 1):
         (mo, co), (ms, cs) = _stats(out[0][:, c_lab == label]), _stats(fs[0][:, s_lab == label])
         torch.testing.assert_close(mo, ms, atol=1e-4, rtol=0)
@@ -375,10 +379,55 @@ def test_guided_filter_matches_direct_computation(r, eps):
     rng = np.random.default_rng(0)
     guide = rng.random((3, 11, 14))
     src = np.clip(guide[::-1] * 0.7 + 0.3 * rng.random((3, 11, 14)), 0, 1)
-    ours = guided_filter(torch.from_numpy(src)[None].float(), torch.from_numpy(guide)[None].float(), r, eps)
+    ours = guided_filter(
+        torch.from_numpy(src)[None].float(), torch.from_numpy(guide)[None].float(), r, eps, border="clip"
+    )
     ref = _guided_filter_direct(src, guide, r, eps)
     np.testing.assert_allclose(ours[0].numpy(), ref, atol=2e-5)
     assert float(np.abs(ref - src).max()) > 0.05  # the filter did something measurable
+
+
+def _box_reflect(x: np.ndarray, r: int) -> np.ndarray:
+    """Window means over the image mirrored with the edge repeated (numpy 'symmetric' = OpenCV BORDER_REFLECT)."""
+    h, w = x.shape[-2:]
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(r, r), (r, r)], mode="symmetric")
+    out = np.zeros_like(x)
+    for y in range(h):
+        for xx in range(w):
+            out[..., y, xx] = padded[..., y : y + 2 * r + 1, xx : xx + 2 * r + 1].mean((-2, -1))
+    return out
+
+
+def _guided_filter_opencv_rule(p: np.ndarray, guide: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """OpenCV ximgproc's guided filter (its reference implementation: every mean a BORDER_REFLECT box filter), one
+    pixel at a time."""
+    mean_i, mean_p = _box_reflect(guide, r), _box_reflect(p, r)
+    corr_ii = _box_reflect(guide[:, None] * guide[None], r)
+    corr_ip = _box_reflect(guide[:, None] * p[None], r)
+    _, h, w = guide.shape
+    a = np.zeros((3, p.shape[0], h, w))
+    for y in range(h):
+        for x in range(w):
+            sigma = corr_ii[:, :, y, x] - np.outer(mean_i[:, y, x], mean_i[:, y, x])
+            cov = corr_ip[:, :, y, x] - np.outer(mean_i[:, y, x], mean_p[:, y, x])
+            a[:, :, y, x] = np.linalg.solve(sigma + eps * np.eye(3), cov)
+    b = mean_p - (a * mean_i[:, None]).sum(0)
+    return (_box_reflect(a, r) * guide[:, None]).sum(0) + _box_reflect(b, r)
+
+
+@pytest.mark.parametrize("r,eps", [(2, 1e-3), (4, 0.02**2), (13, 1e-4)])  # r = 13 > the 11 rows: repeated mirror
+def test_guided_filter_reflect_border_matches_opencvs_rule(r, eps):
+    # Checked once against cv2.ximgproc.guidedFilter itself (opencv-contrib 5.0.0.93, uint8 guide, float src,
+    # 37x53, r = 5/35/50/8): max |ours - OpenCV| <= 1.4e-4 on the 0-255 scale with border="reflect", up to 4.7 with
+    # the clipped border. OpenCV is not a test dependency; this is its rule computed independently.
+    rng = np.random.default_rng(3)
+    guide = rng.random((3, 11, 14))
+    src = np.clip(guide[::-1] * 0.7 + 0.3 * rng.random((3, 11, 14)), 0, 1)
+    ours = guided_filter(torch.from_numpy(src)[None], torch.from_numpy(guide)[None], r, eps, border="reflect")
+    ref = _guided_filter_opencv_rule(src, guide, r, eps)
+    np.testing.assert_allclose(ours[0].numpy(), ref, atol=1e-9)
+    clipped = guided_filter(torch.from_numpy(src)[None], torch.from_numpy(guide)[None], r, eps, border="clip")
+    assert float(np.abs(clipped[0].numpy() - ref).max()) > 1e-3  # the two rules differ measurably at the border
 
 
 def test_guided_filter_preserves_the_guide_itself():
@@ -481,19 +530,22 @@ def test_pca_kd_stylizes_real_pairs(pca_adapters):
 
 @needs_mirror
 @pytest.mark.mirror
-def test_pca_kd_rejects_a_wrong_npz(tmp_path):
+def test_pca_kd_rejects_a_wrong_checkpoint():
     from evalkit_methods.pca_kd import VggStudent
 
-    data = dict(np.load(Path(MIRROR_W) / "pca_kd/vgg/sencoder_tf_hwio.npz"))
+    from evalkit.checkpoints import read_tf_checkpoint
+
+    def part(backbone: str, stem: str) -> tuple[dict, str]:
+        index = Path(MIRROR_W) / f"pca_kd/{backbone}/{stem}.index"
+        return read_tf_checkpoint(index, index.with_suffix(".data-00000-of-00001")), str(index)
+
+    encoder, decoder = part("vgg", "sencoder"), part("vgg", "sdecoder")
+    data = dict(encoder[0])
     data["btnecks/2/layer_with_weights-1/kernel"] = data["btnecks/2/layer_with_weights-1/kernel"][:, :, :, :50]
-    bad = tmp_path / "sencoder_tf_hwio.npz"
-    np.savez(bad, **data)
-    with pytest.raises(CheckpointLayoutError, match=r"btnecks/2/layer_with_weights-1/kernel.*\(3, 3, 20, 58\)"):
-        VggStudent().load_npz(bad, Path(MIRROR_W) / "pca_kd/vgg/sdecoder_tf_hwio.npz", "vgg")
-    # the MobileNet archive is not a VGG student: a missing-key error naming the file
-    with pytest.raises(CheckpointLayoutError, match="missing"):
-        VggStudent().load_npz(
-            Path(MIRROR_W) / "pca_kd/mobilenet/sencoder_tf_hwio.npz",
-            Path(MIRROR_W) / "pca_kd/vgg/sdecoder_tf_hwio.npz",
-            "vgg",
-        )
+    with pytest.raises(
+        CheckpointLayoutError, match=r"sencoder.index.*btnecks/2/layer_with_weights-1/kernel.*\(3, 3, 20, 58\)"
+    ):
+        VggStudent().load_arrays({"encoder": (data, encoder[1]), "decoder": decoder}, "vgg")
+    # the MobileNet checkpoint is not a VGG student: a missing-key error naming the file
+    with pytest.raises(CheckpointLayoutError, match="mobilenet/sencoder.index.*missing"):
+        VggStudent().load_arrays({"encoder": part("mobilenet", "sencoder"), "decoder": decoder}, "vgg")

@@ -254,6 +254,51 @@ def test_speed_table_cells_follow_the_paper_format():
     assert table.loc["gatys", "params"] is None
 
 
+def test_speed_table_rows_follow_the_seed_order_and_say_why_a_row_did_not_run():
+    import pandas as pd
+
+    from evalkit.report.speed_table import not_run_notes
+    from evalkit.report.text import latex_speed_table
+
+    rows = [
+        ("adain[cd16x]", "adain", "ok", None, 0.05),
+        ("photowct2[relu]", "photowct2", "ok", None, 0.4),
+        (
+            "photonas[official]",
+            "photonas",
+            "unavailable",
+            "weight set 'official': weights file 'photonas/x' not found",
+            None,
+        ),
+        ("wct2[official]", "wct2", "ok", None, 0.9),
+        ("photowct[official]", "photowct", "oom", "out of memory", None),
+        ("pca_kd[vgg]", "pca_kd", "ok", None, 0.1),
+    ]
+    jobs = pd.DataFrame(
+        [(label, method, "1k", status, msg, None, t, None) for label, method, status, msg, t in rows],
+        columns=["label", "method", "resolution", "status", "message", "reason", "time_network_s", "time_post_s"],
+    )
+    table = speed_table(jobs, {})
+    # PhotoNAS, WCT², PhotoWCT, PhotoWCT2 as the seed table, then the others by name
+    assert list(table["model"]) == [
+        "photonas[official]",
+        "wct2[official]",
+        "photowct[official]",
+        "photowct2[relu]",
+        "adain[cd16x]",
+        "pca_kd[vgg]",
+    ]
+    assert not_run_notes(jobs) == [
+        "photonas[official]: n/a - weight set 'official': weights file 'photonas/x' not found"
+    ]
+    header = [str(c) for c in table.columns]
+    cells = [["–" if v is None else str(v) for v in row] for row in table.itertuples(index=False)]
+    tex = "\n".join(latex_speed_table(header, cells, "cpu x2 & 'co'"))
+    assert r"\begin{tabular}{lrrrrrrr}" in tex and r"model & params & layers & 1024x512" in tex
+    assert r"photowct2[relu] & -- & -- & 0.40" in tex and r"photowct[official] & -- & -- & OOM" in tex
+    assert r"cpu x2 \& 'co'" in tex  # the device string is escaped
+
+
 # -- real isolated runs ----------------------------------------------------------------------------------------
 
 

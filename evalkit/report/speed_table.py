@@ -19,6 +19,8 @@ from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
 from evalkit.results import Reason
 
 PAPER_RESOLUTIONS: tuple[str, ...] = ("1k", "hd", "fhd", "qhd", "4k")
+# the seed table's rows, in its order (PhotoNAS, WCT², PhWCT, PhotoWCT2); other methods follow alphabetically
+SEED_ORDER: tuple[str, ...] = ("photonas", "wct2", "photowct", "photowct2")
 _STATUS_CELL = {"timeout": "timeout", "error": "error", "unavailable": "n/a", "skipped": "skipped"}
 
 
@@ -108,7 +110,7 @@ def speed_table(
     columns = ordered_resolutions(jobs, resolutions)
     counts = _method_counts(methods)
     rows = []
-    for key in sorted(jobs[row_key].dropna().astype(str).unique()):
+    for key in sorted(jobs[row_key].dropna().astype(str).unique(), key=lambda k: _row_rank(jobs, row_key, k)):
         mine = jobs[jobs[row_key].astype(str) == key]
         label = str(mine["label"].iloc[0]) if "label" in mine else key
         info = counts.get(label, {})
@@ -125,6 +127,28 @@ def speed_table(
     return pd.DataFrame(
         rows, columns=["model", "params", "layers", *[resolution_header(r) for r in columns]], dtype=object
     )
+
+
+def _row_rank(jobs: pd.DataFrame, row_key: str, key: str) -> tuple[int, str, bool, str]:
+    """Seed-table methods first, in the paper's order, then everything else by name; a method's official set first."""
+    methods = jobs.loc[jobs[row_key].astype(str) == key, "method"] if "method" in jobs else pd.Series([], dtype=str)
+    method = str(methods.iloc[0]) if len(methods) else key.split("[")[0]
+    weight_set = key.partition("[")[2].partition("]")[0]
+    seed = SEED_ORDER.index(method) if method in SEED_ORDER else len(SEED_ORDER)
+    return (seed, method, weight_set != "official", key)  # a method's official weights first, then the others
+
+
+def not_run_notes(jobs: pd.DataFrame, row_key: str = "label") -> list[str]:
+    """One line per row none of whose jobs ran (``unavailable``/``error``): what is missing and why, from the
+    first job's message, so a table's ``n/a`` row explains itself."""
+    notes = []
+    for key in sorted(jobs[row_key].dropna().astype(str).unique(), key=lambda k: _row_rank(jobs, row_key, k)):
+        mine = jobs[jobs[row_key].astype(str) == key]
+        if (mine["status"] == "ok").any() or mine["status"].map(lambda s: s in ("oom", "skipped", "timeout")).any():
+            continue
+        message = str(mine["message"].dropna().iloc[0]) if mine["message"].notna().any() else ""
+        notes.append(f"{key}: {cell(mine)} - {message.splitlines()[0] if message else 'no message recorded'}")
+    return notes
 
 
 def build(data: Any) -> pd.DataFrame:

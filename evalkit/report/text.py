@@ -78,22 +78,23 @@ def to_latex(table: QualityTable, speed: SpeedSection | None, protocol: str) -> 
         out.append(" & ".join(texts) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     if speed is not None:
-        out += [
-            "",
-            r"\begin{table}[t]",
-            r"\centering",
-            rf"\caption{{Running time in seconds (network+post) measured on {latex_escape(speed.device)}.}}",
-            r"\begin{tabular}{l" + "r" * (len(speed.columns) - 1) + "}",
-            r"\toprule",
-            " & ".join(latex_escape(c) for c in speed.columns) + r" \\",
-            r"\midrule",
-        ]
-        out += [
-            " & ".join([latex_escape(row[0])] + [latex_num(latex_escape(v)) for v in row[1:]]) + r" \\"
-            for row in speed.rows
-        ]
-        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        out += ["", *latex_speed_table(speed.columns, speed.rows, speed.device)]
     return "\n".join(out) + "\n"
+
+
+def latex_speed_table(columns: list[str], rows: list[list[str]], device: str) -> list[str]:
+    """The speed table as a booktabs ``table`` float (the seed paper's layout: model, params, layers, resolutions)."""
+    out = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{Running time in seconds (network+post) measured on {latex_escape(device)}.}}",
+        r"\begin{tabular}{l" + "r" * (len(columns) - 1) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in columns) + r" \\",
+        r"\midrule",
+    ]
+    out += [" & ".join([latex_escape(row[0])] + [latex_num(latex_escape(v)) for v in row[1:]]) + r" \\" for row in rows]
+    return [*out, r"\bottomrule", r"\end{tabular}", r"\end{table}"]
 
 
 def render_tables(data: ReportData, fmt: str) -> str:
@@ -106,4 +107,4 @@ def render_tables(data: ReportData, fmt: str) -> str:
     raise ValueError(f"unknown table format '{fmt}': use md or tex")
 
 
-__all__ = ["fmt_num", "render_tables", "to_latex", "to_markdown"]
+__all__ = ["fmt_num", "latex_speed_table", "render_tables", "to_latex", "to_markdown"]
