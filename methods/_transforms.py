@@ -467,3 +467,142 @@ def recolour(style: torch.Tensor, content: torch.Tensor, mode: str) -> torch.Ten
         return match_colour(style, content)
     return style
 
+
+# -- global higher-order statistics: EFDM --------------------------------------------------------------------------
+_SORT_ELEMENTS = 1 << 25  # values sorted at once: channels are processed in groups of at most this many elements
+
+
+def _quantiles(sorted_style: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` values of each row's empirical quantile function (rows sorted ascending): the row itself when it has
+    ``n`` entries, else linear interpolation at the midpoints ``(i + 0.5) / n`` (a resampled histogram)."""
+    m = sorted_style.shape[1]
+    if m == n:
+        return sorted_style
+    pos = (torch.arange(n, dtype=torch.float64, device=sorted_style.device) + 0.5) * (m / n) - 0.5
+    pos = pos.clamp(0, m - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=m - 1)
+    frac = (pos - lo).to(sorted_style.dtype)
+    return sorted_style[:, lo] * (1 - frac) + sorted_style[:, hi] * frac
+
+
+@exact
+def efdm(content: torch.Tensor, style: torch.Tensor, valid: Valid = None) -> torch.Tensor:
+    """Exact Feature Distribution Matching (Zhang et al. CVPR 2022, Eq. 5): per channel, the content value of rank r
+    becomes the style's value of rank r ("exact histogram matching" by sorting), so every channel's empirical
+    distribution, hence every moment, equals the style's.
+
+    Ranks come from the ``valid`` region only (ties broken by position, as ``torch.sort`` does in the reference
+    code); when style and content have different pixel counts the style's sorted values are resampled to the
+    content's count (the reference code needs equal sizes). Positions outside ``valid`` (padding) take the style
+    value at their rank among the valid content values. Channels are sorted in groups, so a 4K map never needs more
+    than a few hundred MiB at once.
+    """
+    _check_single(content, style)
+    out = content.clone()
+    region = _crop(content, valid)
+    c, vh, vw = region.shape[1:]
+    n = vh * vw
+    group = max(1, _SORT_ELEMENTS // max(n, style.shape[2] * style.shape[3]))
+    padded = tuple(region.shape[-2:]) != tuple(content.shape[-2:])
+    for start in range(0, c, group):
+        stop = min(c, start + group)
+        values = region[0, start:stop].reshape(stop - start, n)
+        order = values.argsort(dim=1, stable=True)
+        targets = _quantiles(style[0, start:stop].reshape(stop - start, -1).sort(dim=1).values, n)
+        matched = torch.empty_like(values).scatter_(1, order, targets.to(values.dtype))
+        if padded:
+            rows = content[0, start:stop].reshape(stop - start, -1)
+            ranks = torch.searchsorted(values.gather(1, order).contiguous(), rows.contiguous()).clamp(max=n - 1)
+            full = targets.to(values.dtype).gather(1, ranks).reshape(stop - start, *content.shape[-2:])
+            full[:, :vh, :vw] = matched.reshape(stop - start, vh, vw)
+            out[0, start:stop] = full
+        else:
+            out[0, start:stop] = matched.reshape(stop - start, vh, vw)
+    return out
+
+
+# -- local statistics: style swap ----------------------------------------------------------------------------------
+_SWAP_ELEMENTS = 1 << 26  # correlation-map entries (patches x positions) computed at once: 256 MiB in float32
+
+
+def style_patches(style: torch.Tensor, patch: int = 3) -> torch.Tensor:
+    """Every ``patch x patch`` window of a (1, C, H, W) map (stride 1, no padding) as rows ``(K, C, patch, patch)``."""
+    c = style.shape[1]
+    cols = F.unfold(style.contiguous(), patch)  # (1, C*p*p, K)
+    return cols[0].T.reshape(-1, c, patch, patch)
+
+
+def best_patches(content: torch.Tensor, patches: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """For each ``patch x patch`` window of ``content`` (no padding), the index of the style patch with the largest
+    normalised cross-correlation (Chen & Schmidt 2016, Eq. 1: ``<phi_c, phi_s> / |phi_s|``; the content norm does not
+    change the argmax). The correlation is a convolution with the normalised patches as filters, computed over chunks
+    of style patches with a running max, so memory stays bounded whatever the number of patches."""
+    norms = patches.flatten(1).norm(dim=1).clamp_min(eps)
+    filters = patches / norms[:, None, None, None]
+    positions = (content.shape[2] - patches.shape[2] + 1) * (content.shape[3] - patches.shape[3] + 1)
+    chunk = max(1, _SWAP_ELEMENTS // max(1, positions))
+    best_val = torch.full((positions,), -float("inf"), dtype=content.dtype, device=content.device)
+    best_idx = torch.zeros(positions, dtype=torch.long, device=content.device)
+    for start in range(0, filters.shape[0], chunk):
+        scores = F.conv2d(content, filters[start : start + chunk].to(content.dtype))[0].reshape(-1, positions)
+        val, idx = scores.max(dim=0)
+        better = val > best_val  # strict: the first maximum wins, as a single argmax over all patches would
+        best_val = torch.where(better, val, best_val)
+        best_idx = torch.where(better, idx + start, best_idx)
+    return best_idx
+
+
+@exact
+def style_swap(content: torch.Tensor, style: torch.Tensor, patch: int = 3, valid: Valid = None) -> torch.Tensor:
+    """Style swap (Chen & Schmidt, "Fast Patch-based Style Transfer of Arbitrary Style", 2016): every content patch is
+    replaced by its best-matching style patch (:func:`best_patches`) and overlapping patches are averaged - the
+    paper's transposed convolution of the one-hot argmax map with the un-normalised patches, divided by the overlap
+    count, computed here as a fold of the chosen patches (no K x positions one-hot map is ever built).
+
+    Only the ``valid`` region is swapped (and only its patches are matched); padded positions keep their content
+    features. Float32, any layout; the style map should be the style image's own features (no padding)."""
+    _check_single(content, style)
+    region = _crop(content, valid).contiguous()
+    vh, vw = region.shape[-2:]
+    if min(vh, vw) < patch or min(style.shape[-2:]) < patch:
+        raise ValueError(f"style swap needs maps of at least {patch}x{patch}: content {vh}x{vw}, style "
+                         f"{tuple(style.shape[-2:])}")  # fmt: skip
+    patches = style_patches(style.to(region.dtype), patch)
+    chosen = patches[best_patches(region, patches)]  # (positions, C, p, p)
+    cols = chosen.reshape(chosen.shape[0], -1).T[None]  # (1, C*p*p, positions)
+    summed = F.fold(cols, (vh, vw), patch)
+    counts = F.fold(torch.ones_like(cols[:, :patch * patch]), (vh, vw), patch)  # fmt: skip
+    out = content.clone()
+    out[..., :vh, :vw] = summed / counts
+    return out
+
+
+# -- the family: one name per transform, the signature every autoencoder method calls ------------------------------
+FeatureTransform = Callable[[torch.Tensor, torch.Tensor, Valid], torch.Tensor]
+FEATURE_TRANSFORMS: dict[str, FeatureTransform] = {}
+
+
+def register_transform(name: str) -> Callable[[FeatureTransform], FeatureTransform]:
+    """Add ``fn(content_map, style_map, valid) -> map`` to :data:`FEATURE_TRANSFORMS` under ``name``."""
+
+    def add(fn: FeatureTransform) -> FeatureTransform:
+        if name in FEATURE_TRANSFORMS:
+            raise ValueError(f"feature transform '{name}' is registered twice")
+        FEATURE_TRANSFORMS[name] = fn
+        return fn
+
+    return add
+
+
+register_transform("adain")(lambda c, s, valid: adain(c, s, valid=valid))  # mean/variance
+register_transform("wct")(lambda c, s, valid: wct_map(c, s, WCT_RULE, valid))  # covariance
+register_transform("efdm")(efdm)  # global higher-order statistics
+register_transform("styleswap")(lambda c, s, valid: style_swap(c, s, 3, valid))  # local statistics
+
+
+def feature_transform(name: str) -> FeatureTransform:
+    """The registered transform ``name``, or a one-line error listing the names."""
+    if name not in FEATURE_TRANSFORMS:
+        raise ValueError(f"unknown feature transform '{name}': registered are {', '.join(sorted(FEATURE_TRANSFORMS))}")
+    return FEATURE_TRANSFORMS[name]

