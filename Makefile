@@ -31,7 +31,8 @@ system-deps:
 	fi
 
 quick: setup
-	$(BIN)/evalkit run --protocol quick
+	$(BIN)/evalkit run --protocol quick --results results
+	$(BIN)/evalkit leaderboard --results results
 
 test: setup
 	$(BIN)/python -m pytest -q

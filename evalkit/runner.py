@@ -10,6 +10,7 @@ scored, nothing is re-stylized).
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import sys
@@ -31,6 +32,7 @@ from rich.progress import (
 )
 
 from evalkit import environment, precision
+from evalkit.adapter import MethodAdapter
 from evalkit.assets import AssetSettings, AssetStore
 from evalkit.errors import EvalkitError
 from evalkit.executors import NAMES as EXECUTORS
@@ -60,6 +62,7 @@ class RunRequest:
     seeds: int | None = None
     precision: str = "fp32"  # of the networks: fp32 | bf16 | fp16 | tf32 (evalkit.precision)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # --sweep METHOD.PARAM=v1,v2 (a grid)
     executor: str | None = None  # None: the protocol's [timing] executor, else "local"
     executor_options: dict[str, Any] = field(default_factory=dict)  # timeout, cpu_memory, device_memory (isolated),
     #                                                                  skip_after_oom (every executor)
@@ -152,6 +155,42 @@ def parse_resolutions(text: str | None, protocol: Protocol) -> list[str]:
     return values
 
 
+def _sweep_for(method: str, label: str, *sweeps: dict[str, dict[str, list[Any]]]) -> dict[str, list[Any]]:
+    """The sweep grid of one method selector: its method name's and its label's tables, later sources winning
+    per parameter (the protocol's ``[sweep.adain]``, then ``--sweep adain.alpha=...``)."""
+    grid: dict[str, list[Any]] = {}
+    for sweep in sweeps:
+        for key in (method, label):
+            grid.update(sweep.get(key, {}))
+    return grid
+
+
+def sweep_variants(
+    cls: type[MethodAdapter], overrides: dict[str, Any], grid: dict[str, list[Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(variant, resolved params)`` for every point of ``grid`` (the product of its value lists; one point with
+    variant ``""`` when there is no sweep). Points are validated like ``--param`` values; duplicates are dropped."""
+    if not grid:
+        return [("", cls.resolve_params(overrides))]
+    names = list(grid)
+    out: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+    for values in itertools.product(*(grid[n] for n in names)):
+        params = cls.resolve_params({**overrides, **dict(zip(names, values, strict=True))})
+        variant = " ".join(f"{n}={_show(params[n])}" for n in names)
+        if variant not in seen:
+            seen.add(variant)
+            out.append((variant, params))
+    return out
+
+
+def _show(value: Any) -> str:
+    """A parameter value as a label writes it: ``0.5``, ``1e+03``, ``conv4_2``."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def plan_jobs(
     protocol: Protocol, request: RunRequest, store: AssetStore, console: Console
 ) -> tuple[list[JobSpec], list[str], dict]:
@@ -176,7 +215,7 @@ def plan_jobs(
                 **request.params.get(cls.name, {}),
                 **request.params.get(label, {}),
             }
-            params = cls.resolve_params(overrides)
+            variants = sweep_variants(cls, overrides, _sweep_for(cls.name, label, protocol.sweep, request.sweep))
         except (EvalkitError, ValueError) as exc:
             errors.append(str(exc))
             continue
@@ -185,39 +224,41 @@ def plan_jobs(
         digests = cls.weight_sets[weight_set].digests() if weight_set else {}
         methods_info[label] = {"cls": cls, "weight_set": weight_set, "digests": digests}
         method_seeds = range(seeds) if not cls.deterministic else range(1)
-        for pair in protocol.pairs:
-            image_digests = {
-                role: protocol.images[ref].sha256
-                for role, ref in (
-                    ("content", pair.content),
-                    ("style", pair.style),
-                    ("content_mask", pair.content_mask),
-                    ("style_mask", pair.style_mask),
-                )
-                if ref
-            }
-            for res in resolutions:
-                for seed in method_seeds:
-                    specs.append(
-                        JobSpec(
-                            method=cls.name,
-                            weight_set=weight_set,
-                            params=params,
-                            pair_id=pair.id,
-                            resolution=res,
-                            seed=seed,
-                            content=pair.content,
-                            style=pair.style,
-                            content_mask=pair.content_mask if cls.uses_masks else None,
-                            style_mask=pair.style_mask if cls.uses_masks else None,
-                            style_size=protocol.style_size,
-                            eval_size=protocol.eval_size,
-                            method_version=cls.version,
-                            weight_digests=digests,
-                            precision=request.precision,
-                            image_digests=image_digests,
-                        ).with_key()
+        for variant, params in variants:
+            for pair in protocol.pairs:
+                image_digests = {
+                    role: protocol.images[ref].sha256
+                    for role, ref in (
+                        ("content", pair.content),
+                        ("style", pair.style),
+                        ("content_mask", pair.content_mask),
+                        ("style_mask", pair.style_mask),
                     )
+                    if ref
+                }
+                for res in resolutions:
+                    for seed in method_seeds:
+                        specs.append(
+                            JobSpec(
+                                method=cls.name,
+                                weight_set=weight_set,
+                                params=params,
+                                pair_id=pair.id,
+                                resolution=res,
+                                seed=seed,
+                                content=pair.content,
+                                style=pair.style,
+                                content_mask=pair.content_mask if cls.uses_masks else None,
+                                style_mask=pair.style_mask if cls.uses_masks else None,
+                                style_size=protocol.style_size,
+                                eval_size=protocol.eval_size,
+                                method_version=cls.version,
+                                weight_digests=digests,
+                                precision=request.precision,
+                                image_digests=image_digests,
+                                variant=variant,
+                            ).with_key()
+                        )
     return specs, errors, methods_info
 
 
@@ -363,12 +404,12 @@ class _Run:
             progress.update(task, description="done")
 
     def _record(self, run_id: str, spec: JobSpec, result: JobResult, console: Console) -> None:
-        if result.model_info is not None and result.model_info.label not in self.recorded_models:
+        if result.model_info is not None and spec.label not in self.recorded_models:
             info = self.methods_info.get(result.model_info.label)
-            if info is not None:
+            if info is not None:  # recorded under the job's label, so a sweep variant's row finds its counts
                 cls = info["cls"]
                 self.store.record_method(
-                    result.model_info.label,
+                    spec.label,
                     cls.name,
                     info["weight_set"],
                     cls.kind,
@@ -377,7 +418,7 @@ class _Run:
                     result.model_info.layers,
                     info["digests"],
                 )
-                self.recorded_models.add(result.model_info.label)
+                self.recorded_models.add(spec.label)
         if spec.task == "score":
             if result.status == "ok":
                 self.store.record_metrics(spec.key, spec.eval_size, result.metrics)

@@ -46,6 +46,7 @@ class Protocol:
     seeds: int = 1
     methods: list[str] = field(default_factory=list)
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sweep: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # method -> param -> values (a grid)
     timing: dict[str, Any] = field(default_factory=dict)
     min_image_side: int = 32  # smaller images are an error naming the file (a 1x1 image is not a benchmark)
     source: str = ""
@@ -129,6 +130,7 @@ TOP_LEVEL = (
     "seeds",
     "methods",
     "params",
+    "sweep",
     "timing",
     "min_image_side",
 )
@@ -287,6 +289,14 @@ def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = ""
     params = raw.get("params") or {}
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
         raise top.error("params", "must hold one table per method, e.g. [params.gatys] iterations = 100")
+    sweep = raw.get("sweep") or {}
+    sweep_ok = isinstance(sweep, dict) and all(
+        isinstance(table, dict) and all(isinstance(v, list) and v for v in table.values()) for table in sweep.values()
+    )
+    if not sweep_ok:
+        raise top.error(
+            "sweep", "must hold one table per method of non-empty value lists, e.g. [sweep.adain] alpha = [0.5, 1.0]"
+        )
     return Protocol(
         name=name,
         description=top.string("description", "") or "",
@@ -299,6 +309,7 @@ def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = ""
         seeds=top.integer("seeds", 1, 1, 1000),
         methods=top.strings("methods", []),
         params={k: dict(v) for k, v in params.items()},
+        sweep={k: {p: list(vals) for p, vals in v.items()} for k, v in sweep.items()},
         timing=_timing(raw.get("timing") or {}, where),
         min_image_side=top.integer("min_image_side", DEFAULT_MIN_IMAGE_SIDE, 1, 16384),
         source=source,
@@ -336,12 +347,14 @@ class JobSpec:
     # run that asks for a metric the stored output lacks); neither is part of the key
     task: str = "stylize"
     output_png: bytes | None = field(default=None, repr=False)
+    # a sweep point, e.g. "alpha=0.5": part of the label (so every table keeps the variants apart) and of the key
+    variant: str = ""
 
     @property
     def label(self) -> str:
-        from evalkit.weights import weight_label
+        from evalkit.weights import variant_label
 
-        return weight_label(self.method, self.weight_set)
+        return variant_label(self.method, self.weight_set, self.variant)
 
     def identity(self) -> dict[str, Any]:
         data = asdict(self)
@@ -349,6 +362,8 @@ class JobSpec:
             data.pop(name)
         if data["precision"] == "fp32":
             data.pop("precision")  # so that keys of runs recorded before precisions existed stay valid
+        if not data["variant"]:
+            data.pop("variant")  # likewise for runs recorded before sweeps existed
         data.pop("eval_size")  # metrics are keyed separately; changing eval size must not re-stylize
         return data
 

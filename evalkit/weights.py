@@ -66,3 +66,9 @@ class WeightSet:
 def weight_label(method: str, weight_set: str | None) -> str:
     """The label every table uses: ``method[weight_set]`` (bare name for methods without weights)."""
     return f"{method}[{weight_set}]" if weight_set else method
+
+
+def variant_label(method: str, weight_set: str | None, variant: str = "") -> str:
+    """A sweep variant's label: ``adain[cd16x] alpha=0.5`` (the weight label when there is no variant)."""
+    base = weight_label(method, weight_set)
+    return f"{base} {variant}" if variant else base

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from evalkit_methods._guided_filter import guided_filter
 
+from evalkit.adapter import Param
+
 
 def post_mode(*choices: str) -> Callable[[Any], str]:
     """A :class:`~evalkit.adapter.Param` check for ``post``: one of ``choices`` (``true`` means the first, the
@@ -40,3 +42,15 @@ def gif(output: torch.Tensor, content: torch.Tensor, radius: int, eps_255: float
     if guide.shape[-2:] != output.shape[-2:]:
         guide = F.interpolate(guide, size=output.shape[-2:], mode="bilinear", align_corners=False)
     return guided_filter(output, guide, int(radius), float(eps_255) / 255.0**2).clamp(0, 1)
+
+
+def gif_params(radius: int, eps_255: float = 26.01) -> dict[str, Param]:
+    """The ``post`` / ``gf_radius`` / ``gf_eps`` parameters of the PhotoWCT2 authors' systems (guided filter or
+    none), with their published radius; eps on the 0-255 scale, as OpenCV takes it."""
+    return {
+        "post": Param("gif", "post-processing: gif (the authors' guided filter) or none", check=post_mode("gif")),
+        "gf_radius": Param(radius, f"guided filter radius in pixels (authors: {radius})"),
+        "gf_eps": Param(
+            eps_255, "guided filter eps on 0-255 images, as OpenCV takes it (authors: (0.02*255)**2 = 26.01)"
+        ),
+    }

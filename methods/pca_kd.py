@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from evalkit_methods import _photo_wct
 from evalkit_methods import _transforms as T
 from evalkit_methods._keras_convs import Arrays, ConvName, block_names, load_convs, read_parts
-from evalkit_methods._smoothing import gif, post_mode
+from evalkit_methods._smoothing import gif, gif_params
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.assets import Asset
@@ -312,11 +312,7 @@ class PcaKd(MethodAdapter):
     weight_sets = WEIGHT_SETS
     params = {
         "alpha": Param(1.0, "content-style trade-off: blend of transformed and content features at every level"),
-        "post": Param("gif", "post-processing: gif (the authors' guided filter) or none", check=post_mode("gif")),
-        "gf_radius": Param(30, "guided filter radius in pixels (authors: 30)"),
-        "gf_eps": Param(
-            26.01, "guided filter eps on 0-255 images, as OpenCV takes it (authors: (0.02*255)**2 = 26.01)"
-        ),
+        **gif_params(30),
     }
 
     def load(self, files: dict[str, Path]) -> None:

@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from evalkit_methods import _transforms as T
 from evalkit_methods._keras_convs import ConvName, block_names, load_convs, read_parts
-from evalkit_methods._smoothing import gif, post_mode
+from evalkit_methods._smoothing import gif, gif_params
 from evalkit_methods._vgg_autoencoders import pad_to_multiple
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_parameters
@@ -197,11 +197,7 @@ class PhotoWCT2(MethodAdapter):
     weight_sets = WEIGHT_SETS
     params = {
         "alpha": Param(1.0, "blend of transformed and content features at every level (authors: 1, no blend)"),
-        "post": Param("gif", "post-processing: gif (the authors' guided filter) or none", check=post_mode("gif")),
-        "gf_radius": Param(50, "guided filter radius in pixels (authors: 50)"),
-        "gf_eps": Param(
-            26.01, "guided filter eps on 0-255 images, as OpenCV takes it (authors: (0.02*255)**2 = 26.01)"
-        ),
+        **gif_params(50),
     }
 
     def load(self, files: dict[str, Path]) -> None:

@@ -6,6 +6,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,10 @@ def evalkit(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_quick_protocol_end_to_end(tmp_path):
     out = tmp_path / "results"
-    res = evalkit("run", "--protocol", "quick", "--out", str(out), "--param", "gatys.iterations=4", "--res", "64")
+    res = evalkit(
+        "run", "--protocol", "quick", "--methods", "gatys", "--out", str(out), "--param", "gatys.iterations=4",
+        "--res", "64",
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert f"results: {out.resolve() / 'evalkit.sqlite'}" in res.stdout
     with sqlite3.connect(out / "evalkit.sqlite") as conn:
@@ -36,6 +40,22 @@ def test_quick_protocol_end_to_end(tmp_path):
     assert metric_status["nima"] == "unavailable"  # its weights cannot be had offline: never a made-up number
     assert '"torch"' in env and '"cpu_model"' in env
     assert len(list((out / "images").rglob("*.png"))) == 5
+
+
+@pytest.mark.slow
+def test_make_quick_runs_three_methods_and_prints_a_leaderboard(tmp_path):
+    """What `make quick` runs (the quick protocol's own methods, then the leaderboard), at 64 px and 4 iterations."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    assert "evalkit run --protocol quick --results results" in makefile and "evalkit leaderboard" in makefile
+    out = tmp_path / "results"
+    res = evalkit("run", "--protocol", "quick", "-r", str(out), "--param", "gatys.iterations=4", "--res", "64")
+    assert res.returncode == 0, res.stderr
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        labels = dict(conn.execute("SELECT label, COUNT(*) FROM jobs WHERE status = 'ok' GROUP BY label"))
+    assert labels == {"gatys[imagenet]": 5, "reinhard": 5, "identity": 5}
+    board = evalkit("leaderboard", "--results", str(out))
+    assert board.returncode == 0, board.stderr
+    assert f"leaderboard: {out / 'leaderboard.html'}" in board.stdout + board.stderr
 
 
 def test_unknown_method_and_protocol_are_one_line_errors(tmp_path):

@@ -181,7 +181,7 @@ def test_page_is_offline_and_has_no_console_errors(browser, board):
     schemes = {urllib.parse.urlparse(u).scheme for u in browser.requested_urls()}
     assert schemes <= {"file", "data"}, schemes
     assert "artistic" in browser.evaluate("document.title")
-    assert browser.evaluate("document.querySelectorAll('#plots svg').length") == 2
+    assert browser.evaluate("document.querySelectorAll('#plots svg').length") == 3  # time, content/style, ssim/style
     # unavailable metrics show n/a with the recorded reason on hover
     with sqlite3.connect(board / "evalkit.sqlite") as conn:
         reasons = {

@@ -16,9 +16,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from evalkit.cli import export, inspect, leaderboard, run, runs, score, speed, study, weights  # noqa: E402  (modules register their commands on `app`)
+from evalkit.cli import compare, export, inspect, leaderboard, run, runs, score, speed, study, weights  # noqa: E402  (modules register their commands on `app`)
 
-__all__ = ["app", "main", "export", "inspect", "leaderboard", "run", "runs", "score", "speed", "study", "weights"]
+__all__ = [
+    "app",
+    "main",
+    "compare",
+    "export",
+    "inspect",
+    "leaderboard",
+    "run",
+    "runs",
+    "score",
+    "speed",
+    "study",
+    "weights",
+]
 
 
 def main() -> None:

@@ -29,6 +29,22 @@ def parse_params(items: list[str]) -> dict[str, dict[str, str]]:
     return out
 
 
+def parse_sweeps(items: list[str]) -> dict[str, dict[str, list[str]]]:
+    """``--sweep adain.alpha=0.25,0.5,1`` -> {"adain": {"alpha": ["0.25", "0.5", "1"]}}; several parameters of one
+    method form a grid. (A value that itself holds commas, such as a layer list, is swept from a protocol's TOML.)"""
+    out: dict[str, dict[str, list[str]]] = {}
+    for item in items:
+        target, sep, values = item.partition("=")
+        method, dot, name = target.rpartition(".")
+        points = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not dot or not points:
+            raise EvalkitError(
+                f"cannot parse --sweep '{item}': write METHOD.PARAM=V1,V2,..., e.g. adain.alpha=0.25,0.5,1"
+            )
+        out.setdefault(method, {})[name] = points
+    return out
+
+
 @app.command()
 def run(
     protocol: str = typer.Option("quick", "--protocol", "-p", help="Protocol name (protocols/*.toml) or path."),
@@ -51,6 +67,9 @@ def run(
         help="Networks' precision: fp32 (exact), bf16, fp16 (autocast) or tf32 (CUDA); part of the job key.",
     ),
     param: list[str] = typer.Option([], "--param", help="Override a parameter: METHOD.PARAM=VALUE (repeatable)."),
+    sweep: list[str] = typer.Option(
+        [], "--sweep", help="Sweep a parameter: METHOD.PARAM=V1,V2,... (repeatable; several form a grid)."
+    ),
     executor: str = typer.Option(
         None, "--executor", help="local, isolated, ray (default: the protocol's timing.executor, else local)."
     ),
@@ -89,6 +108,7 @@ def run(
         seeds=seeds,
         precision=precision,
         params=parse_params(param),
+        sweep=parse_sweeps(sweep),
         executor=executor,
         assets=asset_settings(home, weights_mirror, data_mirror),
         progress=not no_progress,

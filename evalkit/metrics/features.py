@@ -40,16 +40,29 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return total / (h * w)
 
 
+MOMENT_EPS = 1e-5  # added to the variance, as the AdaIN-family reference code's calc_mean_std does
+DEEP_LAYERS = ("relu4_1", "relu5_1")  # the content layers of the mean/std losses
+
+
+def channel_moments(features: torch.Tensor, eps: float = MOMENT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (unbiased variance + ``eps``, square root) of (1, C, H, W) features, float64."""
+    flat = features[0].double().reshape(features.shape[1], -1)
+    return flat.mean(dim=1), (flat.var(dim=1, unbiased=True) + eps).sqrt()
+
+
 @dataclass
 class _Entry:
     content: torch.Tensor  # conv4_2 activations
     grams: dict[str, torch.Tensor]  # normalised Gram matrices per style layer
+    moments: dict[str, tuple[torch.Tensor, torch.Tensor]]  # per style layer: channel mean, std
+    deep: dict[str, torch.Tensor]  # relu4_1, relu5_1 activations
 
 
 class SharedFeatures:
-    """An LRU cache of what the losses need per image: ``conv4_2`` activations and normalised Grams.
+    """An LRU cache of what the losses need per image: ``conv4_2`` activations, normalised Grams, channel moments and
+    the relu4_1/relu5_1 activations.
 
-    One VGG-19 pass per image fills both. Only these are kept (about 13 MB per 512 px image), not every layer's
+    One VGG-19 pass per image fills all. Only these are kept (about 30 MB per 512 px image), not every layer's
     activations (over 100 MB at 512 px: ``relu1_1`` alone is 64 x 512 x 512 floats), so a long run's memory stays flat.
     """
 
@@ -75,7 +88,12 @@ class SharedFeatures:
             model = self.vgg.to(memory_format=torch.channels_last)  # the exact fast path (a no-op once converted)
             feats = model(image.to(self.device).float().contiguous(memory_format=torch.channels_last), ALL_LAYERS)
         self.vgg_passes += 1
-        entry = _Entry(feats[CONTENT_LAYER], {layer: gram(feats[layer]) for layer in STYLE_LAYERS})
+        entry = _Entry(
+            feats[CONTENT_LAYER],
+            {layer: gram(feats[layer]) for layer in STYLE_LAYERS},
+            {layer: channel_moments(feats[layer]) for layer in STYLE_LAYERS},
+            {layer: feats[layer] for layer in DEEP_LAYERS},
+        )
         del feats
         self._entries[key] = entry
         while len(self._entries) > self.capacity:
@@ -85,6 +103,14 @@ class SharedFeatures:
     def features(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``{"conv4_2": activations}`` of ``image`` (the content representation)."""
         return {CONTENT_LAYER: self._entry(key, image).content}
+
+    def moments(self, key: str, image: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-channel (mean, std) at relu1_1 ... relu5_1, for the mean/std style loss."""
+        return self._entry(key, image).moments
+
+    def deep(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """relu4_1 and relu5_1 activations, for the mean/std papers' content loss."""
+        return self._entry(key, image).deep
 
     def grams(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Normalised Gram matrices of ``image`` at relu1_1 ... relu5_1 (the same dict object while cached)."""

@@ -22,11 +22,15 @@ from evalkit.assets import AssetStore
 from evalkit.environment import describe
 from evalkit.imaging import Resolution
 from evalkit.report.data import ReportData
+from evalkit.report.figures import write_figures
 from evalkit.report.formatting import fmt_num, fmt_pm
-from evalkit.report.plots import Plot, color_for, make_plot
+from evalkit.report.paired import PairedTable, paired_tables
+from evalkit.report.paired import rows as paired_rows
+from evalkit.report.plots import Plot, color_for, make_plot, pareto_front
 from evalkit.report.quality import QualityTable, build_quality_table, lookup_info
 from evalkit.report.speed import SpeedSection, speed_section
 from evalkit.report.thumbs import Thumb, ThumbMaker
+from evalkit.weights import weight_label
 
 
 def environment() -> Environment:
@@ -162,30 +166,65 @@ def time_plot(data: ReportData, colors: dict[str, str]) -> Plot | None:
     )
 
 
-def tradeoff_plot(data: ReportData, table: QualityTable, colors: dict[str, str]) -> Plot | None:
-    """Mean content loss (x) vs mean style loss (y) per entry: the trade-off every stylization makes."""
+TRADEOFFS: tuple[tuple[str, str], ...] = (("content_loss", "style_loss"), ("ssim", "style_loss"))
+
+
+def _axis_label(metric: str, info: Any) -> str:
+    name = metric.replace("_", " ")
+    if info is None:
+        return f"{name} (mean over pairs)"
+    return f"{name} {'↑ higher' if info.higher_is_better else '↓ lower'} is better"
+
+
+def series_name(jobs: pd.DataFrame, entry: str) -> str:
+    """The curve an entry belongs to: its method and weight set (sweep variants of one model share a curve)."""
+    row = jobs[jobs["entry"] == entry].iloc[0]
+    base = weight_label(str(row["method"]), row["weight_set"] if isinstance(row["weight_set"], str) else None)
+    precision = str(row.get("precision") or "fp32")
+    return base if precision == "fp32" else f"{base} {precision}"
+
+
+def tradeoff_plot(
+    data: ReportData,
+    table: QualityTable,
+    colors: dict[str, str],
+    x_metric: str = "content_loss",
+    y_metric: str = "style_loss",
+) -> Plot | None:
+    """Mean ``x_metric`` vs mean ``y_metric`` per entry; each model a curve through its sweep variants, and the
+    Pareto frontier over all entries (directions from the metrics' metadata) dashed."""
     names = {c.metric for c in table.columns}
-    if not {"content_loss", "style_loss"} <= names:
+    if not {x_metric, y_metric} <= names or data.jobs.empty:
         return None
+    x_info, y_info = lookup_info(x_metric), lookup_info(y_metric)
     series: dict[str, list[tuple[float, float, str]]] = {}
+    points: list[tuple[float, float]] = []
     for row in table.rows:
-        c, s = row.cells["content_loss"], row.cells["style_loss"]
+        c, s = row.cells[x_metric], row.cells[y_metric]
         if c.available and s.available and c.mean is not None and s.mean is not None:
-            series[row.entry] = [(c.mean, s.mean, f"{row.entry}: content {fmt_num(c.mean)}, style {fmt_num(s.mean)}")]
-    notes = []
-    for name in ("content_loss", "style_loss"):
-        info = lookup_info(name)
-        if info is not None:
-            notes.append(f"{name.replace('_', ' ')}: {'higher' if info.higher_is_better else 'lower'} is better")
-    return make_plot(
-        "Content loss vs style loss",
-        "content loss (mean over pairs)",
-        "style loss (mean over pairs)",
-        series,
-        colors,
-        lines=False,
-        note="; ".join(notes),
+            text = f"{row.entry}: {x_metric} {fmt_num(c.mean)}, {y_metric} {fmt_num(s.mean)}"
+            series.setdefault(series_name(data.jobs, row.entry), []).append((c.mean, s.mean, text))
+            points.append((c.mean, s.mean))
+    frontier = (
+        pareto_front(points, x_info.higher_is_better, y_info.higher_is_better)
+        if x_info is not None and y_info is not None and len(points) > 1
+        else []
     )
+    curve_colors = {name: colors.get(name, color_for(i)) for i, name in enumerate(series)}
+    return make_plot(
+        f"{x_metric.replace('_', ' ')} vs {y_metric.replace('_', ' ')}",
+        _axis_label(x_metric, x_info),
+        _axis_label(y_metric, y_info),
+        series,
+        curve_colors,
+        lines=any(len(v) > 1 for v in series.values()),
+        note="each model a curve through its sweep variants" if any(len(v) > 1 for v in series.values()) else "",
+        frontier=frontier,
+    )
+
+
+def tradeoff_plots(data: ReportData, table: QualityTable, colors: dict[str, str]) -> list[Plot]:
+    return [p for x, y in TRADEOFFS if (p := tradeoff_plot(data, table, colors, x, y)) is not None]
 
 
 # -- environment ---------------------------------------------------------------------------------------------------
@@ -250,6 +289,14 @@ def preference_columns(data: ReportData) -> list[dict[str, Any]]:
     return out
 
 
+def mark_tied(table: QualityTable, paired: list[PairedTable]) -> None:
+    """Flag the cells of entries in each metric's tied-for-best group (paired tests, Holm; see report/paired.py)."""
+    groups = {t.metric: set(t.tied_for_best) for t in paired}
+    for row in table.rows:
+        for metric, cell in row.cells.items():
+            cell.tied = cell.available and row.entry in groups.get(metric, set())
+
+
 # -- page ----------------------------------------------------------------------------------------------------------
 def render_leaderboard(
     data: ReportData,
@@ -266,10 +313,12 @@ def render_leaderboard(
     protocol = data.spec
     preferred = list(protocol.metrics) if protocol is not None else None
     table = build_quality_table(data.jobs, data.metrics, preferred)
+    paired = paired_tables(data.metrics, [c.metric for c in table.columns]) if len(data.metrics) else []
+    mark_tied(table, paired)
     colors = {entry: color_for(i) for i, entry in enumerate(data.labels)}
     thumbs = ThumbMaker(data.root, out)
     speed: SpeedSection | None = speed_section(data)
-    plots = [p for p in (time_plot(data, colors), tradeoff_plot(data, table, colors)) if p is not None]
+    plots = [p for p in (time_plot(data, colors),) if p is not None] + tradeoff_plots(data, table, colors)
     eval_sizes = sorted(set(data.metrics["eval_size"])) if len(data.metrics) else []
     context = {
         "title": title or f"evalkit leaderboard · {data.protocol}",
@@ -286,12 +335,17 @@ def render_leaderboard(
         "speed": speed,
         "grid": build_grid(data, thumbs, store),
         "plots": plots,
+        "paired": paired,
+        "paired_rows": {t.metric: paired_rows(t) for t in paired},
         "colors": colors,
         "environment": environment_info(data),
         "exports": exports or [],
         "eval_sizes": eval_sizes,
     }
-    html = environment().get_template("leaderboard.html.j2").render(**context)
+    env = environment()
+    figures = write_figures(plots, out.parent / "figures", env)
+    context["figures"] = [f.relative_to(out.parent).as_posix() for f in figures]
+    html = env.get_template("leaderboard.html.j2").render(**context)
     tmp = out.with_suffix(".html.part")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(out)

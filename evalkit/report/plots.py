@@ -101,6 +101,11 @@ class Plot:
     yticks: list[tuple[float, str]]
     lines: bool
     note: str = ""
+    frontier: list[tuple[float, float]] = field(default_factory=list)  # Pareto frontier (x px, y px), drawn dashed
+    raw: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # data units, for figure files
+    raw_frontier: list[tuple[float, float]] = field(default_factory=list)
+    log_x: bool = False
+    log_y: bool = False
     width: int = WIDTH
     height: int = HEIGHT
     left: int = MARGIN["left"]
@@ -117,10 +122,13 @@ def make_plot(
     colors: dict[str, str],
     lines: bool,
     note: str = "",
+    frontier: list[tuple[float, float]] | None = None,
+    sort_x: bool = True,
 ) -> Plot | None:
-    """``data``: series name -> [(x, y, hover text)] in data units. ``None`` when there is nothing to draw."""
+    """``data``: series name -> [(x, y, hover text)] in data units. ``None`` when there is nothing to draw.
+    ``frontier`` (data units) is drawn as a dashed line; ``sort_x`` False keeps each series' own point order."""
     data = {k: [p for p in v if p[0] is not None and p[1] is not None] for k, v in data.items()}
-    data = {k: sorted(v) for k, v in data.items() if v}
+    data = {k: (sorted(v) if sort_x else v) for k, v in data.items() if v}
     if not data:
         return None
     xs = [p[0] for v in data.values() for p in v]
@@ -133,4 +141,40 @@ def make_plot(
     ]
     scales = [f"{axis} log scale" for axis, a in (("x", x), ("y", y)) if a.log]
     note = "; ".join(filter(None, [note, ", ".join(scales)]))
-    return Plot(title, xlabel, ylabel, series, x.ticks(), y.ticks(), lines, note)
+    front = sorted(frontier or [])
+    return Plot(
+        title,
+        xlabel,
+        ylabel,
+        series,
+        x.ticks(),
+        y.ticks(),
+        lines,
+        note,
+        frontier=[(x(px), y(py)) for px, py in front],
+        raw={k: [(px, py) for px, py, _ in v] for k, v in data.items()},
+        raw_frontier=front,
+        log_x=x.log,
+        log_y=y.log,
+    )
+
+
+def pareto_front(points: list[tuple[float, float]], x_higher: bool, y_higher: bool) -> list[tuple[float, float]]:
+    """The points no other point dominates (at least as good on both axes and better on one), given each axis'
+    direction (``True``: higher is better)."""
+
+    def better_or_equal(a: float, b: float, higher: bool) -> bool:
+        return a >= b if higher else a <= b
+
+    front = []
+    for p in points:
+        dominated = any(
+            q != p
+            and better_or_equal(q[0], p[0], x_higher)
+            and better_or_equal(q[1], p[1], y_higher)
+            and (q[0] != p[0] or q[1] != p[1])
+            for q in points
+        )
+        if not dominated and p not in front:
+            front.append(p)
+    return sorted(front)

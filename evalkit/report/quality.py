@@ -31,6 +31,7 @@ class Cell:
     failed: int = 0
     reason: str = ""
     best: bool = False
+    tied: bool = False  # in the metric's tied-for-best group (not significantly worse than the best, paired)
 
     @property
     def available(self) -> bool:

@@ -2,10 +2,11 @@
 
 * Wilson score interval and exact binomial test: :func:`scipy.stats.binomtest`.
 * Holm (1979) step-down correction for the family of pairwise tests.
-* Bradley-Terry strengths by Hunter's (2004) MM algorithm, reported on the Elo scale the LMSYS arena uses
-  (400 log10 odds), with percentile-bootstrap intervals and the arena's rank rule.
-* Krippendorff's alpha for nominal data (Krippendorff 2011, "Computing Krippendorff's Alpha-Reliability"), which,
-  unlike Fleiss' kappa, allows a different number of raters per item - the normal case in a balanced online study.
+* Bradley-Terry strengths: the maximum-likelihood fit of ``choix`` (``ilsr_pairwise_dense``, iterative Luce spectral
+  ranking, which converges to the same MLE as Hunter's (2004) MM algorithm evalkit used before), reported on the
+  Elo scale the LMSYS arena uses (400 log10 odds), with percentile-bootstrap intervals and the arena's rank rule.
+* Krippendorff's alpha for nominal data through the ``krippendorff`` package (Krippendorff 2011), which, unlike
+  Fleiss' kappa, allows a different number of raters per item - the normal case in a balanced online study.
 """
 
 from __future__ import annotations
@@ -46,45 +47,40 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return out
 
 
-def win_matrix(comparisons: Sequence[tuple[int, int]], k: int) -> np.ndarray:
-    """``W[i, j]`` = number of times ``i`` beat ``j``."""
+def win_matrix(comparisons: Sequence[tuple[int, int] | tuple[int, int, float]], k: int) -> np.ndarray:
+    """``W[i, j]`` = (weighted) number of times ``i`` beat ``j``; an outcome is ``(winner, loser)`` or
+    ``(winner, loser, weight)`` (a tie is two outcomes of weight 1/2)."""
     w = np.zeros((k, k))
-    for winner, loser in comparisons:
-        w[winner, loser] += 1
+    for outcome in comparisons:
+        w[outcome[0], outcome[1]] += outcome[2] if len(outcome) > 2 else 1.0
     return w
 
 
 def bradley_terry(
-    wins: np.ndarray, prior: float = 0.1, tol: float = 1e-10, max_iter: int = 100_000, support: np.ndarray | None = None
+    wins: np.ndarray, prior: float = 0.1, tol: float = 1e-10, max_iter: int = 10_000, support: np.ndarray | None = None
 ) -> np.ndarray:
-    """Log-strengths (mean zero) maximising the Bradley-Terry likelihood, by Hunter's MM update.
+    """Log-strengths (mean zero) maximising the Bradley-Terry likelihood (``choix.ilsr_pairwise_dense``).
 
     ``prior`` adds that many virtual wins in both directions to every compared pair: it keeps a method that never
     won finite (MLE would be -inf) and is negligible once there are more than a handful of votes. ``support``
     (default: the pairs compared in ``wins``) says which pairs get the prior.
     """
+    import choix
+
     support = (wins + wins.T) > 0 if support is None else support
-    w = wins + prior * support
-    n = w + w.T
-    total_wins = w.sum(axis=1)
-    k = len(w)
-    if k and (n.sum(axis=1) == 0).any():
+    w = np.asarray(wins, dtype=float) + prior * support
+    if len(w) and ((w + w.T).sum(axis=1) == 0).any():
         raise ValueError("every method needs at least one comparison to be scored")
-    p = np.ones(k)
-    for _ in range(max_iter):
-        denom = (n / (p[:, None] + p[None, :])).sum(axis=1)
-        new = total_wins / denom
-        new /= np.exp(np.log(new).mean())
-        if np.max(np.abs(np.log(new) - np.log(p))) < tol:
-            p = new
-            break
-        p = new
-    logp = np.log(p)
+    logp = np.asarray(choix.ilsr_pairwise_dense(w, alpha=0.0, max_iter=max_iter, tol=tol), dtype=float)
     return logp - logp.mean()
 
 
 def bootstrap_bt(
-    comparisons: Sequence[Sequence[tuple[int, int]]], k: int, rounds: int = 1000, seed: int = 0, prior: float = 0.1
+    comparisons: Sequence[Sequence[tuple[int, int] | tuple[int, int, float]]],
+    k: int,
+    rounds: int = 1000,
+    seed: int = 0,
+    prior: float = 0.1,
 ) -> np.ndarray:
     """Bootstrap distribution of the log-strengths, resampling whole votes (a vote may hold several pairwise
     outcomes, as an n-way choice does). Shape (rounds, k)."""
@@ -93,14 +89,15 @@ def bootstrap_bt(
     vote_of = np.array([v for v, vote in enumerate(votes) for _ in vote], dtype=int)
     winners = np.array([wl[0] for vote in votes for wl in vote], dtype=int)
     losers = np.array([wl[1] for vote in votes for wl in vote], dtype=int)
+    weights = np.array([wl[2] if len(wl) > 2 else 1.0 for vote in votes for wl in vote], dtype=float)
     full = np.zeros((k, k))
-    np.add.at(full, (winners, losers), 1)
+    np.add.at(full, (winners, losers), weights)
     support = (full + full.T) > 0
     out = np.empty((rounds, k))
     for r in range(rounds):
         counts = np.bincount(rng.integers(0, len(votes), len(votes)), minlength=len(votes))
         w = np.zeros((k, k))
-        np.add.at(w, (winners, losers), counts[vote_of])
+        np.add.at(w, (winners, losers), counts[vote_of] * weights)
         out[r] = bradley_terry(w, prior=prior, tol=1e-8, support=support)
     return out
 
@@ -115,28 +112,18 @@ def arena_ranks(lower: Sequence[float], upper: Sequence[float]) -> list[int]:
 
 
 def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable]]) -> float:
-    """Krippendorff's alpha for nominal values; each unit is the list of values the raters gave it.
+    """Krippendorff's alpha for nominal values (``krippendorff.alpha`` on the units x values count matrix); each
+    unit is the list of values the raters gave it. Units with fewer than two values are not pairable and do not
+    count; ``nan`` when no unit is pairable or there is no variation at all."""
+    import krippendorff
 
-    Units with fewer than two values are not pairable and are ignored. Builds the coincidence matrix
-    o_ck = sum_u (number of c-k pairs in u) / (m_u - 1), then alpha = 1 - (n - 1) * D_o / D_e with
-    D_o = sum_{c != k} o_ck and D_e = sum_{c != k} n_c n_k.
-    """
-    coincidence: dict[tuple[Hashable, Hashable], float] = {}
-    for unit in units:
-        m = len(unit)
-        if m < 2:
-            continue
-        counts = Counter(unit)
-        for c, nc in counts.items():
-            for k, nk in counts.items():
-                pairs = nc * (nk - 1) if c == k else nc * nk
-                coincidence[(c, k)] = coincidence.get((c, k), 0.0) + pairs / (m - 1)
-    totals: dict[Hashable, float] = {}
-    for (c, _k), v in coincidence.items():
-        totals[c] = totals.get(c, 0.0) + v
-    n = sum(totals.values())
-    observed = sum(v for (c, k), v in coincidence.items() if c != k)
-    expected = sum(totals[c] * totals[k] for c in totals for k in totals if c != k)
-    if n <= 1 or expected == 0:
+    pairable = [list(u) for u in units if len(u) >= 2]
+    values = sorted({v for u in pairable for v in u}, key=repr)
+    if not pairable or len(values) < 2:
         return float("nan")
-    return 1.0 - (n - 1) * observed / expected
+    index = {v: i for i, v in enumerate(values)}
+    counts = np.zeros((len(pairable), len(values)))
+    for row, unit in enumerate(pairable):
+        for value, n in Counter(unit).items():
+            counts[row, index[value]] = n
+    return float(krippendorff.alpha(value_counts=counts, level_of_measurement="nominal"))
