@@ -23,7 +23,11 @@ COLOURS = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40), (160, 40
 
 
 def make_results(
-    root: Path, labels: list[str], pairs: tuple[str, ...] = PAIRS, metrics: dict[str, dict[str, float]] | None = None
+    root: Path,
+    labels: list[str],
+    pairs: tuple[str, ...] = PAIRS,
+    metrics: dict[str, dict[str, float]] | None = None,
+    size: tuple[int, int] = (64, 48),
 ) -> Path:
     """A results root with one finished run: ``labels`` x ``pairs`` outputs, plus optional metric values
     (``metrics[metric][label]``, the same for every pair)."""
@@ -41,7 +45,7 @@ def make_results(
                     key = f"{li:02d}{pair}"[:32]
                     rel = Path("images") / "quick" / f"{label}-{pair}.png"
                     (root / rel).parent.mkdir(parents=True, exist_ok=True)
-                    Image.new("RGB", (64, 48), COLOURS[li % len(COLOURS)]).save(root / rel)
+                    Image.new("RGB", size, COLOURS[li % len(COLOURS)]).save(root / rel)
                     content, style = protocol[pair]
                     cur.execute(
                         "INSERT INTO jobs(job_key, run_id, protocol, method, label, params, pair_id, content, style,"
@@ -80,9 +84,10 @@ def make_study(
     fmt: str = "ab",
     seed: int = 3,
     metrics: dict[str, dict[str, float]] | None = None,
+    image_size: tuple[int, int] = (64, 48),
     **kwargs,
 ) -> tuple[Path, BuildResult]:
-    results = make_results(tmp / "results", labels, metrics=metrics)
+    results = make_results(tmp / "results", labels, metrics=metrics, size=image_size)
     folder = tmp / "studies" / f"{question}-{fmt}"
     return folder, build_study(results, "latest", question, labels, folder, fmt=fmt, seed=seed, **kwargs)
 

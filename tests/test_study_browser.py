@@ -206,3 +206,98 @@ def test_browser_completes_the_static_export(tmp_path):
             ("py", "static", code)
         ]
         assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == len(sequence)
+
+
+VIEWPORTS = {"desktop": (1280, 800, 1, False), "phone": (390, 844, 3, True)}
+GEOMETRY = """(() => {
+  const opts = Array.from(document.querySelectorAll('button.option img'));
+  return {scrollY: window.scrollY, w: window.innerWidth, h: window.innerHeight,
+          rects: opts.map(i => { const r = i.getBoundingClientRect();
+            return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height,
+                    nw: i.naturalWidth, nh: i.naturalHeight}; })};
+})()"""
+
+
+def _tap(browser: Browser, selector: str) -> None:
+    """A touch tap at the centre of the element (the phone's way of choosing)."""
+    box = browser.evaluate(
+        f"(() => {{ const e = document.querySelector('{selector}'); e.scrollIntoView({{block: 'center'}});"
+        " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    browser.send("Input.dispatchTouchEvent", {"type": "touchStart", "touchPoints": [{"x": box[0], "y": box[1]}]})
+    browser.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+@pytest.mark.parametrize("viewport", list(VIEWPORTS))
+def test_custom_texts_study_at_desktop_and_phone_size(tmp_path, viewport):
+    """A study built with --texts, taken at 1280x800 (mouse) and 390x844 (touch): the custom consent and question
+    appear; on desktop both options are whole on screen without scrolling; on the phone they are stacked, each
+    within the screen's width; images are never shown larger than their native size. Screenshots are artefacts."""
+    import os
+    from pathlib import Path
+
+    from tests.test_study_researcher import TEXTS
+
+    texts = tmp_path / "texts.toml"
+    texts.write_text(TEXTS)
+    folder, _ = make_study(
+        tmp_path, ["m1", "m2", "m3"], trials_per_participant=3, texts=texts, image_size=(512, 384), allow_tie=True
+    )
+    config = load_study(folder)
+    total = config["trials_per_participant"] + config["vigilance"] + config["repeats"]
+    shots = Path(os.environ.get("EVALKIT_TEST_ARTIFACTS") or tmp_path) / "study-screens"
+    shots.mkdir(parents=True, exist_ok=True)
+    width, height, scale, mobile = VIEWPORTS[viewport]
+    with _serve(create_app(folder), _free_port()) as url, Browser(tmp_path / "profile") as browser:
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile},
+        )
+        if mobile:
+            browser.send("Emulation.setTouchEmulationEnabled", {"enabled": True, "maxTouchPoints": 5})
+        browser.goto(f"{url}/?PROLIFIC_PID=pp{viewport}")
+        text = browser.evaluate("document.body.innerText")
+        assert "The Painting Study of Lab X" in text and "ethics approval EC-2026-17" in text
+        assert "Which image is the better painting of this photo?" in text
+        browser.screenshot(shots / f"{viewport}-consent.png")
+        if mobile:
+            _tap(browser, "#consent")
+            _tap(browser, "#start")
+        else:
+            browser.click("#consent")
+            browser.click("#start")
+        for step in range(total):
+            _wait_for(
+                browser,
+                f"document.getElementById('counter') && document.getElementById('counter').innerText"
+                f" === '{step + 1} / {total}'",
+            )
+            assert _wait_for(browser, "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            assert "Which image is the better painting of this photo?" in browser.evaluate("document.body.innerText")
+            geo = browser.evaluate(GEOMETRY)
+            a, b = geo["rects"]
+            for r in (a, b):
+                assert r["width"] <= r["nw"] + 0.5 and r["height"] <= r["nh"] + 0.5  # never upscaled
+                assert r["left"] >= 0 and r["right"] <= geo["w"] + 0.5  # whole width visible
+            if mobile:
+                assert b["top"] >= a["bottom"]  # stacked
+                assert all(r["height"] <= geo["h"] for r in (a, b))  # each whole on the screen when scrolled to
+            else:
+                assert geo["scrollY"] == 0 and a["top"] == pytest.approx(b["top"], abs=1)  # side by side
+                assert all(r["top"] >= 0 and r["bottom"] <= geo["h"] for r in (a, b)), geo  # no scrolling needed
+            if step == 0:
+                browser.screenshot(shots / f"{viewport}-trial.png")
+            if mobile:
+                _tap(browser, "#option-B")
+            else:
+                browser.click("#option-A")
+        code = _wait_for(
+            browser,
+            "document.getElementById('completion-code') && document.getElementById('completion-code').innerText",
+        )
+        assert "Thanks! Questions" in browser.evaluate("document.body.innerText")
+        browser.screenshot(shots / f"{viewport}-done.png")
+        assert browser.console_errors() == []
+    with sqlite3.connect(folder / "study.sqlite") as conn:
+        assert conn.execute("SELECT completion_code FROM participants").fetchone()[0] == code
+        assert conn.execute("SELECT COUNT(*) FROM votes").fetchone()[0] == total

@@ -56,6 +56,13 @@ def build(
         "--submit-url",
         help="Where the static export posts its answers, e.g. https://HOST/static-submit (default: nowhere).",
     ),
+    texts: Path = typer.Option(
+        None, "--texts", help="TOML with your title, information, consent, instructions, question, thank_you, contact."
+    ),
+    allow_tie: bool = typer.Option(False, "--allow-tie", help="Offer a 'no preference' answer (half a win each)."),
+    min_response_ms: int = typer.Option(
+        500, "--min-response-ms", help="Median response time below this flags a participant as too fast (0: off)."
+    ),
     home: Path = Home,
     weights_mirror: Path = WeightsMirror,
     data_mirror: Path = DataMirror,
@@ -86,6 +93,9 @@ def build(
         max_participants=max_participants,
         submit_url=submit_url,
         assets=asset_store(home, weights_mirror, data_mirror),
+        texts=texts,
+        allow_tie=allow_tie,
+        min_response_ms=min_response_ms,
     )
     typer.echo(
         f"study: {res.folder} ({res.items} comparisons, {res.vigilance_items} vigilance items,"
@@ -95,6 +105,26 @@ def build(
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"serve: evalkit study serve {res.folder}")
     typer.echo(f"static export: {res.folder / 'static'} (index.html + manifest.json)")
+
+
+@study_app.command("export-prolific")
+def export_prolific(
+    folder: Path = typer.Argument(..., help="Study folder (made by `evalkit study build`)."),
+    out: Path = typer.Option(None, "--out", "-o", help="CSV file to write (default: <folder>/prolific.csv)."),
+) -> None:
+    """One row per session for approving/rejecting Prolific submissions: code, status with reason, votes, times."""
+    from evalkit.study.build import load_study
+    from evalkit.study.prolific import prolific_rows, to_csv
+
+    config = load_study(folder)
+    rows = prolific_rows(folder, config)
+    target = out or folder / "prolific.csv"
+    target.write_text(to_csv(rows))
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no sessions yet"
+    typer.echo(f"prolific export: {target} ({summary})")
 
 
 @study_app.command("serve")
@@ -168,6 +198,9 @@ def analyze(
     keep_repeat_ids: bool = typer.Option(
         False, "--keep-repeat-ids", help="Keep second sessions of a Prolific ID (excluded by default)."
     ),
+    keep_fast: bool = typer.Option(
+        False, "--keep-fast", help="Keep participants faster than the study's --min-response-ms (excluded by default)."
+    ),
 ) -> None:
     """Rank methods from the votes; write preferences/metric_agreement into the run's database."""
     from evalkit.study.analyze import Exclusion
@@ -175,7 +208,7 @@ def analyze(
 
     if rounds < 10:
         raise EvalkitError("--bootstrap needs at least 10 rounds")
-    rule = Exclusion(max_vigilance_failures, min_consistency, keep_repeat_ids)
+    rule = Exclusion(max_vigilance_failures, min_consistency, keep_repeat_ids, keep_fast)
     a = run_analysis(folder, rule, rounds=rounds, results=results)
     console = Console()
     console.print(

@@ -95,6 +95,8 @@ class AdminRoutes:
             votes=len(rows),
             people=people,
             repeat_ids=sum(1 for p in people if p["repeat_id"]),
+            too_fast=sum(1 for p in people if p.get("too_fast")),
+            min_response_ms=int(self.config.get("min_response_ms") or 0),
             vigilance_rate=(sum(vig) / len(vig)) if vig else None,
             vigilance_n=len(vig),
             repeat_rate=(sum(rep) / len(rep)) if rep else None,
@@ -122,6 +124,8 @@ class AdminRoutes:
         cands = self.config["candidates"]
 
         def name(cid: str) -> str:
+            if cid == studydb.TIE:
+                return "<no preference>"
             return cands[cid]["label"] or f"<{cands[cid]['kind']}>"
 
         rows = []
@@ -139,7 +143,7 @@ class AdminRoutes:
                     r["repeat_of"],
                     "|".join(name(c) for c in opts),
                     name(r["cand"]),
-                    cands[r["cand"]]["kind"],
+                    "tie" if r["cand"] == studydb.TIE else cands[r["cand"]]["kind"],
                     r["rt_ms"],
                     r["created"],
                 ]
@@ -189,9 +193,49 @@ class AdminRoutes:
         ]
         return self._csv("participants", PARTICIPANT_COLUMNS, rows)
 
+    def preview(self, request: Request) -> Response:
+        """Every item as a participant sees it, with the answer key (method labels; a catch trial's correct answer),
+        for the researcher to check the study before launching it. Nothing is recorded."""
+        refused = self.guard(request)
+        if refused is not None:
+            return refused
+        cands = self.config["candidates"]
+        items = self.config["items"]
+        shown = []
+        for item in items:
+            refs = self.config["references"][item["pair_id"]]
+            shown.append(
+                {
+                    "id": item["id"],
+                    "kind": item.get("kind", "regular"),
+                    "pair": item["pair_id"],
+                    "style": f"/img/{refs['style']}.png",
+                    "options": [
+                        {
+                            "src": f"/img/{cands[cid]['image']}.png",
+                            "label": cands[cid]["label"] or f"<{cands[cid]['kind']}>",
+                            "correct": cid in (item.get("correct") or ()),
+                        }
+                        for cid in item["cands"]
+                    ],
+                }
+            )
+        return self.server.page("preview.html", items=shown, prompt=self.config["prompt"])
+
+    def prolific_csv(self, request: Request) -> Response:
+        refused = self.guard(request)
+        if refused is not None:
+            return refused
+        from evalkit.study.prolific import COLUMNS, prolific_rows
+
+        rows = prolific_rows(self.server.folder, self.config)
+        return self._csv("prolific", COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
+
     def routes(self) -> list[Route]:
         return [
             Route("/admin", self.admin, methods=["GET"]),
+            Route("/admin/preview", self.preview, methods=["GET"]),
+            Route("/admin/prolific.csv", self.prolific_csv, methods=["GET"]),
             Route("/admin/votes.csv", self.votes_csv, methods=["GET"]),
             Route("/admin/participants.csv", self.participants_csv, methods=["GET"]),
         ]

@@ -31,12 +31,14 @@ from evalkit.study.build import load_study
 @dataclass
 class Exclusion:
     """Participants are excluded if they fail more vigilance trials than allowed, answer repeated trials less
-    consistently than ``min_consistency`` (chance is 1/k for k options), or are a second session of a Prolific ID
-    that already had one (``keep_repeat_ids`` keeps those)."""
+    consistently than ``min_consistency`` (chance is 1/k for k options), are a second session of a Prolific ID
+    that already had one (``keep_repeat_ids`` keeps those), or answer faster than the study's ``min_response_ms``
+    at the median (``keep_fast`` keeps those)."""
 
     max_vigilance_failures: int = 0
     min_consistency: float = 0.5
     keep_repeat_ids: bool = False
+    keep_fast: bool = False  # keep participants whose median response time is below the study's min_response_ms
 
 
 @dataclass
@@ -53,7 +55,8 @@ class Analysis:
 
 
 def participant_report(rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per participant: answers given, vigilance outcomes (True = passed) and repeat consistency outcomes."""
+    """Per participant: answers given, vigilance outcomes (True = passed), repeat consistency outcomes, response
+    times and the speed flag (median response time below the study's ``min_response_ms``)."""
     items = {d["id"]: d for d in config["items"]}
     report: dict[str, dict[str, Any]] = {}
     chosen = {(r["pid"], r["idx"]): r["cand"] for r in rows}
@@ -66,13 +69,20 @@ def participant_report(rows: list[dict[str, Any]], config: dict[str, Any]) -> di
                 "vigilance_results": [],
                 "repeat_results": [],
                 "repeat_id": bool(r.get("repeat_id")),
+                "rt_ms": [],
             },
         )
         p["answered"] += 1
+        if r.get("rt_ms") is not None:
+            p["rt_ms"].append(int(r["rt_ms"]))
         if r["kind"] == "vigilance":
             p["vigilance_results"].append(r["cand"] in items[r["item"]]["correct"])
         elif r["kind"] == "repeat" and (r["pid"], r["repeat_of"]) in chosen:
             p["repeat_results"].append(chosen[(r["pid"], r["repeat_of"])] == r["cand"])
+    minimum = int(config.get("min_response_ms") or 0)
+    for p in report.values():
+        p["median_rt_ms"] = float(np.median(p["rt_ms"])) if p["rt_ms"] else None
+        p["too_fast"] = bool(minimum and p["median_rt_ms"] is not None and p["median_rt_ms"] < minimum)
     return report
 
 
@@ -85,20 +95,35 @@ def excluded_participants(report: dict[str, dict[str, Any]], rule: Exclusion) ->
             out.add(pid)
         if p.get("repeat_id") and not rule.keep_repeat_ids:
             out.add(pid)
+        if p.get("too_fast") and not rule.keep_fast:
+            out.add(pid)
     return out
 
 
 def comparisons_of(rows: list[dict[str, Any]], config: dict[str, Any], keep: set[str]) -> list[dict[str, Any]]:
-    """Regular votes of kept participants as (winner candidate, loser candidates)."""
+    """Regular votes of kept participants as (winner candidate, loser candidates); a "no preference" answer has
+    ``winner`` None and every option in ``tied``."""
     out = []
     for r in rows:
         if r["kind"] != "regular" or r["pid"] not in keep:
             continue
         options = [cid for _, cid in json.loads(r["options"])]
+        if r["cand"] == studydb.TIE:
+            out.append({"pid": r["pid"], "item": r["item"], "winner": None, "losers": [], "tied": options})
+            continue
         out.append(
             {"pid": r["pid"], "item": r["item"], "winner": r["cand"], "losers": [c for c in options if c != r["cand"]]}
         )
     return out
+
+
+def outcomes(comp: dict[str, Any], index: dict[str, int], cands: dict[str, Any]) -> list[tuple[int, int, float]]:
+    """One vote's pairwise outcomes ``(winner, loser, weight)``: weight 1 per beaten option; a tie is half a win
+    each way for every two options (the arena and BAPPS conventions)."""
+    if comp["winner"] is None:
+        labels = [index[cands[c]["label"]] for c in comp["tied"]]
+        return [(a, b, 0.5) for a, b in itertools.permutations(labels, 2)]
+    return [(index[cands[comp["winner"]]["label"]], index[cands[loser]["label"]], 1.0) for loser in comp["losers"]]
 
 
 def metric_values(results: Path, job_keys: set[str]) -> pd.DataFrame:
@@ -124,6 +149,9 @@ def metric_agreement(
             continue
         scores = []
         for comp in comparisons:
+            if comp["winner"] is None:  # the person had no preference: whatever the metric says agrees half-way
+                scores.extend([0.5] * (len(comp["tied"]) - 1))
+                continue
             for loser in comp["losers"]:
                 a, b = cands[comp["winner"]]["job_key"], cands[loser]["job_key"]
                 va, vb = values[metric].get(a, np.nan), values[metric].get(b, np.nan)
@@ -157,26 +185,25 @@ def analyze(
             f"study {folder}: no usable votes after excluding {len(excluded)} of {len(report)}"
             " participants: relax the exclusion rule (--max-vigilance-failures/--min-consistency)"
         )
-    votes = [
-        [(index[cands[c["winner"]]["label"]], index[cands[loser]["label"]]) for loser in c["losers"]] for c in comps
-    ]
+    votes = [outcomes(c, index, cands) for c in comps]
 
-    # pairwise win rates
+    # pairwise win rates (a tie is half a win each; the exact tests round a half-integer count to even)
     wins = stats.win_matrix([pair for vote in votes for pair in vote], len(labels))
     pair_rows = []
     for i, j in itertools.combinations(range(len(labels)), 2):
-        n = int(wins[i, j] + wins[j, i])
-        lo, hi = stats.wilson(int(wins[i, j]), n)
+        n = int(round(wins[i, j] + wins[j, i]))
+        a_wins = float(wins[i, j])
+        lo, hi = stats.wilson(round(a_wins), n)
         pair_rows.append(
             {
                 "a": labels[i],
                 "b": labels[j],
-                "a_wins": int(wins[i, j]),
+                "a_wins": a_wins,
                 "n": n,
-                "win_rate": wins[i, j] / n if n else np.nan,
+                "win_rate": a_wins / n if n else np.nan,
                 "lower": lo,
                 "upper": hi,
-                "p": stats.binomial_p(int(wins[i, j]), n),
+                "p": stats.binomial_p(round(a_wins), n),
             }
         )
     pairwise = pd.DataFrame(pair_rows)
@@ -196,7 +223,7 @@ def analyze(
             "lower": lower,
             "upper": upper,
             "rank": ranks,
-            "votes": per_label_votes.astype(int),
+            "votes": np.round(per_label_votes).astype(int),
         }
     )
     prefs = prefs.sort_values(["rank", "score"], ascending=[True, False]).reset_index(drop=True)
@@ -204,7 +231,7 @@ def analyze(
     # inter-rater agreement over the items (which candidate each rater chose)
     by_item: dict[str, list[str]] = {}
     for c in comps:
-        by_item.setdefault(c["item"], []).append(c["winner"])
+        by_item.setdefault(c["item"], []).append(c["winner"] if c["winner"] is not None else studydb.TIE)
     alpha = stats.krippendorff_alpha_nominal(list(by_item.values()))
 
     results = Path(results or config["results"])
@@ -252,6 +279,8 @@ def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, A
                 "repeats_consistent": sum(p["repeat_results"]),
                 "repeats_total": len(p["repeat_results"]),
                 "repeat_id": p.get("repeat_id", False),
+                "median_rt_ms": p.get("median_rt_ms"),
+                "too_fast": p.get("too_fast", False),
                 "excluded": pid in excluded,
             }
             for pid, p in sorted(report.items(), key=lambda kv: kv[1]["n"])

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from evalkit.study import LETTERS
 from evalkit.study import db as studydb
+from evalkit.study import texts as study_texts
 from evalkit.study.build import IMAGES_DIR, STATIC_DIR, load_study
 from evalkit.study.design import Item, participant_sequence
 from evalkit.study.http import (
@@ -83,7 +84,12 @@ class StudyServer:
 
     def page(self, name: str, status: int = 200, headers: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
         nonce = secrets.token_urlsafe(12)
-        html = render(name, study=self.config["name"], nonce=nonce, **ctx)
+        texts = self.config.get("texts") or {}
+        page_texts = {
+            "page_title": texts.get("title") or "Image comparison study",
+            "contact": study_texts.html(texts, "contact"),
+        }
+        html = render(name, study=self.config["name"], nonce=nonce, **page_texts, **ctx)
         return HTMLResponse(html, status_code=status, headers={**security_headers(nonce), **(headers or {})})
 
     def notice(self, status: int, title: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -147,11 +153,21 @@ class StudyServer:
         params = prolific_params(request.query_params)
         if self.current_pid(request):
             return RedirectResponse("/trial", status_code=303)
+        total = self.config["trials_per_participant"] + self.config["vigilance"] + self.config["repeats"]
+        texts = self.config.get("texts") or {}
+        seconds = total * int(self.config.get("seconds_per_screen") or 6)
         return self.page(
             "consent.html",
             prompt=self.config["prompt"],
             params=params,
-            total=self.config["trials_per_participant"] + self.config["vigilance"] + self.config["repeats"],
+            total=total,
+            minutes=max(1, round(seconds / 60)),
+            fmt=self.config["format"],
+            n_options=2 if self.config["format"] == "ab" else len(self.config["methods"]),
+            allow_tie=bool(self.config.get("allow_tie")),
+            information=study_texts.html(texts, "information"),
+            instructions=study_texts.html(texts, "instructions"),
+            consent_text=study_texts.html(texts, "consent"),
         )
 
     async def start(self, request: Request) -> Response:
@@ -196,6 +212,7 @@ class StudyServer:
             options=options,
             style=f"/img/{refs['style']}.png" if self.config["show_style"] else None,
             content=f"/img/{refs['content']}.png" if self.config["show_content"] else None,
+            tie_token=studydb.TIE_TOKEN if self.config.get("allow_tie") and row["kind"] == "regular" else None,
         )
 
     async def vote(self, request: Request) -> Response:
@@ -207,7 +224,7 @@ class StudyServer:
         choice = token(form.get("choice"), "choice")
         rt = ascii_int(form.get("rt"), "rt", max_digits=9, required=False)
         assert idx is not None
-        outcome = studydb.record_vote(self.conn(), pid, idx, choice, rt, self.codes)
+        outcome = studydb.record_vote(self.conn(), pid, idx, choice, rt, self.codes, bool(self.config.get("allow_tie")))
         state = studydb.progress(self.conn(), pid)
         if self.wants_json(request):
             return JSONResponse(
@@ -233,7 +250,8 @@ class StudyServer:
         if code is None:  # finished before this server issued codes (an older study database)
             code, kind = studydb.issue_code(self.conn(), pid, self.codes)
         prolific = self.return_url(kind) if who["prolific_pid"] else None
-        return self.page("done.html", code=code, screened=kind == "screened", prolific_url=prolific)
+        thanks = study_texts.html(self.config.get("texts") or {}, "thank_you")
+        return self.page("done.html", code=code, screened=kind == "screened", prolific_url=prolific, thank_you=thanks)
 
     def image(self, request: Request) -> Response:
         name = request.path_params["name"]

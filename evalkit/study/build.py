@@ -32,6 +32,7 @@ from PIL import Image
 from evalkit.assets import AssetStore
 from evalkit.errors import EvalkitError
 from evalkit.study import FORMATS, MAX_OPTIONS, QUESTIONS
+from evalkit.study import texts as study_texts
 from evalkit.study.codes import new_secret, write_private
 from evalkit.study.design import Item, participant_sequence
 from evalkit.study.render import render
@@ -109,6 +110,10 @@ def _difference(folder: Path, a: str, b: str) -> float:
         return float(np.abs(np.asarray(ia, dtype=np.float32) - np.asarray(ib, dtype=np.float32)).mean())
 
 
+DEFAULT_MIN_RESPONSE_MS = 500  # a median answer faster than this is not looking at the images (configurable)
+SECONDS_PER_SCREEN = {"ab": 6, "nway": 10}  # an estimate for the duration the consent page states
+
+
 def build_study(results: Path, run: str, question: str, methods: list[str], out: Path, **options: Any) -> BuildResult:
     """Build the study folder (see the module docstring); a failed build leaves no half-made folder behind."""
     existed = out.exists()
@@ -140,6 +145,9 @@ def _build(
     max_participants: int | None = None,
     submit_url: str | None = None,
     assets: AssetStore | None = None,
+    texts: Path | None = None,
+    allow_tie: bool = False,
+    min_response_ms: int = DEFAULT_MIN_RESPONSE_MS,
 ) -> BuildResult:
     if question not in QUESTIONS:
         raise _fail(f"unknown question '{question}': use one of {', '.join(QUESTIONS)}")
@@ -161,6 +169,10 @@ def _build(
         raise _fail(f"--submit-url '{submit_url}' must be an http(s) URL, e.g. https://study.example.org/static-submit")
     if out.exists() and any(out.iterdir()):
         raise _fail(f"study folder {out} already exists and is not empty: choose a new --out or delete it")
+    if not 0 <= min_response_ms <= 60_000:
+        raise _fail("--min-response-ms must lie in 0..60000 (milliseconds; 0 turns the speed check off)")
+    own_texts = study_texts.prepare(study_texts.load_texts(texts)) if texts is not None else {}
+    prompt = own_texts.get("question") or QUESTIONS[question]
     run_id, rows = load_run_jobs(results, run)
     labels = list(dict.fromkeys(_select_method(rows, m) for m in methods))
     if len(labels) < 2:
@@ -301,7 +313,11 @@ def _build(
         "name": out.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "question": question,
-        "prompt": QUESTIONS[question],
+        "prompt": prompt,
+        "texts": own_texts,  # the researcher's texts (--texts), Markdown rendered safely; {} = built-in wording
+        "allow_tie": allow_tie,  # a "no preference" answer (counts as half a win each)
+        "min_response_ms": min_response_ms,  # median response time below this flags a participant as too fast
+        "seconds_per_screen": SECONDS_PER_SCREEN[fmt],
         "format": fmt,
         "trials_per_participant": tpp,
         "vigilance": vig,
@@ -330,7 +346,19 @@ def _build(
     config["static_tokens"] = static_key
     write_private(out / STUDY_FILE, json.dumps(config, indent=1))
     (static / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    (static / "index.html").write_text(render("static_index.html", prompt=QUESTIONS[question], fmt=fmt))
+    title = own_texts.get("title") or "Image comparison study"
+    contact = study_texts.html(own_texts, "contact")
+    (static / "index.html").write_text(
+        render(
+            "static_index.html",
+            prompt=prompt,
+            fmt=fmt,
+            page_title=title,
+            contact=contact,
+            information=study_texts.html(own_texts, "information"),
+            consent_text=study_texts.html(own_texts, "consent"),
+        )
+    )
     return BuildResult(
         folder=out,
         items=n_regular,

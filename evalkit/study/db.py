@@ -71,6 +71,10 @@ ADDED_COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
+TIE = "__tie__"  # the candidate id stored for a "no preference" answer (studies built with --allow-tie)
+TIE_TOKEN = "none"  # the form value of the "no preference" button (option tokens are 12 random characters)
+
+
 class VoteError(Exception):
     """A vote that cannot be accepted; ``status`` is the HTTP status to answer with."""
 
@@ -266,7 +270,13 @@ def trial(conn: sqlite3.Connection, pid: str, idx: int) -> sqlite3.Row | None:
 
 
 def record_vote(
-    conn: sqlite3.Connection, pid: str, idx: int, token: str, rt_ms: int | None, codes: CodeIssuer | None = None
+    conn: sqlite3.Connection,
+    pid: str,
+    idx: int,
+    token: str,
+    rt_ms: int | None,
+    codes: CodeIssuer | None = None,
+    allow_tie: bool = False,
 ) -> str:
     """Store one vote; returns ``stored`` or ``duplicate``; raises :class:`VoteError` and changes nothing otherwise.
 
@@ -279,6 +289,8 @@ def record_vote(
         if row is None:
             raise VoteError(404, "no such trial")
         options = dict(json.loads(row["options"]))
+        if allow_tie and row["kind"] == "regular":
+            options[TIE_TOKEN] = TIE
         if token not in options:
             raise VoteError(400, "choice is not one of this trial's options")
         prev = conn.execute("SELECT token FROM votes WHERE pid=? AND idx=?", (pid, idx)).fetchone()

@@ -19,5 +19,21 @@ def environment() -> Environment:
     )
 
 
+# Page texts a study may override (``--texts``); a page rendered without them shows the built-in wording.
+TEXT_DEFAULTS: dict[str, Any] = {
+    "page_title": "Image comparison study",
+    "contact": None,
+    "information": None,
+    "instructions": None,
+    "consent_text": None,
+    "thank_you": None,
+    "tie_token": None,
+    "allow_tie": False,
+    "fmt": "ab",
+    "n_options": 2,
+    "minutes": 1,
+}
+
+
 def render(name: str, **context: Any) -> str:
-    return environment().get_template(name).render(**context)
+    return environment().get_template(name).render(**{**TEXT_DEFAULTS, **context})
