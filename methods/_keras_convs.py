@@ -89,3 +89,32 @@ def block_names(attr: str, blocks: nn.ModuleList) -> list[ConvName]:
         for b, convs in enumerate(blocks)
         for i in range(len(convs))  # type: ignore[arg-type]
     ]
+
+
+class SkipAutoencoder(nn.Module):
+    """The four-block encoder/decoder with per-block skips that PhotoWCT2 and the PCA-KD students share: subclasses
+    implement ``encode(block, x) -> (features, skip)`` and ``decode(block, x, skip)``."""
+
+    def encode(self, block: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    def decode(self, block: int, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode_all(self, image: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+        """Every block's features (block 3 is the bottleneck) and skip of ``image``."""
+        feats: list[torch.Tensor] = []
+        skips: list[torch.Tensor | None] = []
+        x = image
+        for block in range(4):
+            x, skip = self.encode(block, x)
+            feats.append(x)
+            skips.append(skip)
+        return feats, skips
+
+    def reconstruct(self, image: torch.Tensor) -> torch.Tensor:
+        feats, skips = self.encode_all(image)
+        x = feats[3]
+        for block in (3, 2, 1, 0):
+            x = self.decode(block, x, skips[block])
+        return x

@@ -54,3 +54,10 @@ def gif_params(radius: int, eps_255: float = 26.01) -> dict[str, Param]:
             eps_255, "guided filter eps on 0-255 images, as OpenCV takes it (authors: (0.02*255)**2 = 26.01)"
         ),
     }
+
+
+def gif_postprocess(output: torch.Tensor, content: torch.Tensor, params: dict[str, Any]) -> torch.Tensor | None:
+    """The ``postprocess`` of the :func:`gif_params` methods: the guided filter, or ``None`` for ``post=none``."""
+    if params["post"] == "none":
+        return None
+    return gif(output, content, int(params["gf_radius"]), float(params["gf_eps"]))

@@ -25,8 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from evalkit_methods import _photo_wct
 from evalkit_methods import _transforms as T
-from evalkit_methods._keras_convs import Arrays, ConvName, block_names, load_convs, read_parts
-from evalkit_methods._smoothing import gif, gif_params
+from evalkit_methods._keras_convs import Arrays, ConvName, SkipAutoencoder, block_names, load_convs, read_parts
+from evalkit_methods._smoothing import gif_params, gif_postprocess
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
 from evalkit.assets import Asset
@@ -112,34 +112,12 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> 
     return nn.Conv2d(cin, cout, k, stride=stride, padding=0, groups=groups)
 
 
-class Student(nn.Module):
+class Student(SkipAutoencoder):
     """Encoder blocks + decoder blocks with a TF-name map; subclasses define the two architectures."""
 
     multiple = 8
     resampling = 6  # for the speed table's layer count: VGG: 3 max-poolings + 3 upsamplings
     names: list[ConvName]  # (TF object path, module attribute path, depthwise) per conv, filled by subclasses
-
-    def encode(self, block: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def decode(self, block: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def encode_all(self, image: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        feats, skips = [], []
-        x = image
-        for block in range(4):
-            x, skip = self.encode(block, x)
-            feats.append(x)
-            skips.append(skip)
-        return feats, skips
-
-    def reconstruct(self, image: torch.Tensor) -> torch.Tensor:
-        feats, skips = self.encode_all(image)
-        x = feats[3]
-        for block in (3, 2, 1, 0):
-            x = self.decode(block, x, skips[block])
-        return x
 
     def load_arrays(self, parts: dict[str, tuple[Arrays, str]], what: str) -> None:
         """Copy the checkpoints' tensors in; ``conv_aux/*`` (the distillation projections onto the teacher's
@@ -354,6 +332,4 @@ class PcaKd(MethodAdapter):
         return x
 
     def postprocess(self, output: torch.Tensor, content: torch.Tensor, **params: Any) -> torch.Tensor | None:
-        if params["post"] == "none":
-            return None
-        return gif(output, content, int(params["gf_radius"]), float(params["gf_eps"]))
+        return gif_postprocess(output, content, params)

@@ -31,8 +31,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from evalkit_methods import _transforms as T
-from evalkit_methods._keras_convs import ConvName, block_names, load_convs, read_parts
-from evalkit_methods._smoothing import gif, gif_params
+from evalkit_methods._keras_convs import ConvName, SkipAutoencoder, block_names, load_convs, read_parts
+from evalkit_methods._smoothing import gif_params, gif_postprocess
 from evalkit_methods._vgg_autoencoders import pad_to_multiple
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_parameters
@@ -101,7 +101,7 @@ def pool_with_residual(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pooled, x - _resize(pooled, (x.shape[-2], x.shape[-1]))
 
 
-class PhotoWCT2Net(nn.Module):
+class PhotoWCT2Net(SkipAutoencoder):
     """Encoder (``enc[b]``: VGG-19 block b, its layer table) and blockwise decoder (``dec[b]``) of one model."""
 
     def __init__(self, model: str) -> None:
@@ -160,23 +160,6 @@ class PhotoWCT2Net(nn.Module):
                 x = F.relu(x)
         return x
 
-    def encode_all(self, image: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-        feats: list[torch.Tensor] = []
-        skips: list[torch.Tensor | None] = []
-        x = image
-        for block in range(4):
-            x, skip = self.encode(block, x)
-            feats.append(x)
-            skips.append(skip)
-        return feats, skips
-
-    def reconstruct(self, image: torch.Tensor) -> torch.Tensor:
-        feats, skips = self.encode_all(image)
-        x = feats[3]
-        for block in (3, 2, 1, 0):
-            x = self.decode(block, x, skips[block])
-        return x
-
 
 def _part_of(attr: str) -> str:
     return "encoder" if attr.startswith("enc") else "decoder"
@@ -228,6 +211,4 @@ class PhotoWCT2(MethodAdapter):
         return x[..., : size[0], : size[1]].clamp(0, 1)
 
     def postprocess(self, output: torch.Tensor, content: torch.Tensor, **params: Any) -> torch.Tensor | None:
-        if params["post"] == "none":
-            return None
-        return gif(output, content, int(params["gf_radius"]), float(params["gf_eps"]))
+        return gif_postprocess(output, content, params)

@@ -16,11 +16,13 @@ by that factor so the softmax temperature matches; it is a labelled variant, not
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from evalkit.assets import AssetStore
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
 from evalkit.vgg import VGG19_WEIGHT_SETS, get_vgg19
 
@@ -47,19 +49,30 @@ def structural_distance(content: torch.Tensor, output: torch.Tensor, block: int 
 class _CFSD(Metric):
     vgg_set: ClassVar[str]
     scale: ClassVar[float] = 1.0
+    capacity: ClassVar[int] = 8  # content images' features kept: every method and seed of a pair reuses them
 
-    def _features(self, key: str, image: torch.Tensor, cache: dict) -> torch.Tensor:
-        tag = (self.vgg_set, LAYER, key)
-        if tag not in cache:
-            with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-                vgg = get_vgg19(self.vgg_set, self.device, self.store)
-                cache[tag] = vgg(image.to(self.device).float(), [LAYER], pooling="max")[LAYER] / self.scale
-        return cache[tag]
+    def __init__(self, device: str | torch.device = "cpu", store: AssetStore | None = None) -> None:
+        super().__init__(device, store)
+        self._contents: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def _features(self, image: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            vgg = get_vgg19(self.vgg_set, self.device, self.store)
+            return vgg(image.to(self.device).float(), [LAYER], pooling="max")[LAYER] / self.scale
+
+    def _content_features(self, key: str, image: torch.Tensor) -> torch.Tensor:
+        cache = self._contents
+        if key in cache:
+            cache.move_to_end(key)
+        else:
+            cache[key] = self._features(image)
+            while len(cache) > self.capacity:
+                cache.popitem(last=False)
+        return cache[key]
 
     def compute(self, sample: EvalSample, features: object) -> float:
-        content = self._features(sample.content_key, sample.content, sample.cache)
-        output = self._features(sample.output_key, sample.output, sample.cache)
-        return structural_distance(content, output)
+        content = self._content_features(sample.content_key, sample.content)
+        return structural_distance(content, self._features(sample.output))
 
 
 class CFSD(_CFSD):
