@@ -39,11 +39,12 @@ from evalkit.executors import NAMES as EXECUTORS
 from evalkit.executors import ExecutorChoice
 from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
 from evalkit.metrics import metric_names
+from evalkit.protocol import Protocol, load_protocol
 from evalkit.registry import MethodSelector, choose_weight_set, get_method
 from evalkit.results import FAILED_STATUSES, FINAL_STATUSES, JobResult
 from evalkit.rootlock import RootLock
 from evalkit.scheduler import Policy, Scheduler
-from evalkit.specs import JobSpec, Protocol, load_protocol
+from evalkit.specs import JobSpec
 from evalkit.store import DB_NAME, ResultsStore
 from evalkit.weights import weight_label
 from evalkit.worker import WorkerConfig

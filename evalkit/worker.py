@@ -27,9 +27,10 @@ from evalkit.assets import AssetSettings, AssetStore
 from evalkit.errors import EvalkitError, WeightsUnavailable
 from evalkit.imaging import Resolution
 from evalkit.metrics import EvalSample, MetricSuite
+from evalkit.protocol import Protocol
 from evalkit.registry import get_method
 from evalkit.results import JobResult, MetricValue, ModelInfo, Reason, Timing, looks_like_oom, rusage_peak_bytes, utcnow
-from evalkit.specs import JobSpec, Protocol
+from evalkit.specs import JobSpec
 from evalkit.weights import weight_label
 
 

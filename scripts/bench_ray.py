@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 from evalkit.executors.ray_cluster import LocalRayCluster
+from evalkit.protocol import REPO_ROOT, load_protocol
 from evalkit.registry import available_methods
-from evalkit.specs import REPO_ROOT, load_protocol
 
 EVALKIT = str(Path(sys.executable).with_name("evalkit"))
 

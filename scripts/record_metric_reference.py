@@ -24,7 +24,7 @@ from evalkit import imaging
 from evalkit.assets import AssetStore
 from evalkit.imaging import Resolution
 from evalkit.metrics import EvalSample, MetricSuite
-from evalkit.specs import load_protocol
+from evalkit.protocol import load_protocol
 
 METRICS = [
     "content_loss",

@@ -9,7 +9,7 @@ from evalkit.assets import AssetStore
 from evalkit.metrics.features import CONTENT_LAYER, SharedFeatures
 from evalkit.metrics.losses import content_loss, style_loss
 from evalkit.registry import get_method
-from evalkit.specs import load_protocol
+from evalkit.protocol import load_protocol
 
 
 def _pair(content: str, style: str, side: int):

@@ -448,7 +448,7 @@ needs_mirror = pytest.mark.skipif(
 
 def _dpst(kind: str, i: int, short: int = 256) -> torch.Tensor:
     from evalkit import imaging
-    from evalkit.specs import Resolution
+    from evalkit.resolution import Resolution
 
     folder, prefix = ("input", "in") if kind == "content" else ("style", "tar")
     img = imaging.resize(

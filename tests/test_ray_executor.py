@@ -25,7 +25,8 @@ import pytest
 from evalkit.errors import EvalkitError
 from evalkit.registry import available_methods, get_method
 from evalkit.results import JobResult
-from evalkit.specs import REPO_ROOT, JobSpec, load_protocol
+from evalkit.protocol import REPO_ROOT, load_protocol
+from evalkit.specs import JobSpec
 from evalkit.worker import WorkerConfig
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

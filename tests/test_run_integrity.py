@@ -22,7 +22,7 @@ from evalkit.cli import app
 from evalkit.errors import ProtocolError
 from evalkit.rootlock import RootBusy, RootLock
 from evalkit.runner import RunRequest, run_benchmark
-from evalkit.specs import load_protocol
+from evalkit.protocol import load_protocol
 from evalkit.store import ResultsStore
 from tests.test_runner import _gradient, _save, write_protocol
 

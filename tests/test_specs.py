@@ -9,7 +9,8 @@ import torch
 
 from evalkit.errors import ProtocolError
 from evalkit.registry import MethodSelector, split_selectors
-from evalkit.specs import JobSpec, list_protocols, load_protocol, parse_protocol
+from evalkit.protocol import list_protocols, load_protocol, parse_protocol
+from evalkit.specs import JobSpec
 from evalkit.vgg import CONV_NAMES, torchvision_state
 
 

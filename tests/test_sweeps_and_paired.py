@@ -22,7 +22,7 @@ from evalkit.report import paired
 from evalkit.report.plots import pareto_front
 from evalkit.results import JobResult, MetricValue
 from evalkit.runner import sweep_variants
-from evalkit.specs import load_protocol
+from evalkit.protocol import load_protocol
 from evalkit.store import ResultsStore
 from tests.test_leaderboard import make_spec, png
 

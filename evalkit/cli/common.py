@@ -22,6 +22,9 @@ DataMirror = typer.Option(
 )
 Home = typer.Option(None, "--home", envvar="EVALKIT_HOME", help="Cache folder (default ~/.cache/evalkit).")
 Results = typer.Option(Path("results"), "--results", "-r", help="Results root holding evalkit.sqlite.")
+# every reading command selects runs the same way (evalkit.store.selection)
+RUN_HELP = "Run id (repeatable; 'all': every run of the protocol; default: every run of the latest run's protocol)."
+PROTOCOL_HELP = "Every run of this protocol (default: the latest run's protocol)."
 
 
 def asset_settings(home: Path | None, weights_mirror: Path | None, data_mirror: Path | None) -> AssetSettings:

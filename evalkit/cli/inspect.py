@@ -57,7 +57,7 @@ def _counts(cls, store: AssetStore) -> tuple[str, str]:
 @app.command("protocols")
 def protocols() -> None:
     """List protocols with their pairs, resolutions and metrics."""
-    from evalkit.specs import list_protocols, load_protocol
+    from evalkit.protocol import list_protocols, load_protocol
 
     table = Table(title="protocols")
     for col in ("protocol", "pairs", "resolutions", "metrics", "description"):

@@ -13,8 +13,8 @@ from rich.table import Table
 from evalkit.cli import app
 from evalkit.cli.common import DataMirror, Home, WeightsMirror, asset_settings
 from evalkit.errors import EvalkitError
+from evalkit.protocol import load_protocol
 from evalkit.runner import RunRequest, parse_resolutions, run_benchmark
-from evalkit.specs import load_protocol
 
 
 def parse_params(items: list[str]) -> dict[str, dict[str, str]]:

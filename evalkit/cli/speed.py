@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -11,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
-from evalkit.cli.common import Results
+from evalkit.cli.common import PROTOCOL_HELP, RUN_HELP, Results
 from evalkit.environment import describe
 from evalkit.errors import EvalkitError
 
@@ -21,9 +20,8 @@ FORMATS = ("table", "md", "tex", "csv")
 @app.command()
 def speed(
     results: Path = Results,
-    run: list[str] = typer.Option(
-        [], "--run", help="Run id (repeatable; 'all': every run in --results; default: the latest run)."
-    ),
+    run: list[str] = typer.Option([], "--run", help=RUN_HELP),
+    protocol: str = typer.Option(None, "--protocol", "-p", help=PROTOCOL_HELP),
     fmt: str = typer.Option("table", "--format", "-f", help="table, md (Markdown), tex (LaTeX booktabs) or csv."),
     details: bool = typer.Option(False, "--details", help="Also print medians, spread and peak memory per cell."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the table (md/tex/csv) to this file, not stdout."),
@@ -34,19 +32,13 @@ def speed(
     from evalkit.report.speed_table import not_run_notes, speed_summary, speed_table
     from evalkit.report.text import latex_speed_table
     from evalkit.store import ResultsStore
+    from evalkit.store.selection import select_runs
 
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
     with ResultsStore.open_reader(results, f"evalkit run --protocol speed --results {results}") as store:
-        known = {r["run_id"]: dict(r) for r in store.runs()}
-        latest = store.latest_run()
-        run_ids = list(known) if run == ["all"] else (list(run) or ([latest] if latest else []))
-        missing = [r for r in run_ids if r not in known]
-        if not run_ids or missing:
-            raise EvalkitError(
-                f"unknown run id(s) {', '.join(missing) or '(none)'} in {store.path}: known runs are "
-                f"{', '.join(known) or 'none'}"
-            )
+        selection = select_runs(store, run, protocol)
+        run_ids = selection.run_ids
         jobs = store.jobs_frame(run_ids)
         timings = store.timings_frame(run_ids)
         methods = store.methods_table()
@@ -62,7 +54,7 @@ def speed(
         _emit(table.to_csv(index=False), out)
         return
     devices = sorted({describe(e) for e in environments}) or sorted(
-        {describe(known[r].get("environment") and json.loads(known[r]["environment"]) or {}) for r in run_ids}
+        {describe(r.get("environment") or {}) for r in selection.runs}
     )
     title = f"Seconds per image, network+post (median of timed repeats); runs {', '.join(run_ids)}"
     header, cells = frame_to_rows(table)

@@ -26,6 +26,7 @@ from evalkit.results import FAILED_STATUSES, FINAL_STATUSES, JobResult, MetricVa
 from evalkit.specs import JobSpec
 from evalkit.store.reads import ReadModels
 from evalkit.store.schema import DB_NAME, SCHEMA, SCHEMA_VERSION, migrate
+from evalkit.store.studies import StudyResults
 
 __all__ = ["DB_NAME", "FAILED_STATUSES", "FINAL_STATUSES", "SCHEMA_VERSION", "ResultsStore", "safe_name"]
 
@@ -34,7 +35,7 @@ def safe_name(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
 
 
-class ResultsStore(ReadModels):
+class ResultsStore(ReadModels, StudyResults):
     """Transactional access to ``<root>/evalkit.sqlite`` and the PNG outputs under ``<root>/images``."""
 
     def __init__(self, root: str | Path) -> None:
@@ -281,13 +282,3 @@ class ResultsStore(ReadModels):
             "INSERT OR REPLACE INTO metrics(job_key, metric, eval_size, value, status, message) VALUES (?,?,?,?,?,?)",
             [(key, m.name, eval_size, m.value, m.status, m.message) for m in values],
         )
-
-    # -- study results (the study's votes stay in its own database) ------------------------------------------------
-    def write_study_results(self, study: str, preferences: list[tuple], agreement: list[tuple]) -> None:
-        """Replace a study's rows in ``preferences`` (study, label, score, lower, upper, rank, votes) and
-        ``metric_agreement`` (study, metric, agreement, n), which the leaderboard reads."""
-        with self.transaction() as cur:
-            cur.execute("DELETE FROM preferences WHERE study=?", (study,))
-            cur.execute("DELETE FROM metric_agreement WHERE study=?", (study,))
-            cur.executemany("INSERT INTO preferences VALUES (?,?,?,?,?,?,?)", preferences)
-            cur.executemany("INSERT INTO metric_agreement VALUES (?,?,?,?)", agreement)

@@ -15,7 +15,7 @@ from evalkit.errors import EvalkitError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from evalkit.specs import Protocol
+    from evalkit.protocol import Protocol
 
 
 class ReadModels:
@@ -73,7 +73,7 @@ class ReadModels:
         note when the file it came from now differs or is gone (``None`` when it is unchanged).
 
         Runs recorded before protocols were stored (schema 1) fall back to loading the protocol by name."""
-        from evalkit.specs import find_protocol, load_protocol, protocol_from_text
+        from evalkit.protocol import find_protocol, load_protocol, protocol_from_text
 
         run = self.run_row(run_id)
         if run is None:
@@ -197,12 +197,6 @@ class ReadModels:
             r["job_key"]: json.loads(r["environment"])
             for r in self.conn.execute("SELECT job_key, environment FROM job_environment" + where, args)
         }
-
-    def preferences_frame(self) -> pd.DataFrame:
-        return self._frame("SELECT * FROM preferences ORDER BY study, rank")
-
-    def agreement_frame(self) -> pd.DataFrame:
-        return self._frame("SELECT * FROM metric_agreement ORDER BY study, metric")
 
     def metric_values(self, job_keys: set[str]) -> pd.DataFrame:
         """job_key x metric table of ok metric values (the lowest eval size when several), for metric agreement."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "evalkit.sqlite"
 
 SCHEMA = """
@@ -104,11 +104,46 @@ CREATE TABLE IF NOT EXISTS job_environment (
     environment TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS preferences (
-    study TEXT NOT NULL, label TEXT NOT NULL, score REAL, lower REAL, upper REAL, rank INTEGER, votes INTEGER,
-    PRIMARY KEY (study, label)
+    study_id TEXT NOT NULL, study TEXT NOT NULL, protocol TEXT, run_ids TEXT,
+    label TEXT NOT NULL, score REAL, lower REAL, upper REAL, rank INTEGER, votes INTEGER,
+    PRIMARY KEY (study_id, label)
 );
 CREATE TABLE IF NOT EXISTS metric_agreement (
-    study TEXT NOT NULL, metric TEXT NOT NULL, agreement REAL, n INTEGER, PRIMARY KEY (study, metric)
+    study_id TEXT NOT NULL, study TEXT NOT NULL, protocol TEXT, run_ids TEXT,
+    metric TEXT NOT NULL, agreement REAL, n INTEGER, PRIMARY KEY (study_id, metric)
+);
+CREATE TABLE IF NOT EXISTS metric_states (
+    job_key TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    eval_size INTEGER NOT NULL,
+    state BLOB,
+    status TEXT NOT NULL,
+    message TEXT,
+    PRIMARY KEY (job_key, metric, eval_size)
+);
+CREATE TABLE IF NOT EXISTS reference_states (
+    image_key TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    eval_size INTEGER NOT NULL,
+    state BLOB NOT NULL,
+    PRIMARY KEY (image_key, metric, eval_size)
+);
+CREATE TABLE IF NOT EXISTS set_metrics (
+    protocol TEXT NOT NULL,
+    label TEXT NOT NULL,
+    resolution TEXT NOT NULL,
+    precision TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    eval_size INTEGER NOT NULL,
+    set_key TEXT NOT NULL,
+    value REAL,
+    status TEXT NOT NULL,
+    message TEXT,
+    n INTEGER NOT NULL,
+    job_keys TEXT NOT NULL,
+    reference_keys TEXT NOT NULL,
+    computed TEXT NOT NULL,
+    PRIMARY KEY (protocol, label, resolution, precision, metric, eval_size)
 );
 CREATE INDEX IF NOT EXISTS jobs_by_run ON jobs(run_id);
 CREATE INDEX IF NOT EXISTS run_jobs_by_job ON run_jobs(job_key);
@@ -128,6 +163,20 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # the one place that reads message text: structured reasons for jobs recorded before they existed
         "UPDATE jobs SET reason='oom' WHERE status='oom'",
         "UPDATE jobs SET reason='after-oom' WHERE status='skipped' AND message LIKE 'skipped because OOM%'",
+    ),
+    3: (  # study results keyed by study id with the runs they were built from; set-level metrics and their states
+        "ALTER TABLE preferences RENAME TO preferences_v2",
+        "CREATE TABLE preferences (study_id TEXT NOT NULL, study TEXT NOT NULL, protocol TEXT, run_ids TEXT,"
+        " label TEXT NOT NULL, score REAL, lower REAL, upper REAL, rank INTEGER, votes INTEGER,"
+        " PRIMARY KEY (study_id, label))",
+        "INSERT INTO preferences SELECT study, study, NULL, NULL, label, score, lower, upper, rank, votes"
+        " FROM preferences_v2",
+        "DROP TABLE preferences_v2",
+        "ALTER TABLE metric_agreement RENAME TO metric_agreement_v2",
+        "CREATE TABLE metric_agreement (study_id TEXT NOT NULL, study TEXT NOT NULL, protocol TEXT, run_ids TEXT,"
+        " metric TEXT NOT NULL, agreement REAL, n INTEGER, PRIMARY KEY (study_id, metric))",
+        "INSERT INTO metric_agreement SELECT study, study, NULL, NULL, metric, agreement, n FROM metric_agreement_v2",
+        "DROP TABLE metric_agreement_v2",
     ),
 }
 

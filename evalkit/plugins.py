@@ -1,0 +1,29 @@
+"""Entry-point discovery shared by every plug-in group (methods, metrics, executors), without importing any plug-in.
+
+Listing names reads package metadata only, so protocol validation and ``--help`` never import torch; a plug-in's
+module is imported the first time its class is asked for.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+
+METHODS = "evalkit.methods"
+METRICS = "evalkit.metrics"
+EXECUTORS = "evalkit.executors"
+
+
+@cache
+def group(name: str) -> dict[str, EntryPoint]:
+    """``entry-point name -> EntryPoint`` of one group (cached; :func:`refresh` forgets it)."""
+    return {ep.name: ep for ep in entry_points(group=name)}
+
+
+def names(name: str) -> list[str]:
+    return sorted(group(name))
+
+
+def refresh() -> None:
+    """Forget discovered entry points (after installing a plug-in in a running process, e.g. in tests)."""
+    group.cache_clear()
