@@ -13,7 +13,6 @@ separately, as a paper's ``network+post`` column.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,35 +20,10 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from evalkit.assets import AssetStore
+from evalkit.params import Param, resolve
 from evalkit.weights import WeightSet
 
 Kind = Literal["artistic", "photorealistic"]
-
-
-@dataclass(frozen=True)
-class Param:
-    """A method parameter with its default, type and help text (shown by ``evalkit methods``)."""
-
-    default: Any
-    help: str = ""
-    choices: tuple[Any, ...] | None = None
-    check: Callable[[Any], Any] | None = None  # normalises and validates a value (raises ValueError)
-
-    def coerce(self, value: Any) -> Any:
-        """Parse CLI/TOML values into the default's type, so ``iterations=50`` from the shell is an int."""
-        if self.check is not None:
-            return self.check(value)
-        kind = type(self.default)
-        if isinstance(value, str) and kind is not str:
-            if kind is bool:
-                value = value.strip().lower() in ("1", "true", "yes", "on")
-            elif kind in (int, float):
-                value = kind(value)
-        elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(f"value {value!r} not in {self.choices}")
-        return value
 
 
 @dataclass
@@ -112,16 +86,7 @@ class MethodAdapter:
     @classmethod
     def resolve_params(cls, overrides: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults merged with overrides, validated: an unknown parameter is an error, not silently ignored."""
-        merged = {key: p.default for key, p in cls.params.items()}
-        for key, value in (overrides or {}).items():
-            if key not in cls.params:
-                valid = ", ".join(cls.params) or "none"
-                raise ValueError(f"method '{cls.name}' has no parameter '{key}' (parameters: {valid})")
-            try:
-                merged[key] = cls.params[key].coerce(value)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"method '{cls.name}' parameter '{key}': {exc}") from exc
-        return merged
+        return resolve(f"method '{cls.name}'", cls.params, overrides)
 
 
 def count_layers(module: torch.nn.Module, resampling: int = 0) -> int:

@@ -48,6 +48,8 @@ class Protocol:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     sweep: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # method -> param -> values (a grid)
     timing: dict[str, Any] = field(default_factory=dict)
+    # [executor.NAME] option tables (executor name -> options), shape-checked here; each executor checks its own
+    executor_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     min_image_side: int = 32  # smaller images are an error naming the file (a 1x1 image is not a benchmark)
     source: str = ""
     sha256: str = ""
@@ -132,12 +134,14 @@ TOP_LEVEL = (
     "params",
     "sweep",
     "timing",
+    "executor",
     "min_image_side",
 )
 IMAGE_FIELDS = ("sha256", "mirror", "url", "package", "resource")
 PAIR_FIELDS = ("id", "content", "style", "content_mask", "style_mask")
 TIMING_FIELDS = ("executor", "warmup", "repeats")
 EXECUTORS = ("local", "isolated", "ray")
+EXECUTOR_NAME = re.compile(r"[A-Za-z0-9_]+")  # executor and option names in [executor.NAME] tables
 SIZE_RANGE = (16, 16384)
 DEFAULT_MIN_IMAGE_SIDE = 32
 
@@ -203,7 +207,7 @@ def _images(raw: Any, where: str, name: str) -> dict[str, Asset]:
         if (package is None) != (resource is None):
             raise f.error(
                 "resource" if package else "package",
-                "must be given together with " + ("package" if package is None else "resource"),
+                "must be given together with " + ("package" if package is not None else "resource"),
             )
         images[image_id] = Asset(
             name=f.string("mirror") or f"{name}/{image_id}",
@@ -258,44 +262,86 @@ def _timing(raw: Any, where: str) -> dict[str, Any]:
     return out
 
 
-def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = "", text: str = "") -> Protocol:
-    """Validate every field (one line naming the file, the field and the fix) and build the :class:`Protocol`."""
-    where = f"protocol {source}"
-    top = _Fields(raw, where)
-    top.only(TOP_LEVEL)
+def _name(top: _Fields, source: str) -> str:
     name = top.string("name") or Path(source).stem
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
         raise top.error("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
-    images = _images(raw.get("images") or {}, where, name)
-    pairs = _pairs(raw.get("pairs") or [], where, images)
-    resolutions = (
-        [str(r) for r in raw.get("resolutions", ["512"])] if isinstance(raw.get("resolutions", []), list) else None
-    )
+    return name
+
+
+def _resolutions(top: _Fields) -> list[str]:
+    value = top.table.get("resolutions", ["512"])
+    resolutions = [str(r) for r in value] if isinstance(value, list) else None
     if not resolutions:
         raise top.error(
-            "resolutions", f'must be a non-empty list such as ["512", "1k"], got {raw.get("resolutions")!r}'
+            "resolutions", f'must be a non-empty list such as ["512", "1k"], got {top.table.get("resolutions")!r}'
         )
     for res in resolutions:
         try:
             Resolution.parse(res)
         except ValueError as exc:
             raise top.error("resolutions", str(exc)) from exc
+    return resolutions
+
+
+def _metrics(top: _Fields) -> list[str]:
     metrics = top.strings("metrics", ["content_loss", "style_loss"])
     known_metrics = plugins.names(plugins.METRICS)
     unknown = [m for m in metrics if m not in known_metrics]
     if unknown:
         raise top.error("metrics", f"names unknown metric '{unknown[0]}' (known: {', '.join(known_metrics)})")
-    params = raw.get("params") or {}
+    return metrics
+
+
+def _params(top: _Fields) -> dict[str, dict[str, Any]]:
+    params = top.table.get("params") or {}
     if not isinstance(params, dict) or not all(isinstance(v, dict) for v in params.values()):
         raise top.error("params", "must hold one table per method, e.g. [params.gatys] iterations = 100")
-    sweep = raw.get("sweep") or {}
-    sweep_ok = isinstance(sweep, dict) and all(
-        isinstance(table, dict) and all(isinstance(v, list) and v for v in table.values()) for table in sweep.values()
-    )
-    if not sweep_ok:
+    return {k: dict(v) for k, v in params.items()}
+
+
+def _is_value_lists(table: Any) -> bool:
+    return isinstance(table, dict) and all(isinstance(v, list) and v for v in table.values())
+
+
+def _sweep(top: _Fields) -> dict[str, dict[str, list[Any]]]:
+    sweep = top.table.get("sweep") or {}
+    if not isinstance(sweep, dict) or not all(_is_value_lists(table) for table in sweep.values()):
         raise top.error(
             "sweep", "must hold one table per method of non-empty value lists, e.g. [sweep.adain] alpha = [0.5, 1.0]"
         )
+    return {k: {p: list(vals) for p, vals in v.items()} for k, v in sweep.items()}
+
+
+def _executor_options(raw: Any, where: str) -> dict[str, dict[str, Any]]:
+    """``[executor.NAME]`` tables: only their shape is checked here; each executor checks its own options."""
+    tables = _Fields(raw, where, "executor.")
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in tables.table.items():
+        if not EXECUTOR_NAME.fullmatch(name):
+            raise tables.error("", f"names executor {name!r}: executor names are letters, digits and '_' only")
+        options = _Fields(table, where, f"executor.{name}.")
+        for key, value in options.table.items():
+            if not EXECUTOR_NAME.fullmatch(key):
+                raise options.error("", f"has option {key!r}: option names are letters, digits and '_' only")
+            if not isinstance(value, str | int | float):  # bool is an int
+                raise options.error(key, f"must be a string, number or boolean, got {value!r}")
+        out[name] = dict(options.table)
+    return out
+
+
+def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = "", text: str = "") -> Protocol:
+    """Validate every field (one line naming the file, the field and the fix) and build the :class:`Protocol`."""
+    where = f"protocol {source}"
+    top = _Fields(raw, where)
+    top.only(TOP_LEVEL)
+    name = _name(top, source)
+    images = _images(raw.get("images") or {}, where, name)
+    pairs = _pairs(raw.get("pairs") or [], where, images)
+    resolutions = _resolutions(top)
+    metrics = _metrics(top)
+    params = _params(top)
+    sweep = _sweep(top)
     return Protocol(
         name=name,
         description=top.string("description", "") or "",
@@ -307,9 +353,10 @@ def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = ""
         metrics=metrics,
         seeds=top.integer("seeds", 1, 1, 1000),
         methods=top.strings("methods", []),
-        params={k: dict(v) for k, v in params.items()},
-        sweep={k: {p: list(vals) for p, vals in v.items()} for k, v in sweep.items()},
+        params=params,
+        sweep=sweep,
         timing=_timing(raw.get("timing") or {}, where),
+        executor_options=_executor_options(raw.get("executor") or {}, where),
         min_image_side=top.integer("min_image_side", DEFAULT_MIN_IMAGE_SIDE, 1, 16384),
         source=source,
         sha256=sha256,

@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib.metadata import entry_points
 
+from evalkit import plugins
 from evalkit.adapter import MethodAdapter
 from evalkit.assets import AssetStore
 from evalkit.errors import EvalkitError, UnknownMethodError
 
-GROUP = "evalkit.methods"
+GROUP = plugins.METHODS
 _SELECTOR = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[\s*([A-Za-z0-9_.\-]+)\s*\])?\s*$")
-
-
-@lru_cache(maxsize=1)
-def _entry_points() -> dict[str, object]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
 def refresh() -> None:
     """Forget discovered entry points (after installing a plugin in a running process, e.g. in tests)."""
-    _entry_points.cache_clear()
+    plugins.refresh()
     _loaded.clear()
 
 
@@ -38,14 +32,14 @@ _loaded: dict[str, type[MethodAdapter]] = {}
 
 
 def available_methods() -> list[str]:
-    return sorted(_entry_points())
+    return sorted(plugins.group(GROUP))
 
 
 def get_method(name: str) -> type[MethodAdapter]:
     """The adapter class registered as ``name``; a clear error listing the known names otherwise."""
     if name in _loaded:
         return _loaded[name]
-    eps = _entry_points()
+    eps = plugins.group(GROUP)
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none installed"
         raise UnknownMethodError(
@@ -53,7 +47,7 @@ def get_method(name: str) -> type[MethodAdapter]:
             f"that registers it under the '{GROUP}' entry-point group"
         )
     try:
-        cls = eps[name].load()  # type: ignore[attr-defined]
+        cls = eps[name].load()
     except Exception as exc:
         raise EvalkitError(
             f"method '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"

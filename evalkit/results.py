@@ -73,6 +73,22 @@ class MetricValue:
     message: str | None = None
 
 
+@dataclass
+class MetricState:
+    """A set-level metric's per-output state (e.g. a feature vector), serialised with ``numpy.save``, and the state of
+    the reference image it is compared with (``reference_key`` names that image: sha256 and size), or ``None``.
+
+    The driver stores both and reduces a row's states into one value once the row's jobs are done
+    (:mod:`evalkit.metrics.sets`); the reduction never reruns a network."""
+
+    name: str
+    state: bytes | None
+    status: str = "ok"
+    message: str | None = None
+    reference_key: str | None = None
+    reference_state: bytes | None = None
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """Parameter and layer counts of a loaded model, as a paper's speed table counts them."""
@@ -109,6 +125,7 @@ class JobResult:
     started: str | None = None
     finished: str | None = None
     metrics: list[MetricValue] = field(default_factory=list)
+    states: list[MetricState] = field(default_factory=list)  # per-output states of set-level metrics
     warnings: list[str] = field(default_factory=list)  # recorded on the job, e.g. an image upscaled more than 4x
     timings: list[Timing] = field(default_factory=list)
     environment: dict[str, Any] | None = None  # what the job ran on (device, CPU/GPU, threads, limits, node)

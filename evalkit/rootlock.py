@@ -5,8 +5,8 @@ Two runs on one root would both compute every job (each sees the other's jobs as
 same PNG paths. The lock is ``fcntl.flock`` on ``<root>/.evalkit.lock``: the kernel releases it when the holder dies,
 however it dies, so a SIGKILLed run never leaves a stale lock. The file also records who holds it (pid, host,
 command, since), so a refused second run can say which process to wait for. Readers (leaderboard, export, study
-build) never need it; they take it briefly, and only when it is free, to mark runs whose process is gone as
-``interrupted`` (see :meth:`evalkit.store.ResultsStore.mark_interrupted`).
+build) never take it and never write: they probe it (:meth:`RootLock.is_free`) to show runs whose process is gone as
+``interrupted``; the next run, which holds the lock, records that (:meth:`evalkit.store.ResultsStore.mark_interrupted`).
 
 ``flock`` is advisory and local: on a network filesystem it works where the filesystem supports it (NFSv4 does), and
 two drivers on different machines writing one shared root are not protected elsewhere.
@@ -58,6 +58,23 @@ class RootLock:
         if not info:
             return "another process"
         return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} ({info.get('command', '?')})"
+
+    def is_free(self) -> bool:
+        """Whether no process holds the lock, probed without writing anything (a shared lock on a read-only
+        handle, released at once): readers use it to tell a live run from one whose process is gone."""
+        try:
+            fh = open(self.path, encoding="utf-8")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False  # cannot tell: assume a writer, so that nothing is reported dead by mistake
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            fh.close()  # closing releases the probe's shared lock
+        return True
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; ``False`` (nothing changed) when another process holds it."""

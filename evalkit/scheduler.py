@@ -9,16 +9,14 @@ failure results for the jobs it did not run, so every planned job yields exactly
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from evalkit.errors import EvalkitError
-from evalkit.executors import Executor
-from evalkit.imaging import Resolution
+from evalkit.executors.base import Executor, group_specs, size_key
 from evalkit.results import JobResult, Reason, failure
-from evalkit.specs import JobSpec
+from evalkit.specs import Work
 from evalkit.worker import WorkerConfig
 
 SKIP_NOTE = (
@@ -30,41 +28,21 @@ DEFAULT_MAX_RETRIES = 2
 
 @dataclass
 class Policy:
+    """The scheduler's options (``evalkit run --no-skip-after-oom``, ``--max-retries``), the same for every executor."""
+
     skip_after_oom: bool = True
     max_retries: int = DEFAULT_MAX_RETRIES  # lost-worker retries per job (OOM is an outcome, never retried)
 
-    @classmethod
-    def from_env(cls, skip_after_oom: bool = True) -> Policy:
-        """``EVALKIT_RAY_MAX_RETRIES`` sets the retries (the name predates the scheduler; it applies to every
-        executor that can lose workers)."""
-        raw = os.environ.get("EVALKIT_RAY_MAX_RETRIES", "").strip()
-        if raw and not (raw.isascii() and raw.isdigit()):
-            raise EvalkitError(f"EVALKIT_RAY_MAX_RETRIES={raw!r} is not a non-negative integer: set it to e.g. 2")
-        return cls(skip_after_oom, int(raw) if raw else DEFAULT_MAX_RETRIES)
+    def __post_init__(self) -> None:
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise EvalkitError(f"--max-retries must be a whole number of at least 0, got {self.max_retries!r}")
 
 
-def size_key(resolution: str) -> int:
-    """Pixels of a resolution, for ordering and skip-after-OOM (a short side N counts as N*N, a lower bound)."""
-    res = Resolution.parse(resolution)
-    return res.pixels if res.pixels else (res.short_side or 0) ** 2
-
-
-def group_specs(specs: list[JobSpec]) -> list[list[JobSpec]]:
-    """Groups of one (method, weight set, resolution), methods in first-seen order, resolutions small to large."""
-    groups: dict[tuple[str, str | None, str], list[JobSpec]] = {}
-    first_seen: dict[tuple[str, str | None], int] = {}
-    for spec in specs:
-        first_seen.setdefault((spec.method, spec.weight_set), len(first_seen))
-        groups.setdefault((spec.method, spec.weight_set, spec.resolution), []).append(spec)
-    order = sorted(groups, key=lambda k: (first_seen[k[:2]], size_key(k[2]), k[2]))
-    return [groups[k] for k in order]
-
-
-def waves(specs: list[JobSpec]) -> list[list[JobSpec]]:
+def waves(specs: list[Work]) -> list[list[Work]]:
     """Wave *i* holds every method's *i*-th smallest resolution: a method's larger sizes wait for its smaller ones
     (so an OOM can skip them), while different methods still run side by side."""
     rank: dict[tuple[str, str | None], int] = {}
-    out: list[list[JobSpec]] = []
+    out: list[list[Work]] = []
     for group in group_specs(specs):
         method = (group[0].method, group[0].weight_set)
         index = rank.get(method, 0)
@@ -86,7 +64,7 @@ class Scheduler:
         self.log = log or (lambda line: None)
         self.retried: Counter[str] = Counter()  # job key -> lost-worker retries
 
-    def run(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[tuple[JobSpec, JobResult]]:
+    def run(self, specs: list[Work], config: WorkerConfig) -> Iterator[tuple[Work, JobResult]]:
         batches = waves(specs) if self.policy.skip_after_oom else ([list(specs)] if specs else [])
         oom_at: dict[tuple[str, str | None], str] = {}
         noted = False
@@ -124,7 +102,7 @@ class Scheduler:
         finally:
             self.executor.close()
 
-    def _run_batch(self, batch: list[JobSpec], config: WorkerConfig) -> Iterator[tuple[JobSpec, JobResult]]:
+    def _run_batch(self, batch: list[Work], config: WorkerConfig) -> Iterator[tuple[Work, JobResult]]:
         """One batch with bounded retries of lost jobs. When workers keep failing to start, or the executor itself
         fails, every job not yet answered gets that failure as its result (and so do later batches)."""
         by_key = {spec.key: spec for spec in batch}
@@ -132,7 +110,7 @@ class Scheduler:
         start_failures = 0
         while pending and self._abort is None:
             done: set[str] = set()  # keys that got their final result
-            retry: list[JobSpec] = []
+            retry: list[Work] = []
             stream = self.executor.map(pending, config)
             try:
                 for result in stream:

@@ -41,6 +41,14 @@ class JobSpec:
     # a sweep point, e.g. "alpha=0.5": part of the label (so every table keeps the variants apart) and of the key
     variant: str = ""
 
+    def reference_key(self, role: str) -> str:
+        """The cache key of the job's content or style image at its evaluation size (sha256 and sizes): metrics
+        and stored set-level reference states are keyed by it, so every job that uses an image shares them."""
+        digest = self.image_digests.get(role)
+        if role == "content":  # the content is first resized to the job resolution, then to the evaluation size
+            return f"img:{digest}:{self.resolution}:{self.eval_size}"
+        return f"img:{digest}:{self.eval_size}"
+
     @property
     def label(self) -> str:
         from evalkit.weights import variant_label
@@ -82,6 +90,7 @@ class ScoreJob:
 
     job: JobSpec
     output_path: str
+    metrics: tuple[str, ...] = ()  # the metrics the stored output lacks
 
     @property
     def key(self) -> str:
@@ -89,7 +98,7 @@ class ScoreJob:
 
     def __getattr__(self, name: str) -> Any:
         """The job's identifying fields (method, label, resolution, ...), for scheduling and progress lines."""
-        if name.startswith("__"):
+        if name.startswith("__") or name == "job":  # pickling, or before unpickling restored the fields
             raise AttributeError(name)
         return getattr(self.job, name)
 

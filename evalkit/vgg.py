@@ -169,12 +169,14 @@ class VGG19Features(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-_MODELS: dict[tuple[str, str], VGG19Features] = {}
+_MODELS: dict[tuple[str, str, tuple], VGG19Features] = {}
 
 
 def get_vgg19(weight_set: str, device: str | torch.device, store: AssetStore) -> VGG19Features:
-    """A shared, frozen extractor per (weight set, device): built and moved to the device once per process."""
-    key = (weight_set, str(device))
+    """A shared, frozen extractor per (weight set, device, where the store finds files): built and moved to the
+    device once per process. The store's settings are part of the key, so two runs in one process with different
+    mirrors or caches never share a network loaded from the other's files."""
+    key = (weight_set, str(device), tuple(sorted(store.settings.to_dict().items())))
     if key not in _MODELS:
         convention = "torchvision" if weight_set == "torchvision" else "caffe"
         _MODELS[key] = VGG19Features(load_state(weight_set, store), convention).to(device)

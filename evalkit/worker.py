@@ -29,8 +29,18 @@ from evalkit.imaging import Resolution
 from evalkit.metrics import EvalSample, MetricSuite
 from evalkit.protocol import Protocol
 from evalkit.registry import get_method
-from evalkit.results import JobResult, MetricValue, ModelInfo, Reason, Timing, looks_like_oom, rusage_peak_bytes, utcnow
-from evalkit.specs import JobSpec
+from evalkit.results import (
+    JobResult,
+    MetricState,
+    MetricValue,
+    ModelInfo,
+    Reason,
+    Timing,
+    looks_like_oom,
+    rusage_peak_bytes,
+    utcnow,
+)
+from evalkit.specs import JobSpec, ScoreJob, Work
 from evalkit.weights import weight_label
 
 
@@ -139,13 +149,14 @@ class JobContext:
 
     @property
     def suite(self) -> MetricSuite:
+        """The run's metrics, built once per process (score jobs ask it for a subset)."""
         if self._suite is None:
             self._suite = MetricSuite(self.config.metrics, self.device, self.store)
         return self._suite
 
     # -- one job --------------------------------------------------------------------------------------------------
-    def run(self, spec: JobSpec) -> JobResult:
-        if spec.task == "score":
+    def run(self, spec: Work) -> JobResult:
+        if isinstance(spec, ScoreJob):
             return self._score_existing(spec)
         started = utcnow()
         result = JobResult(
@@ -225,30 +236,31 @@ class JobContext:
         result.png = imaging.png_bytes(pil)
         result.width, result.height = pil.size
         result.status = "ok"
-        result.metrics = self.score(spec, pil, content_img)
+        result.metrics, result.states = self.score(spec, pil, self.config.metrics, content_img)
 
-    def _score_existing(self, spec: JobSpec) -> JobResult:
-        """A ``score`` job: the metrics of a finished job's stored output (no stylization)."""
-        from io import BytesIO
-
+    def _score_existing(self, job: ScoreJob) -> JobResult:
+        """A :class:`~evalkit.specs.ScoreJob`: the missing metrics of a finished job's stored output (no stylizing)."""
         from PIL import Image
 
         result = JobResult(
-            key=spec.key, status="ok", device=str(self.device), started=utcnow(), environment=self.environment
+            key=job.key, status="ok", device=str(self.device), started=utcnow(), environment=self.environment
         )
         try:
-            with Image.open(BytesIO(spec.output_png or b"")) as img:
-                result.metrics = self.score(spec, img.convert("RGB"))
+            with Image.open(job.output_path) as img:
+                result.metrics, result.states = self.score(job.job, img.convert("RGB"), list(job.metrics))
         except Exception as exc:  # noqa: BLE001 - a stored output that cannot be scored is a result too
             result.status, result.reason = "error", Reason.EXCEPTION
             result.message = f"scoring the stored output failed: {type(exc).__name__}: {exc}"
         result.finished = utcnow()
         return result
 
-    def score(self, spec: JobSpec, output_img, content_img=None) -> list[MetricValue]:
-        """Metrics at the evaluation size (short side ``eval_size``) for an output image."""
-        if not self.config.metrics:
-            return []
+    def score(
+        self, spec: JobSpec, output_img, names: list[str], content_img=None
+    ) -> tuple[list[MetricValue], list[MetricState]]:
+        """Metrics ``names`` (values of image-level metrics, states of set-level ones) at the evaluation size (short
+        side ``eval_size``) for an output image."""
+        if not names:
+            return [], []
         eval_res = Resolution.parse(spec.eval_size)
         if content_img is None:
             content_img = self.image(spec.content, Resolution.parse(spec.resolution))
@@ -260,8 +272,9 @@ class JobContext:
             content=imaging.to_tensor(content_eval, self.device),
             style=imaging.to_tensor(style_eval, self.device),
             output_key=f"out:{spec.key}",
-            content_key=f"img:{spec.image_digests.get('content')}:{spec.resolution}:{spec.eval_size}",
-            style_key=f"img:{spec.image_digests.get('style')}:{spec.eval_size}",
+            content_key=spec.reference_key("content"),
+            style_key=spec.reference_key("style"),
         )
         with torch.no_grad():
-            return self.suite.evaluate(sample)
+            values, states = self.suite.score(sample, names)
+        return values, states

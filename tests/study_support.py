@@ -6,6 +6,7 @@ the tests take seconds; the protocol is ``quick``, whose content/style photograp
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -16,7 +17,6 @@ from PIL import Image
 from evalkit.store import ResultsStore
 from evalkit.study import db as studydb
 from evalkit.study.build import BuildResult, build_study, load_study
-from evalkit.study.design import Item
 
 PAIRS = ("astronaut-hubble", "chelsea-ihc")
 COLOURS = [(200, 40, 40), (40, 160, 40), (40, 40, 200), (200, 200, 40), (160, 40, 200)]
@@ -28,22 +28,34 @@ def make_results(
     pairs: tuple[str, ...] = PAIRS,
     metrics: dict[str, dict[str, float]] | None = None,
     size: tuple[int, int] = (64, 48),
+    protocol_name: str = "quick",
 ) -> Path:
     """A results root with one finished run: ``labels`` x ``pairs`` outputs, plus optional metric values
-    (``metrics[metric][label]``, the same for every pair)."""
+    (``metrics[metric][label]``, the same for every pair). Called again on the same root it adds another run.
+
+    ``protocol_name`` other than ``quick`` is the quick protocol under another name, stored with the run (the way
+    ``evalkit run`` stores a protocol), so one root can hold runs of two protocols."""
     protocol = {
         "astronaut-hubble": ("astronaut", "hubble_deep_field"),
         "chelsea-ihc": ("chelsea", "ihc"),
         "coffee-gravel": ("coffee", "gravel"),
         "rocket-brick": ("rocket", "brick"),
     }
+    text, tag = None, ""
+    if protocol_name != "quick":
+        quick = Path(__file__).resolve().parents[1] / "protocols" / "quick.toml"
+        text = quick.read_text().replace('name = "quick"', f'name = "{protocol_name}"', 1)
     with ResultsStore(root) as store:
-        run_id = store.start_run("quick", "", "test", labels, ["64"], "cpu", "local", {})
+        tag = f"r{len(store.runs())}" if store.runs() else ""  # a second run's jobs are other jobs
+        sha = hashlib.sha256(text.encode()).hexdigest() if text else ""
+        run_id = store.start_run(
+            protocol_name, sha, "test", labels, ["64"], "cpu", "local", {}, protocol_text=text, protocol_source=None
+        )
         with store.transaction() as cur:
             for li, label in enumerate(labels):
                 for pair in pairs:
-                    key = f"{li:02d}{pair}"[:32]
-                    rel = Path("images") / "quick" / f"{label}-{pair}.png"
+                    key = f"{tag}{li:02d}{pair}"[:32]
+                    rel = Path("images") / protocol_name / f"{tag}{label}-{pair}.png"
                     (root / rel).parent.mkdir(parents=True, exist_ok=True)
                     Image.new("RGB", size, COLOURS[li % len(COLOURS)]).save(root / rel)
                     content, style = protocol[pair]
@@ -53,7 +65,7 @@ def make_results(
                         (
                             key,
                             run_id,
-                            "quick",
+                            protocol_name,
                             label.split("[")[0],
                             label,
                             "{}",
@@ -97,9 +109,9 @@ def simulate(folder: Path, participants: int, strengths: dict[str, float], seed:
     log-strengths, vigilance trials correctly, repeats as they answered the original. The first ``careless``
     participants pick at random, except that they always fall for the vigilance trials' wrong answer."""
     config = load_study(folder)
-    items = [Item.from_dict(d) for d in config["items"]]
+    items = list(config.items)
     by_id = {it.id: it for it in items}
-    cands = config["candidates"]
+    cands = config.candidates
     rng = random.Random(seed)
     studydb.init(folder)
     conn = studydb.connect(folder)
@@ -123,7 +135,7 @@ def simulate(folder: Path, participants: int, strengths: dict[str, float], seed:
                     ).fetchone()["cand"]
                     token = next(t for t, c in options if c == first)
                 else:
-                    weights = [math.exp(strengths[cands[c]["label"]]) for _, c in options]
+                    weights = [math.exp(strengths[cands[c].label]) for _, c in options]
                     token = rng.choices(options, weights=weights)[0][0]
                 assert studydb.record_vote(conn, pid, idx, token, 500) == "stored"
     finally:

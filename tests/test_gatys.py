@@ -6,10 +6,10 @@ import torch
 
 from evalkit import imaging
 from evalkit.assets import AssetStore
-from evalkit.metrics.features import CONTENT_LAYER, SharedFeatures
+from evalkit.metrics.features import CONTENT_LAYER, FeatureProvider
 from evalkit.metrics.losses import content_loss, style_loss
-from evalkit.registry import get_method
 from evalkit.protocol import load_protocol
+from evalkit.registry import get_method
 
 
 def _pair(content: str, style: str, side: int):
@@ -31,7 +31,7 @@ def test_gatys_transfers_style_and_keeps_content():
     assert output.shape == content.shape and torch.isfinite(output).all()
     assert 0.0 <= float(output.min()) and float(output.max()) <= 1.0
 
-    feats = SharedFeatures("cpu", AssetStore.from_env())
+    feats = FeatureProvider("cpu", AssetStore.from_env())
     s_content = style_loss(feats.grams("content", content), feats.grams("style", style))
     s_output = style_loss(feats.grams("output", output), feats.grams("style", style))
     assert s_output < 0.2 * s_content, (s_output, s_content)  # large reduction (measured: 0.09)
@@ -51,7 +51,7 @@ def test_alpha_beta_trade_off_and_noise_seed():
     cls = get_method("gatys")
     adapter = cls("imagenet", "cpu")
     adapter.load({})
-    feats = SharedFeatures("cpu", AssetStore.from_env())
+    feats = FeatureProvider("cpu", AssetStore.from_env())
 
     def run(**overrides):
         out = adapter.stylize(

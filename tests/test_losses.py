@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from evalkit.assets import AssetStore
-from evalkit.metrics.features import STYLE_LAYERS, SharedFeatures, gram
+from evalkit.metrics.features import STYLE_LAYERS, FeatureProvider, gram
 from evalkit.metrics.losses import content_loss, style_loss
 
 
@@ -26,7 +26,7 @@ def _paper_style_loss(out_feats: dict, style_feats: dict) -> float:
 def test_losses_match_the_paper_formulas_on_real_vgg_features():
     gen = torch.Generator().manual_seed(0)
     out, content, style = (torch.rand(1, 3, 64, 80, generator=gen) for _ in range(3))  # equal sizes: M_out = M_style
-    feats = SharedFeatures("cpu", AssetStore.from_env())
+    feats = FeatureProvider("cpu", AssetStore.from_env())
     layers = ("conv4_2", *STYLE_LAYERS)
     fo, fc, fs = (feats.vgg(x, layers) for x in (out, content, style))  # raw activations, outside the cache
     expected_content = 0.5 * np.sum((fo["conv4_2"].double().numpy() - fc["conv4_2"].double().numpy()) ** 2)
@@ -37,7 +37,7 @@ def test_losses_match_the_paper_formulas_on_real_vgg_features():
 def test_style_loss_is_zero_for_identical_images_and_size_invariant_for_tiled_textures():
     gen = torch.Generator().manual_seed(1)
     tile = torch.rand(1, 3, 32, 32, generator=gen)
-    feats = SharedFeatures("cpu", AssetStore.from_env())
+    feats = FeatureProvider("cpu", AssetStore.from_env())
     assert style_loss(feats.grams("t", tile), feats.grams("t2", tile.clone())) == 0.0
     # Normalising by M makes the Gram of a periodic texture (nearly) independent of how many periods are shown.
     big = tile.repeat(1, 1, 8, 8)
@@ -55,7 +55,7 @@ def test_gram_is_normalised_by_positions():
 
 
 def test_features_are_computed_once_per_image():
-    feats = SharedFeatures("cpu", AssetStore.from_env())
+    feats = FeatureProvider("cpu", AssetStore.from_env())
     img = torch.rand(1, 3, 32, 32)
     feats.grams("style", img)
     feats.features("style", img)

@@ -30,7 +30,7 @@ from evalkit import imaging
 from evalkit.adapter import Masks
 from evalkit.assets import AssetStore
 from evalkit.checkpoints import read_torch_state
-from evalkit.metrics.features import SharedFeatures
+from evalkit.metrics.features import FeatureProvider
 from evalkit.metrics.losses import style_loss
 from evalkit.registry import get_method
 from tests.conftest import DATA_MIRROR, WEIGHTS_MIRROR, needs_data, needs_weights
@@ -294,7 +294,7 @@ def _image(sub: str) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def features():
-    return SharedFeatures("cpu", AssetStore.from_env())
+    return FeatureProvider("cpu", AssetStore.from_env())
 
 
 @functools.cache

@@ -499,10 +499,10 @@ def test_pca_kd_round_trip_psnr(pca_adapters):
 def test_pca_kd_stylizes_real_pairs(pca_adapters):
     import piq
 
-    from evalkit.metrics.features import SharedFeatures
+    from evalkit.metrics.features import FeatureProvider
     from evalkit.metrics.losses import style_loss
 
-    features = SharedFeatures("cpu", AssetStore.from_env())
+    features = FeatureProvider("cpu", AssetStore.from_env())
     for i in (1, 20):
         content, style = _dpst("content", i), _dpst("style", i)
         unrelated = torch.nn.functional.interpolate(style, size=content.shape[-2:], mode="bilinear")

@@ -78,20 +78,19 @@ def test_a_schema_1_study_keeps_its_votes_and_gains_codes(tmp_path):
 def test_fp32_job_keys_are_the_keys_earlier_runs_recorded(tmp_path):
     """Adding the precision axis (and the score task) must not change any fp32 key: a resumed run reuses the jobs an
     earlier evalkit recorded. The legacy database was planned from the quick protocol with these methods at 64 px."""
-    from rich.console import Console
-
     from evalkit.assets import AssetStore
-    from evalkit.runner import RunRequest, plan_jobs, resolve_protocol
+    from evalkit.planner import PlanRequest, plan_jobs
+    from evalkit.protocol import load_protocol
 
-    request = RunRequest(protocol="quick", methods=["identity", "reinhard"], resolutions=["64"])
-    specs, errors, _ = plan_jobs(resolve_protocol("quick"), request, AssetStore.from_env(), Console(quiet=True))
+    request = PlanRequest(selectors=["identity", "reinhard"], resolutions=["64"])
+    plan = plan_jobs(load_protocol("quick"), request, AssetStore.from_env())
+    specs, errors = plan.jobs, plan.errors
     with sqlite3.connect(LEGACY / "evalkit.sqlite") as conn:
         legacy = {r[0] for r in conn.execute("SELECT job_key FROM jobs")}
     assert not errors and {s.key for s in specs} == legacy
     bf16 = plan_jobs(
-        resolve_protocol("quick"),
-        RunRequest(protocol="quick", methods=["identity"], resolutions=["64"], precision="bf16"),
+        load_protocol("quick"),
+        PlanRequest(selectors=["identity"], resolutions=["64"], precision="bf16"),
         AssetStore.from_env(),
-        Console(quiet=True),
-    )[0]
+    ).jobs
     assert not {s.key for s in bf16} & legacy  # another precision is another job

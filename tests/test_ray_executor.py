@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from evalkit.errors import EvalkitError
+from evalkit.protocol import REPO_ROOT, load_protocol
 from evalkit.registry import available_methods, get_method
 from evalkit.results import JobResult
-from evalkit.protocol import REPO_ROOT, load_protocol
 from evalkit.specs import JobSpec
 from evalkit.worker import WorkerConfig
 

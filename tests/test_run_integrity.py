@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from evalkit.assets import AssetSettings
 from evalkit.cli import app
 from evalkit.errors import ProtocolError
+from evalkit.protocol import load_protocol
 from evalkit.rootlock import RootBusy, RootLock
 from evalkit.runner import RunRequest, run_benchmark
-from evalkit.protocol import load_protocol
 from evalkit.store import ResultsStore
 from tests.test_runner import _gradient, _save, write_protocol
 
@@ -46,8 +46,10 @@ def _cli(args: list[str], mirror: Path):
 
 
 def _runs(root: Path) -> list[tuple]:
-    with sqlite3.connect(root / "evalkit.sqlite") as conn:
-        return conn.execute("SELECT run_id, status, note FROM runs ORDER BY started, rowid").fetchall()
+    """Runs as readers see them (the read model shows a run whose process is gone as interrupted; readers never
+    write, so the database row changes only when the next run records it)."""
+    with ResultsStore.open_reader(root) as store:
+        return [(r["run_id"], r["status"], r["note"]) for r in store.runs()]
 
 
 # -- 6. exit status ------------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from evalkit.errors import ProtocolError
-from evalkit.registry import MethodSelector, split_selectors
 from evalkit.protocol import list_protocols, load_protocol, parse_protocol
+from evalkit.registry import MethodSelector, split_selectors
 from evalkit.specs import JobSpec
 from evalkit.vgg import CONV_NAMES, torchvision_state
 

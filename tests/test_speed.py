@@ -22,10 +22,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from evalkit import registry
+from evalkit.executors.base import group_specs, size_key
 from evalkit.executors.isolated import classify_death, parse_bytes
 from evalkit.report.speed_table import format_seconds, speed_table
 from evalkit.runner import RunRequest, run_benchmark
-from evalkit.scheduler import group_specs, size_key
 
 ADAPTERS = '''
 import os
@@ -143,9 +143,10 @@ def speed_plugin(tmp_path, monkeypatch):
     registry.refresh()
 
 
-def _run(protocol: Path, out: Path, methods: list[str], resolutions: list[str], **options):
+def _run(protocol: Path, out: Path, methods: list[str], resolutions: list[str], skip_after_oom=True, **options):
     console = Console(file=io.StringIO(), width=200)
     request = RunRequest(
+        skip_after_oom=skip_after_oom,
         protocol=str(protocol),
         methods=methods,
         resolutions=resolutions,

@@ -44,13 +44,13 @@ def test_analyze_recovers_known_ordering_with_covering_intervals(tmp_path):
 
     # metric agreement, recomputed independently from the raw votes of the kept participants
     config = load_study(folder)
-    cands = config["candidates"]
+    cands = config.candidates
     kept = {r["pid"] for r in studydb.vote_rows(folder) if r["n"] >= 5}
     agree = []
     for r in studydb.vote_rows(folder):
         if r["kind"] == "regular" and r["pid"] in kept:
             other = next(c for _, c in json.loads(r["options"]) if c != r["cand"])
-            agree.append(TRUTH[cands[r["cand"]]["label"]] > TRUTH[cands[other]["label"]])
+            agree.append(TRUTH[cands[r["cand"]].label] > TRUTH[cands[other].label])
     expected = float(np.mean(agree))
     ma = a.metric_agreement.set_index("metric")
     assert ma.loc["content_loss", "agreement"] == pytest.approx(expected)

@@ -46,17 +46,17 @@ def test_pages_and_manifest_hide_methods_and_catch_flags(study):
     config = load_study(study)
     secrets_ = [
         *LABELS,
-        *config["candidates"],
+        *config.candidates,
         "vigilance",
         "repeat",
         "catch",
         "correct",
-        config["admin_token"],
-        *(c["job_key"] for c in config["candidates"].values() if c["job_key"]),
+        config.admin_token,
+        *(c.job_key for c in config.candidates.values() if c.job_key),
     ]
     client = _client(study)
     pages = []
-    for _ in range(load_study(study)["trials_per_participant"] + config["vigilance"] + config["repeats"]):
+    for _ in range(load_study(study).trials_per_participant + config.vigilance + config.repeats):
         idx, tokens, html = _trial(client)
         pages.append(html)
         for name in re.findall(r'src="/img/([^"]+)"', html):
@@ -90,7 +90,7 @@ def test_answer_key_database_and_outside_files_are_unreachable(study, tmp_path):
         "/admin?token=wrong",
         "/admin/votes.csv?token=" + "x" * 32,
     ]
-    token = load_study(study)["admin_token"]
+    token = load_study(study).admin_token
     for path in probes:
         r = client.get(path)
         assert r.status_code in (401, 404, 405), path
@@ -205,11 +205,11 @@ def test_admin_reports_catch_pass_rates_and_exports_every_vote(study):
     config = load_study(study)
     simulate(study, participants=3, strengths=dict.fromkeys(LABELS, 0.0), seed=1, careless=1)
     client = TestClient(create_app(study))
-    html = client.get(f"/admin?token={config['admin_token']}").text
+    html = client.get(f"/admin?token={config.admin_token}").text
     # two honest participants pass both vigilance trials, the careless one fails both: 4 of 6
     assert re.search(r'id="vigilance">66\.7%</b> \(n=6\)', html)
     assert 'id="completed">3<' in html
-    csv_text = client.get(f"/admin/votes.csv?token={config['admin_token']}").text
-    per = config["trials_per_participant"] + config["vigilance"] + config["repeats"]
+    csv_text = client.get(f"/admin/votes.csv?token={config.admin_token}").text
+    per = config.trials_per_participant + config.vigilance + config.repeats
     assert len(csv_text.strip().splitlines()) == 1 + 3 * per
     assert csv_text.count(",vigilance,") == 6

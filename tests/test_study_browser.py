@@ -77,7 +77,7 @@ def _wait_for(browser: Browser, expression: str, timeout: float = 15) -> object:
 def test_browser_completes_a_whole_study(server, tmp_path):
     folder, url = server
     config = load_study(folder)
-    total = config["trials_per_participant"] + config["vigilance"] + config["repeats"]
+    total = config.trials_per_participant + config.vigilance + config.repeats
     keys = [("ArrowLeft", "ArrowLeft", 37), ("ArrowRight", "ArrowRight", 39), ("1", "Digit1", 49), ("b", "KeyB", 66)]
     with Browser(tmp_path / "chromium-profile") as browser:
         browser.goto(f"{url}/?PROLIFIC_PID=pp42&STUDY_ID=st1&SESSION_ID=se7")
@@ -113,9 +113,9 @@ def test_browser_completes_a_whole_study(server, tmp_path):
         # return link carries the study's Prolific code
         with sqlite3.connect(folder / "study.sqlite") as conn:
             assert code == conn.execute("SELECT completion_code FROM participants").fetchone()[0]
-        assert code != config["completion_code"]
+        assert code != config.completion_code
         assert browser.evaluate("document.getElementById('prolific-return').href").endswith(
-            f"cc={config['completion_code']}"
+            f"cc={config.completion_code}"
         )
         assert browser.console_errors() == []
     with sqlite3.connect(folder / "study.sqlite") as conn:
@@ -184,7 +184,7 @@ def test_browser_completes_the_static_export(tmp_path):
                 browser, "document.getElementById('result') && document.getElementById('result').innerText"
             )
             assert browser.evaluate("document.querySelector('.code')") is None
-            state = browser.evaluate(f"localStorage.getItem('evalkit-study-{config['name']}')")
+            state = browser.evaluate(f"localStorage.getItem('evalkit-study-{config.name}')")
             assert browser.console_errors() == []
         with (
             _serve(create_app(folder, ServeOptions(static_origins=(static_origin,))), api_port),
@@ -200,7 +200,7 @@ def test_browser_completes_the_static_export(tmp_path):
     assert state["PROLIFIC_PID"] == "px" and state["sequence"] == 1
     # every answer is the right-hand option's token, and the private key maps it back to a candidate
     assert [a["choice"] for a in state["answers"]] == [t["options"][1]["token"] for t in sequence]
-    assert all(config["static_tokens"][a["choice"]] in config["candidates"] for a in state["answers"])
+    assert all(config.static_tokens[a["choice"]] in config.candidates for a in state["answers"])
     with sqlite3.connect(folder / "study.sqlite") as conn:
         assert conn.execute("SELECT prolific_pid, origin, completion_code FROM participants").fetchall() == [
             ("py", "static", code)
@@ -244,7 +244,7 @@ def test_custom_texts_study_at_desktop_and_phone_size(tmp_path, viewport):
         tmp_path, ["m1", "m2", "m3"], trials_per_participant=3, texts=texts, image_size=(512, 384), allow_tie=True
     )
     config = load_study(folder)
-    total = config["trials_per_participant"] + config["vigilance"] + config["repeats"]
+    total = config.trials_per_participant + config.vigilance + config.repeats
     shots = Path(os.environ.get("EVALKIT_TEST_ARTIFACTS") or tmp_path) / "study-screens"
     shots.mkdir(parents=True, exist_ok=True)
     width, height, scale, mobile = VIEWPORTS[viewport]

@@ -86,7 +86,7 @@ def test_a_prolific_id_without_its_cookie_gets_a_fresh_flagged_session(study, tm
     assert flags == {alice_pid: 0, thief_pid: 1}
     # shown in the admin page
     admin = TestClient(app)
-    html = admin.get(f"/admin?token={load_study(study)['admin_token']}").text
+    html = admin.get(f"/admin?token={load_study(study).admin_token}").text
     assert 'id="repeat-ids">1<' in html and "repeat ID" in html
 
 
@@ -118,15 +118,15 @@ def test_codes_are_per_participant_issued_only_at_the_end_and_listed_for_the_adm
         page = client.get("/done").text
         code = re.search(r'id="completion-code">([^<]+)<', page).group(1)
         pid = client.cookies["evalkit_study"]
-        assert code == completion_code(config["code_secret"], pid)
+        assert code == completion_code(config.code_secret, pid)
         assert "cc=PROLIF1" in page  # Prolific's own study code, in the return link
         codes[pid] = code
     assert len(set(codes.values())) == 3
     for code in codes.values():
         assert code not in manifest and code not in (study / "static" / "index.html").read_text()
-    assert config["code_secret"] not in manifest
+    assert config.code_secret not in manifest
     rows = list(
-        csv.DictReader(io.StringIO(TestClient(app).get(f"/admin/participants.csv?token={config['admin_token']}").text))
+        csv.DictReader(io.StringIO(TestClient(app).get(f"/admin/participants.csv?token={config.admin_token}").text))
     )
     assert {r["session"]: r["completion_code"] for r in rows} == codes
     assert {r["prolific_pid"] for r in rows} == {"P0", "P1", "P2"} and {r["code_kind"] for r in rows} == {"complete"}
@@ -143,7 +143,7 @@ def test_participants_failing_catch_trials_get_the_screened_out_code(tmp_path):
         screened_code="SCREENED",
     )
     config = load_study(folder)
-    items = {d["id"]: d for d in config["items"]}
+    items = {it.id: it.to_dict() for it in config.items}
     app = create_app(folder)
     client = start(app, PROLIFIC_PID="careless")
     with sqlite3.connect(folder / "study.sqlite") as conn:
@@ -162,7 +162,7 @@ def test_participants_failing_catch_trials_get_the_screened_out_code(tmp_path):
         assert client.post("/vote", data={"trial": idx, "choice": wrong[0]}).status_code == 303
     page = client.get("/done").text
     code = re.search(r'id="completion-code">([^<]+)<', page).group(1)
-    assert code == completion_code(config["code_secret"], client.cookies["evalkit_study"], "screened")
+    assert code == completion_code(config.code_secret, client.cookies["evalkit_study"], "screened")
     assert "cc=SCREENED" in page and "screened out" in page
 
 
@@ -307,7 +307,7 @@ def test_fuzz_every_field_of_every_route(study):
     assert votes(study) == snapshot
     assert current(client)[0] == idx
     assert len(statuses) > 500 and all(s < 500 for s in statuses)
-    assert config["admin_token"]  # (the admin routes above were driven with wrong tokens only)
+    assert config.admin_token  # (the admin routes above were driven with wrong tokens only)
 
 
 # -- 4. abuse limits -------------------------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def test_secrets_are_private_and_the_admin_token_leaves_the_url(study):
         assert stat.S_IMODE((study / name).stat().st_mode) == 0o600
     create_app(study)
     assert stat.S_IMODE((study / "study.sqlite").stat().st_mode) == 0o600
-    token = load_study(study)["admin_token"]
+    token = load_study(study).admin_token
     client = TestClient(create_app(study), follow_redirects=False)
     r = client.get(f"/admin?token={token}")
     assert r.status_code == 303 and r.headers["location"] == "/admin"
@@ -403,7 +403,7 @@ def test_the_static_export_holds_no_code_and_the_server_issues_one_for_accepted_
     with sqlite3.connect(study / "study.sqlite") as conn:
         pid, origin, stored = conn.execute("SELECT pid, origin, completion_code FROM participants").fetchone()
         n_votes = conn.execute("SELECT COUNT(*) FROM votes WHERE pid=?", (pid,)).fetchone()[0]
-    assert origin == "static" and stored == code == completion_code(config["code_secret"], pid)
+    assert origin == "static" and stored == code == completion_code(config.code_secret, pid)
     assert n_votes == len(body["answers"])
     # answers that are not that sequence's options, a wrong count, or a foreign origin are refused
     tampered = _static_answers(study, 0)

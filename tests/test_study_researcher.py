@@ -17,7 +17,6 @@ from evalkit.study import db as studydb
 from evalkit.study.analyze import Exclusion, analyze
 from evalkit.study.app import create_app
 from evalkit.study.build import load_study
-from evalkit.study.design import Item
 from evalkit.study.prolific import prolific_rows
 from evalkit.study.texts import load_texts, render_markdown
 from tests.study_support import make_study
@@ -73,7 +72,7 @@ def test_custom_texts_reach_every_page(tmp_path):
         client.post("/vote", data={"trial": idx, "choice": token, "rt": "900"})
     done = client.get("/done").text
     assert 'href="mailto:lab@example.org"' in done and "completion-code" in done
-    assert load_study(folder)["texts"]["consent"].startswith("I agree")  # stored with the study
+    assert load_study(folder).texts["consent"].startswith("I agree")  # stored with the study
 
 
 def _pid(folder) -> str:
@@ -88,7 +87,7 @@ def test_instructions_match_the_format_and_state_screens_and_duration(tmp_path, 
     folder, _ = make_study(tmp_path, LABELS, fmt=fmt, trials_per_participant=3, allow_tie=fmt == "ab")
     config = load_study(folder)
     page = TestClient(create_app(folder)).get("/").text
-    total = config["trials_per_participant"] + config["vigilance"] + config["repeats"]
+    total = config.trials_per_participant + config.vigilance + config.repeats
     assert expected in page
     assert f"You will see <b>{total}</b> screens" in page and "minute" in page
     assert ("No preference" in page) == (fmt == "ab")
@@ -102,8 +101,8 @@ def test_preview_shows_every_item_with_its_answer_key_and_records_nothing(tmp_pa
     config = load_study(folder)
     client = TestClient(create_app(folder), follow_redirects=False)
     assert client.get("/admin/preview").status_code == 401
-    page = client.get("/admin/preview", headers={"Authorization": f"Bearer {config['admin_token']}"}).text
-    assert page.count('class="preview-item"') == len(config["items"])
+    page = client.get("/admin/preview", headers={"Authorization": f"Bearer {config.admin_token}"}).text
+    assert page.count('class="preview-item"') == len(config.items)
     assert all(label in page for label in LABELS) and "(catch answer)" in page
     with sqlite3.connect(folder / "study.sqlite") as conn:
         assert conn.execute("SELECT COUNT(*) FROM participants").fetchone()[0] == 0
@@ -111,7 +110,7 @@ def test_preview_shows_every_item_with_its_answer_key_and_records_nothing(tmp_pa
 
 # -- Prolific export, speed check, repeat IDs --------------------------------------------------------------------
 def _answer(conn, pid: str, config, how: str, stop: int | None = None, rt: int = 1200) -> None:
-    items = {it.id: it for it in (Item.from_dict(d) for d in config["items"])}
+    items = {it.id: it for it in config.items}
     total = studydb.progress(conn, pid).total
     for idx in range(total if stop is None else stop):
         row = studydb.trial(conn, pid, idx)
@@ -133,7 +132,7 @@ def test_prolific_export_matches_the_database_row_for_row(tmp_path):
         tmp_path, LABELS, trials_per_participant=3, vigilance=2, screened_code="SCREENED1", screen_out_after=0
     )
     config = load_study(folder)
-    items = [Item.from_dict(d) for d in config["items"]]
+    items = list(config.items)
     studydb.init(folder)
     conn = studydb.connect(folder)
     plan = {"good": ("complete", 1200), "careless": ("screened out", 1200), "fast": ("screened out", 150)}
@@ -168,7 +167,7 @@ def test_prolific_export_matches_the_database_row_for_row(tmp_path):
     assert reasons["P_fastscreened out"].startswith("too fast: median response 0.15 s < 0.50 s")
     assert reasons["P_carelessscreened out"].startswith("failed 2 of 2 attention checks")
     # the admin page flags the fast one; analysis excludes it unless asked to keep it
-    admin = TestClient(create_app(folder)).get("/admin", headers={"Authorization": f"Bearer {config['admin_token']}"})
+    admin = TestClient(create_app(folder)).get("/admin", headers={"Authorization": f"Bearer {config.admin_token}"})
     assert '<b id="too-fast">1</b>' in admin.text
     kept = analyze(folder, Exclusion(max_vigilance_failures=5, keep_repeat_ids=True, keep_fast=True), rounds=20)
     dropped = analyze(folder, Exclusion(max_vigilance_failures=5, keep_repeat_ids=True), rounds=20)
@@ -185,7 +184,7 @@ def test_ties_are_half_a_win_and_only_offered_on_regular_trials(tmp_path):
         metrics={"ssim": {"alpha_method": 0.9, "beta_method": 0.5, "gamma_method": 0.1}},
     )
     config = load_study(folder)
-    items = [Item.from_dict(d) for d in config["items"]]
+    items = list(config.items)
     studydb.init(folder)
     conn = studydb.connect(folder)
     for p in range(6):

@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 from evalkit.cli import app
 from evalkit.cli.run import parse_sweeps
 from evalkit.errors import EvalkitError
+from evalkit.planner import sweep_variants
+from evalkit.protocol import load_protocol
 from evalkit.registry import get_method
 from evalkit.report import paired
 from evalkit.report.plots import pareto_front
 from evalkit.results import JobResult, MetricValue
-from evalkit.runner import sweep_variants
-from evalkit.protocol import load_protocol
 from evalkit.store import ResultsStore
 from tests.test_leaderboard import make_spec, png
 

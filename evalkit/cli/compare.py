@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
-from evalkit.cli.common import Results
+from evalkit.cli.common import PROTOCOL_HELP, RUN_HELP, Results
 from evalkit.errors import EvalkitError
 
 FORMATS = ("table", "md", "tex")
@@ -20,7 +20,8 @@ FORMATS = ("table", "md", "tex")
 def compare(
     results: Path = Results,
     metric: list[str] = typer.Option([], "--metric", "-m", help="Metric (repeatable; default: every metric)."),
-    run: list[str] = typer.Option([], "--run", help="Run ids (default: every run of the latest run's protocol)."),
+    run: list[str] = typer.Option([], "--run", help=RUN_HELP),
+    protocol: str = typer.Option(None, "--protocol", "-p", help=PROTOCOL_HELP),
     fmt: str = typer.Option("table", "--format", "-f", help="table, md (Markdown) or tex (LaTeX booktabs)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level (Holm) per metric."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the md/tex text to this file, not stdout."),
@@ -33,14 +34,22 @@ def compare(
         raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
     if not 0 < alpha < 1:
         raise EvalkitError(f"--alpha must lie in (0, 1), got {alpha}")
-    data = load_report_data(results, run or None)
-    known = sorted(set(data.metrics["metric"])) if len(data.metrics) else []
+    data = load_report_data(results, run or None, protocol)
+    per_image = sorted(set(data.metrics["metric"])) if len(data.metrics) else []
+    set_level = sorted(set(data.set_values["metric"])) if data.set_values is not None else []
+    known = per_image + set_level
     unknown = [m for m in metric if m not in known]
     if unknown:
         raise EvalkitError(f"no values of metric '{unknown[0]}' in {results}: recorded metrics are {', '.join(known)}")
-    tables = paired_tables(data.metrics, metric or None, alpha=alpha)
-    if not tables:
+    wanted_sets = [m for m in set_level if not metric or m in metric]
+    wanted_images = [m for m in per_image if not metric or m in metric]
+    tables = paired_tables(data.metrics, wanted_images, alpha=alpha) if wanted_images else []
+    if not tables and not wanted_sets:
         raise EvalkitError(f"{results} has fewer than two methods with values of {', '.join(metric or known)}")
+    if wanted_sets:
+        _print_set_values(data, wanted_sets, fmt, out)
+    if not tables:
+        return
     if fmt in ("md", "tex"):
         text = to_markdown(tables) if fmt == "md" else to_latex(tables)
         if out is not None:
@@ -58,3 +67,24 @@ def compare(
             grid.add_row(*[escape(c) for c in r])
         console.print(grid)
         console.print(f"tied for best: {escape(', '.join(t.tied_for_best) or '-')}")
+
+
+def _print_set_values(data, metrics: list[str], fmt: str, out: Path | None) -> None:
+    """Set-level metrics have one value per row (no pairs to test): their values, per row, on stderr for md/tex
+    (so the paired tables on stdout or --out stay a clean document) and in a table otherwise."""
+    from evalkit.report.quality import lookup_info
+
+    frame = data.set_values[data.set_values["metric"].isin(metrics)]
+    console = Console(stderr=fmt != "table" or out is not None)
+    for name in metrics:
+        info = lookup_info(name)
+        direction = f" ({'higher' if info.higher_is_better else 'lower'} is better)" if info else ""
+        grid = Table(title=f"{name}{direction}: set-level, one value per row")
+        for h in ("method", "resolution", "value", "n", "note"):
+            grid.add_column(h)
+        for _, r in frame[frame["metric"] == name].iterrows():
+            shown = f"{r['value']:.6g}" if r["status"] == "ok" else f"{r['status']}"
+            grid.add_row(
+                escape(str(r["entry"])), str(r["resolution"]), shown, str(r["n"]), escape(str(r["message"] or ""))
+            )
+        console.print(grid)

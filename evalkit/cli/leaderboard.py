@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from evalkit.cli import app
-from evalkit.cli.common import DataMirror, Home, Results, WeightsMirror, asset_store
+from evalkit.cli.common import PROTOCOL_HELP, RUN_HELP, DataMirror, Home, Results, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 
 FORMATS = ("html", "md", "tex")
@@ -17,9 +17,8 @@ FORMATS = ("html", "md", "tex")
 @app.command()
 def leaderboard(
     results: Path = Results,
-    run: list[str] = typer.Option(
-        [], "--run", help="Run ids (repeatable; default: every run of the latest run's protocol)."
-    ),
+    run: list[str] = typer.Option([], "--run", help=RUN_HELP),
+    protocol: str = typer.Option(None, "--protocol", "-p", help=PROTOCOL_HELP),
     out: Path = typer.Option(
         None, "--out", "-o", help="Output file (default: <results>/leaderboard.<format>; '-' prints md/tex to stdout)."
     ),
@@ -38,7 +37,7 @@ def leaderboard(
 
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
-    data = load_report_data(results, run or None)
+    data = load_report_data(results, run or None, protocol)
     for note in data.notes:
         typer.echo(f"note: {note}", err=True)
     if fmt in ("md", "tex"):
@@ -66,9 +65,9 @@ def _write_exports(results: Path, run_ids: list[str], page: Path) -> list[tuple[
     from evalkit.cli.export import export
 
     dest = results / "export"
-    export(results=results, fmt="csv", run=run_ids, out=dest)
+    export(results=results, fmt="csv", run=run_ids, protocol=None, out=dest)
     try:
-        export(results=results, fmt="parquet", run=run_ids, out=dest)
+        export(results=results, fmt="parquet", run=run_ids, protocol=None, out=dest)
     except EvalkitError as exc:
         typer.echo(f"note: {exc}; linking CSV exports only", err=True)
     base = page.resolve().parent

@@ -71,8 +71,15 @@ def run(
         [], "--sweep", help="Sweep a parameter: METHOD.PARAM=V1,V2,... (repeatable; several form a grid)."
     ),
     executor: str = typer.Option(
-        None, "--executor", help="local, isolated, ray (default: the protocol's timing.executor, else local)."
+        None,
+        "--executor",
+        help="local, isolated, ray or a plug-in's (default: the protocol's timing.executor, else local; "
+        "`evalkit executors` lists them with their options).",
     ),
+    executor_opt: list[str] = typer.Option(
+        [], "--executor-opt", help="An executor option: NAME=VALUE (repeatable; over the protocol's [executor.NAME])."
+    ),
+    max_retries: int = typer.Option(2, "--max-retries", help="Re-runs of a job whose worker or node was lost."),
     ray_address: str = typer.Option(
         None,
         "--ray-address",
@@ -119,9 +126,11 @@ def run(
             "timeout": timeout,
             "cpu_memory": cpu_memory,
             "device_memory": device_memory,
-            "skip_after_oom": skip_after_oom,
+            "address": ray_address,
+            **parse_executor_options(executor_opt),
         },
-        ray_address=ray_address,
+        skip_after_oom=skip_after_oom,
+        max_retries=max_retries,
         wait=wait,
     )
     try:
@@ -150,6 +159,17 @@ def run(
         console.print(f"[red]{len(summary.plan_errors)} method selector(s) could not be planned[/red] (see above)")
     if failed or summary.plan_errors:
         raise typer.Exit(1)
+
+
+def parse_executor_options(items: list[str]) -> dict[str, str]:
+    """``--executor-opt NAME=VALUE`` items (the executor coerces and checks each value)."""
+    options = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise EvalkitError(f"--executor-opt '{item}' is not NAME=VALUE: write e.g. --executor-opt timeout=600")
+        options[name.strip()] = value.strip()
+    return options
 
 
 def _split_methods(text: str | None) -> list[str] | None:

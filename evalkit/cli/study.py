@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from evalkit.cli import app
-from evalkit.cli.common import DataMirror, Home, Results, WeightsMirror, asset_store
+from evalkit.cli.common import PROTOCOL_HELP, RUN_HELP, DataMirror, Home, Results, WeightsMirror, asset_store
 from evalkit.errors import EvalkitError
 from evalkit.study.limits import DEFAULT_NEW_PER_ADDRESS, DEFAULT_WINDOW_S
 
@@ -26,7 +26,8 @@ def _split(text: str | None) -> list[str]:
 
 @study_app.command("build")
 def build(
-    run: str = typer.Option("latest", "--run", help="Run id in the results database (default: the latest run)."),
+    run: list[str] = typer.Option([], "--run", help=RUN_HELP + " 'latest': the newest run."),
+    protocol: str = typer.Option(None, "--protocol", help=PROTOCOL_HELP),
     question: str = typer.Option(..., "--question", "-q", help="style | favorite | photoreal."),
     methods: str = typer.Option(..., "--methods", "-m", help="Comma list of method labels (2 or more)."),
     out: Path = typer.Option(..., "--out", "-o", help="New study folder, e.g. studies/NAME."),
@@ -67,7 +68,7 @@ def build(
     weights_mirror: Path = WeightsMirror,
     data_mirror: Path = DataMirror,
 ) -> None:
-    """Build a blinded study folder from a run's outputs (images copied under random names)."""
+    """Build a blinded study folder from runs' outputs (images copied under random names)."""
     from evalkit.study.build import build_study
 
     if trials is not None and trials < 1:
@@ -76,10 +77,11 @@ def build(
         raise EvalkitError("--repeats and --vigilance must not be negative")
     res = build_study(
         results,
-        run,
+        run or None,
         question,
         _split(methods),
         out,
+        protocol=protocol,
         pairs=_split(pairs) or None,
         fmt=fmt,
         trials_per_participant=trials,
@@ -101,6 +103,7 @@ def build(
         f"study: {res.folder} ({res.items} comparisons, {res.vigilance_items} vigilance items,"
         f" {res.static_sequences} static sequences)"
     )
+    typer.echo(f"built from: protocol {res.protocol}, run(s) {', '.join(res.run_ids)} (study id {res.study_id})")
     for note in res.notes:
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"serve: evalkit study serve {res.folder}")
@@ -179,7 +182,7 @@ def serve(
         "?PROLIFIC_PID={{%PROLIFIC_PID%}}&STUDY_ID={{%STUDY_ID%}}&SESSION_ID={{%SESSION_ID%}})"
     )
     typer.echo(
-        f"admin:        {scheme}://{host}:{port}/admin?token={config['admin_token']}  (open once: the token "
+        f"admin:        {scheme}://{host}:{port}/admin?token={config.admin_token}  (open once: the token "
         "becomes a cookie and leaves the address bar)"
     )
     # proxy headers are read by the app itself (--trust-proxy), never by uvicorn's default loopback trust
@@ -201,16 +204,21 @@ def analyze(
     keep_fast: bool = typer.Option(
         False, "--keep-fast", help="Keep participants faster than the study's --min-response-ms (excluded by default)."
     ),
+    wait: bool = typer.Option(
+        False, "--wait", help="If a run is writing the results root, wait for it instead of refusing."
+    ),
 ) -> None:
-    """Rank methods from the votes; write preferences/metric_agreement into the run's database."""
+    """Rank methods from the votes; write preferences/metric_agreement into the results database (under its lock)."""
     from evalkit.study.analyze import Exclusion
     from evalkit.study.analyze import analyze as run_analysis
 
     if rounds < 10:
         raise EvalkitError("--bootstrap needs at least 10 rounds")
     rule = Exclusion(max_vigilance_failures, min_consistency, keep_repeat_ids, keep_fast)
-    a = run_analysis(folder, rule, rounds=rounds, results=results)
     console = Console()
+    a = run_analysis(
+        folder, rule, rounds=rounds, results=results, wait=wait, notify=lambda line: console.print(escape(line))
+    )
     console.print(
         f"participants: {a.participants}, excluded by catch trials: {len(a.excluded)}, "
         f"votes used: {a.votes_used}, Krippendorff's alpha: {a.alpha:.3f}"

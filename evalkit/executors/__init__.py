@@ -1,63 +1,83 @@
 """Executors move planned jobs to where they run and their results back; the driver alone writes the store.
 
-An executor implements :class:`Executor`: ``map(specs, config)`` yields one :class:`~evalkit.results.JobResult`
-per spec as each finishes (in any order; ``status="lost"`` for a job whose worker vanished, which the scheduler may
-retry), ``describe()`` says what it will do, ``close()`` releases workers. Ordering, skip-after-OOM, retries and
-failing the rest are the :mod:`evalkit.scheduler`'s, the same for every executor:
+An executor is a class registered under the ``evalkit.executors`` entry-point group (see
+:mod:`evalkit.executors.base` for the contract). evalkit's own:
 
-- ``local``: jobs in this process (models loaded once per process);
+- ``local``: jobs in this process (models loaded once per run);
 - ``isolated``: a fresh worker process per (method, weight set, resolution), with timeouts and memory budgets;
-- ``ray``: Ray actors on a cluster.
+- ``ray``: Ray actors on a cluster, kept for the whole run.
+
+Ordering, skip-after-OOM, retries and failing the rest are the :mod:`evalkit.scheduler`'s, the same for every
+executor. :func:`choose` validates an executor's options once, before anything is recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from evalkit import plugins
 from evalkit.errors import EvalkitError
-from evalkit.results import JobResult
-from evalkit.specs import JobSpec
-from evalkit.worker import WorkerConfig
+from evalkit.executors.base import Executor, ExecutorBase
+from evalkit.params import resolve
 
-NAMES = ("local", "isolated", "ray")
+GROUP = plugins.EXECUTORS
+
+_loaded: dict[str, type[ExecutorBase]] = {}
 
 
-class Executor(Protocol):
-    name: str
+def executor_names() -> list[str]:
+    return plugins.names(GROUP)
 
-    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[JobResult]:
-        """Run ``specs`` and yield one result per spec as each finishes (in any order)."""
-        ...
 
-    def describe(self) -> str | None:
-        """A line for the console about how jobs run (budgets, cluster), or ``None``."""
-        ...
-
-    def close(self) -> None:
-        """Release workers and connections (called once, after the last ``map``)."""
-        ...
+def get_executor_class(name: str) -> type[ExecutorBase]:
+    """The executor class registered as ``name``; one line naming the known ones otherwise."""
+    if name in _loaded:
+        return _loaded[name]
+    eps = plugins.group(GROUP)
+    if name not in eps:
+        raise EvalkitError(f"unknown executor '{name}': available executors are {', '.join(sorted(eps))}")
+    try:
+        cls = eps[name].load()
+    except Exception as exc:
+        raise EvalkitError(
+            f"executor '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, ExecutorBase)) or getattr(cls, "name", None) != name:
+        raise EvalkitError(f"entry point '{name}' of group {GROUP} is not an ExecutorBase subclass named '{name}'")
+    _loaded[name] = cls
+    return cls
 
 
 @dataclass(frozen=True)
 class ExecutorChoice:
-    """Which executor and its validated options: chosen once per run (see :func:`evalkit.runner.choose_executor`)."""
+    """Which executor and its validated options: chosen once per run by :func:`choose`."""
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
 
     def build(self) -> Executor:
-        if self.name == "local":
-            from evalkit.executors.local import LocalExecutor
+        executor: Executor = get_executor_class(self.name)(**self.options)  # type: ignore[assignment]
+        return executor
 
-            return LocalExecutor()
-        if self.name == "isolated":
-            from evalkit.executors.isolated import IsolatedExecutor
 
-            return IsolatedExecutor(**self.options)
-        if self.name == "ray":
-            from evalkit.executors.ray_executor import RayExecutor
+def choose(name: str, options: dict[str, Any], device: str) -> ExecutorChoice:
+    """Validate ``options`` (``None`` values are unset) for executor ``name`` on ``device``: one-line errors naming
+    the option; an option that belongs to another executor says which to choose."""
+    cls = get_executor_class(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    for key in given:
+        if key not in cls.options:
+            owners = [n for n in executor_names() if n != name and key in get_executor_class(n).options]
+            hint = f": it is an option of --executor {owners[0]}" if owners else ""
+            valid = ", ".join(cls.options) or "none"
+            raise EvalkitError(f"executor '{name}' has no option '{key}' (options: {valid}){hint}")
+    try:
+        resolved = resolve(f"executor '{name}'", cls.options, given)
+        cls.check(resolved, device)
+    except ValueError as exc:
+        raise EvalkitError(str(exc)) from None
+    return ExecutorChoice(name, resolved)
 
-            return RayExecutor(**self.options)
-        raise EvalkitError(f"unknown executor '{self.name}': available executors are {', '.join(NAMES)}")
+
+__all__ = ["GROUP", "Executor", "ExecutorBase", "ExecutorChoice", "choose", "executor_names", "get_executor_class"]

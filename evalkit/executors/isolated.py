@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.executors.base import ExecutorBase, group_specs
+from evalkit.params import Param
 from evalkit.results import JobResult, ModelInfo, Reason, failure, looks_like_oom, rusage_peak_bytes, utcnow
-from evalkit.scheduler import group_specs
-from evalkit.specs import JobSpec
+from evalkit.specs import Work
 from evalkit.worker import WorkerConfig
 
 _UNITS = {
@@ -122,7 +123,7 @@ def _physical_memory() -> int | None:
 class _Worker:
     """One worker process and the pipe it reports on (frames: 8-byte length + pickle)."""
 
-    def __init__(self, specs: list[JobSpec], config: WorkerConfig, limits: dict[str, Any], tmpdir: Path) -> None:
+    def __init__(self, specs: list[Work], config: WorkerConfig, limits: dict[str, Any], tmpdir: Path) -> None:
         self.tmpdir = tmpdir
         request = tmpdir / f"request-{time.monotonic_ns()}.pkl"
         request.write_bytes(pickle.dumps({"config": config, "specs": specs, "limits": limits}))
@@ -216,10 +217,30 @@ class _Worker:
         os.close(self.fd)
 
 
-class IsolatedExecutor:
+def _positive_seconds(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    seconds = float(value)
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"--timeout must be a positive number of seconds, not {value}")
+    return seconds
+
+
+class IsolatedExecutor(ExecutorBase):
     """Each (method, weight set, resolution) group in a fresh ``python -m evalkit.executors.isolated_worker``."""
 
     name = "isolated"
+    summary = "a fresh worker process per (method, weight set, resolution), with timeouts and memory budgets"
+    options = {
+        "timeout": Param(None, "seconds per job before its worker is killed (--timeout)", check=_positive_seconds),
+        "cpu_memory": Param(None, "worker memory budget, e.g. 8GiB (--cpu-memory)", check=parse_bytes),
+        "device_memory": Param(None, "CUDA memory budget, e.g. 12GiB (--device-memory)", check=parse_bytes),
+    }
+
+    @classmethod
+    def check(cls, options: dict[str, Any], device: str) -> None:
+        if options.get("device_memory") is not None and not device.startswith("cuda"):
+            raise EvalkitError(f"--device-memory limits CUDA memory but --device is {device}: use --cpu-memory on CPU")
 
     def __init__(
         self,
@@ -246,27 +267,27 @@ class IsolatedExecutor:
     def close(self) -> None:
         self._models.clear()
 
-    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[JobResult]:
+    def map(self, specs: list[Work], config: WorkerConfig) -> Iterator[JobResult]:
         limits = {"cpu_memory": self.cpu_memory, "device_memory": self.device_memory}
         with tempfile.TemporaryDirectory(prefix="evalkit-isolated-") as tmp:
             for group in group_specs(specs):
                 yield from self._run_group(group, config, limits, Path(tmp))
 
     def _failure(
-        self, spec: JobSpec, config: WorkerConfig, status: str, message: str, reason: str, started: str | None = None
+        self, spec: Work, config: WorkerConfig, status: str, message: str, reason: str, started: str | None = None
     ) -> JobResult:
         return failure(
             spec.key, status, message, reason, config.device, started, self._models.get((spec.method, spec.weight_set))
         )
 
     def _run_group(
-        self, group: list[JobSpec], config: WorkerConfig, limits: dict[str, Any], tmpdir: Path
+        self, group: list[Work], config: WorkerConfig, limits: dict[str, Any], tmpdir: Path
     ) -> Iterator[JobResult]:
         """Run a group's jobs; after a timeout or a crash the rest of the group gets a fresh worker."""
         remaining = {spec.key: spec for spec in group}
         while remaining:
             worker = _Worker(list(remaining.values()), config, limits, tmpdir)
-            current: JobSpec | None = None
+            current: Work | None = None
             finished_one = False  # this worker reported at least one result
             started = utcnow()
             try:

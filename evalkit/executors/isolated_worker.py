@@ -112,13 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         baseline["device_memory_fraction"] = apply_device_limit(config.device, int(limits["device_memory"]))
     send(("ready", baseline))
 
+    from evalkit.specs import JobSpec
     from evalkit.worker import JobContext
 
     context = JobContext(config, environment_extra=limits_environment(limits, baseline))
     # Load the model before the first job's clock starts (loading is never timed, nor part of --timeout), and report
     # its size at once, so a job that then times out or runs out of memory still has params/layers in the table.
     # A failure here is ignored: the job meets it again inside JobContext.run, which records it properly.
-    first = next((spec for spec in specs if spec.task == "stylize"), None)  # score jobs load no model
+    first = next((spec for spec in specs if isinstance(spec, JobSpec)), None)  # score jobs load no model
     try:
         if first is None:
             raise LookupError("a group of score jobs loads no model")

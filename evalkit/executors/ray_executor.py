@@ -34,8 +34,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from evalkit.errors import EvalkitError
+from evalkit.executors.base import ExecutorBase
+from evalkit.params import Param
 from evalkit.results import LOST, JobResult, Reason, failure
-from evalkit.specs import JobSpec
+from evalkit.specs import Work
 from evalkit.worker import JobContext, WorkerConfig
 
 INSTALL_HINT = "pip install 'evalkit[ray]'"
@@ -106,6 +108,23 @@ def resources_for(device: str, cpus_per_job: float) -> dict[str, float]:
     return {"num_gpus": 0, "num_cpus": cpus_per_job}
 
 
+def _cpus(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    cpus = float(value)
+    if not 0 < cpus < float("inf"):
+        raise ValueError(f"must be a positive number of CPUs, got {value!r}")
+    return cpus
+
+
+def _count(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not str(value).strip().isdigit() or int(value) < 1:
+        raise ValueError(f"must be a positive whole number, got {value!r}")
+    return int(value)
+
+
 class JobWorker:
     """Body of the Ray actor: one :class:`JobContext` per worker process, so models load once per worker."""
 
@@ -118,7 +137,7 @@ class JobWorker:
         self.device = config.device
         self.context = context_factory(config, environment_extra=_node_environment())
 
-    def run(self, spec: JobSpec) -> JobResult:
+    def run(self, spec: Work) -> JobResult:
         from evalkit.registry import get_method
 
         version: str | None = None
@@ -137,11 +156,24 @@ class JobWorker:
         return self.context.run(spec)
 
 
-class RayExecutor:
+class RayExecutor(ExecutorBase):
     """Runs jobs on the Ray cluster at ``address``: ``HOST:PORT``, ``auto``, or ``None`` ($RAY_ADDRESS, else a
-    fresh local Ray)."""
+    fresh local Ray). Worker actors live for the whole run (returned to a pool between waves), so each loads a
+    model once per run, not once per resolution."""
 
     name = "ray"
+    summary = "Ray actors on a cluster (pip install 'evalkit[ray]'; docs/scale-out.md)"
+    options = {
+        "address": Param(None, "Ray cluster: auto or HOST:PORT (--ray-address; default $RAY_ADDRESS, else local)"),
+        "cpus_per_job": Param(None, "CPUs per CPU job (default $EVALKIT_RAY_CPUS_PER_JOB, else 1)", check=_cpus),
+        "workers": Param(
+            None, "worker actors (default $EVALKIT_RAY_WORKERS, else what the cluster fits)", check=_count
+        ),
+    }
+
+    @classmethod
+    def check(cls, options: dict[str, Any], device: str) -> None:
+        require_ray()  # before anything is recorded: one line saying how to install Ray
 
     def __init__(
         self,
@@ -158,11 +190,19 @@ class RayExecutor:
         self.context_factory = context_factory
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self._connected_here = False
+        self._idle: list[Any] = []  # healthy actors kept between waves (each holds its loaded models)
+        self._config: tuple[WorkerConfig, Any] | None = None  # the config and its object ref, put once per run
 
     def describe(self) -> str | None:
         return f"ray executor: {self.address or os.environ.get('RAY_ADDRESS') or 'a new local Ray cluster'}"
 
     def close(self) -> None:
+        if self._idle:
+            ray = require_ray()
+            for actor in self._idle:
+                _kill(ray, actor)
+            self._idle.clear()
+        self._config = None
         if self._connected_here:
             import ray
 
@@ -207,23 +247,28 @@ class RayExecutor:
         return max(1, min(self.workers or slots, jobs)), resources
 
     # -- executor protocol --------------------------------------------------------------------------------
-    def map(self, specs: list[JobSpec], config: WorkerConfig) -> Iterator[JobResult]:
+    def _config_ref(self, ray, config: WorkerConfig) -> Any:
+        if self._config is None or self._config[0] is not config:
+            remote_config = dataclasses.replace(config, device=worker_device(config.device), executor="ray")
+            self._config = (config, ray.put(remote_config))
+        return self._config[1]
+
+    def map(self, specs: list[Work], config: WorkerConfig) -> Iterator[JobResult]:
         if not specs:
             return
         ray = require_ray()
         if self._connect(ray):
             self._connected_here = True
-        actors: list[Any] = []
-        inflight: dict[Any, tuple[Any, JobSpec]] = {}
+        actors: list[Any] = []  # this wave's actors: idle ones reused first, new ones up to the plan
+        inflight: dict[Any, tuple[Any, Work]] = {}
         try:
             count, resources = self._plan_workers(ray, config.device, len(specs))
-            remote_config = dataclasses.replace(config, device=worker_device(config.device), executor="ray")
-            config_ref = ray.put(remote_config)
+            config_ref = self._config_ref(ray, config)
             actor_cls = ray.remote(JobWorker).options(max_restarts=0, max_concurrency=1, **resources)
             threads = max(1, int(self.cpus_per_job))
 
             def new_actor():
-                actor = actor_cls.remote(config_ref, self.context_factory, threads)
+                actor = self._idle.pop() if self._idle else actor_cls.remote(config_ref, self.context_factory, threads)
                 actors.append(actor)
                 return actor
 
@@ -255,11 +300,15 @@ class RayExecutor:
                 if queue:
                     submit(actor if actor is not None else new_actor())
         finally:
-            for actor in actors:  # killing a worker also ends the job it may still be running
-                _kill(ray, actor)
+            busy = {actor for actor, _ in inflight.values()}
+            for actor in actors:  # a worker still running a job is killed (which ends the job); idle ones wait
+                if actor in busy:
+                    _kill(ray, actor)
+                else:
+                    self._idle.append(actor)
 
     @staticmethod
-    def _failure(exc: BaseException, spec: JobSpec, device: str) -> JobResult:
+    def _failure(exc: BaseException, spec: Work, device: str) -> JobResult:
         """A Ray-level failure as a result: ``lost`` (the scheduler may retry), ``oom`` or ``error``."""
         kind = classify_failure(exc)
         text = _summary(exc)

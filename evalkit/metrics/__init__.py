@@ -11,32 +11,27 @@ does, in ``pyproject.toml``::
 
 from __future__ import annotations
 
+import io
 import traceback
-from functools import lru_cache
-from importlib.metadata import EntryPoint, entry_points
 
+import numpy as np
 import torch
 
+from evalkit import plugins
 from evalkit.assets import AssetStore
 from evalkit.errors import EvalkitError
-from evalkit.metrics.base import EvalSample, Metric, MetricInfo
-from evalkit.metrics.features import SharedFeatures
-from evalkit.results import MetricValue
+from evalkit.metrics.base import EvalSample, Metric, MetricInfo, SetMetric
+from evalkit.metrics.features import FeatureProvider
+from evalkit.results import MetricState, MetricValue
 
-GROUP = "evalkit.metrics"
-
-
-@lru_cache(maxsize=1)
-def _entry_points() -> dict[str, EntryPoint]:
-    return {ep.name: ep for ep in entry_points(group=GROUP)}
-
+GROUP = plugins.METRICS
 
 _loaded: dict[str, type[Metric]] = {}
 
 
 def refresh() -> None:
     """Forget discovered entry points (after installing a plugin in a running process, e.g. in tests)."""
-    _entry_points.cache_clear()
+    plugins.refresh()
     _loaded.clear()
 
 
@@ -46,14 +41,14 @@ PRESENTATION_ORDER = ("content_loss", "style_loss", "ssim", "fsim", "niqe", "bri
 
 def metric_names() -> list[str]:
     order = {name: i for i, name in enumerate(PRESENTATION_ORDER)}
-    return sorted(_entry_points(), key=lambda name: (order.get(name, len(order)), name))
+    return sorted(plugins.group(GROUP), key=lambda name: (order.get(name, len(order)), name))
 
 
 def get_metric_class(name: str) -> type[Metric]:
     """The metric class registered as ``name``; ``ValueError`` naming the known ones otherwise."""
     if name in _loaded:
         return _loaded[name]
-    eps = _entry_points()
+    eps = plugins.group(GROUP)
     if name not in eps:
         raise ValueError(f"unknown metric '{name}': known metrics are {', '.join(eps) or 'none installed'}")
     try:
@@ -75,16 +70,31 @@ def metric_info(name: str) -> MetricInfo:
     return get_metric_class(name).info
 
 
+def pack_state(array: np.ndarray) -> bytes:
+    """A set-level state as ``numpy.save`` bytes (read back without pickle)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.asarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def unpack_state(blob: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+def _error(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
+
+
 class MetricSuite:
     """Builds each requested metric once per process and evaluates them all on a sample, never raising.
 
     A metric that cannot run (missing weights) yields ``unavailable`` with the reason; one that fails on a sample
-    yields ``error`` with the exception; a run never fails because of a metric.
-    """
+    yields ``error`` with the exception; a run never fails because of a metric. Image-level metrics give values,
+    set-level ones states (:class:`~evalkit.results.MetricState`); every metric's network features come from one
+    :class:`~evalkit.metrics.features.FeatureProvider` holding the union of their needs."""
 
     def __init__(self, names: list[str], device: str | torch.device, store: AssetStore) -> None:
         self.device = torch.device(device)
-        self.features = SharedFeatures(self.device, store)
         self.metrics: dict[str, Metric] = {}
         self.unavailable: dict[str, str] = {}
         for name in names:
@@ -100,23 +110,60 @@ class MetricSuite:
                 continue
             self.metrics[name] = metric
         self.names = list(names)
+        self.features = FeatureProvider(self.device, store, [n for m in self.metrics.values() for n in m.needs])
+        self._reference_states: dict[tuple[str, str], bytes] = {}  # (metric, image key) -> state, per process
 
     def evaluate(self, sample: EvalSample) -> list[MetricValue]:
-        values = []
-        for name in self.names:
+        """Values of the image-level metrics (set-level ones: see :meth:`score`)."""
+        return self.score(sample)[0]
+
+    def score(self, sample: EvalSample, names: list[str] | None = None) -> tuple[list[MetricValue], list[MetricState]]:
+        """Values of image-level and states of set-level metrics (``names``: a subset of the suite's, in its order)."""
+        values: list[MetricValue] = []
+        states: list[MetricState] = []
+        for name in self.names if names is None else [n for n in self.names if n in names]:
             if name in self.unavailable:
-                values.append(MetricValue(name, None, "unavailable", self.unavailable[name]))
-                continue
-            try:
-                value = float(self.metrics[name].compute(sample, self.features))
-                if value != value or value in (float("inf"), float("-inf")):
-                    values.append(MetricValue(name, None, "error", "metric returned NaN/Inf"))
+                if get_metric_class(name).info.level == "set":
+                    states.append(MetricState(name, None, "unavailable", self.unavailable[name]))
                 else:
-                    values.append(MetricValue(name, value))
-            except Exception as exc:  # noqa: BLE001
-                tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
-                values.append(MetricValue(name, None, "error", tb))
-        return values
+                    values.append(MetricValue(name, None, "unavailable", self.unavailable[name]))
+                continue
+            metric = self.metrics[name]
+            if isinstance(metric, SetMetric):
+                states.append(self._state(metric, sample))
+            else:
+                values.append(self._value(metric, sample))
+        self.features.forget(sample.output_key)
+        return values, states
+
+    def _value(self, metric: Metric, sample: EvalSample) -> MetricValue:
+        name = metric.info.name
+        try:
+            value = float(metric.compute(sample, self.features))
+        except Exception as exc:  # noqa: BLE001
+            return MetricValue(name, None, "error", _error(exc))
+        if value != value or value in (float("inf"), float("-inf")):
+            return MetricValue(name, None, "error", "metric returned NaN/Inf")
+        return MetricValue(name, value)
+
+    def _state(self, metric: SetMetric, sample: EvalSample) -> MetricState:
+        name = metric.info.name
+        try:
+            state = np.asarray(metric.image_state(sample, self.features), dtype=np.float64)
+            reference = sample.reference(metric.info.reference)
+            ref_key, ref_state = None, None
+            if reference is not None:
+                ref_key = reference[1]
+                cached = self._reference_states.get((name, ref_key))
+                if cached is None:
+                    array = np.asarray(metric.reference_state(reference[0], ref_key, self.features), dtype=np.float64)
+                    cached = self._reference_states[(name, ref_key)] = pack_state(array)
+                ref_state = cached
+        except Exception as exc:  # noqa: BLE001
+            return MetricState(name, None, "error", _error(exc))
+        if not np.isfinite(state).all():
+            return MetricState(name, None, "error", "metric state has NaN/Inf")
+        return MetricState(name, pack_state(state), reference_key=ref_key, reference_state=ref_state)
 
 
 __all__ = [
@@ -124,8 +171,11 @@ __all__ = [
     "Metric",
     "MetricInfo",
     "MetricSuite",
+    "SetMetric",
     "get_metric_class",
     "metric_info",
     "metric_names",
+    "pack_state",
     "refresh",
+    "unpack_state",
 ]

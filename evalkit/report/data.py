@@ -14,6 +14,7 @@ import pandas as pd
 
 from evalkit.errors import EvalkitError
 from evalkit.store import ResultsStore
+from evalkit.store.selection import select_runs
 
 
 @dataclass
@@ -29,6 +30,7 @@ class ReportData:
     timings: pd.DataFrame | None = None
     preferences: pd.DataFrame | None = None
     agreement: pd.DataFrame | None = None
+    set_values: pd.DataFrame | None = None  # set-level metrics: one value per row (entry, metric, eval_size, ...)
     spec: Any = None  # the Protocol as stored with the newest selected run (None if it cannot be read)
     environments: dict[str, dict[str, Any]] = field(default_factory=dict)  # job key -> what the job ran on
     notes: list[str] = field(default_factory=list)  # e.g. the protocol file changed since the run
@@ -38,45 +40,9 @@ class ReportData:
         return [r["run_id"] for r in self.runs]
 
     @property
-    def labels(self) -> list[str]:
+    def entries(self) -> list[str]:
         """Row keys in a stable order (by label), including entries whose every job failed."""
         return sorted(self.jobs["entry"].unique()) if len(self.jobs) else []
-
-
-def select_runs(store: ResultsStore, run_ids: list[str] | None) -> list[dict[str, Any]]:
-    """The requested runs, or (default) every run of the protocol of the latest run.
-
-    Defaulting to all runs of one protocol lets ``evalkit run -m a`` followed by ``evalkit run -m b`` show both
-    methods, while never mixing protocols, whose metrics are not comparable.
-    """
-    runs = [dict(r) for r in store.runs()]
-    if not runs:
-        raise EvalkitError(f"no runs in {store.path}: run `evalkit run --out {store.root}` first")
-    if run_ids:
-        by_id = {r["run_id"]: r for r in runs}
-        missing = [r for r in run_ids if r not in by_id]
-        if missing:
-            raise EvalkitError(
-                f"unknown run id(s) {', '.join(missing)} in {store.path}: known runs are {', '.join(by_id)}"
-            )
-        chosen = [by_id[r] for r in run_ids]
-    else:
-        latest = store.latest_run()
-        protocol = next(r["protocol"] for r in runs if r["run_id"] == latest)
-        chosen = [r for r in runs if r["protocol"] == protocol]
-    protocols = sorted({r["protocol"] for r in chosen})
-    if len(protocols) > 1:
-        raise EvalkitError(
-            f"the selected runs use different protocols ({', '.join(protocols)}): pass --run ids of "
-            f"one protocol, since metrics of different protocols are not comparable"
-        )
-    for run in chosen:
-        for key in ("environment", "methods", "resolutions"):
-            try:
-                run[key] = json.loads(run[key]) if run.get(key) else None
-            except (TypeError, ValueError):
-                pass
-    return chosen
 
 
 def add_entries(jobs: pd.DataFrame) -> pd.Series:
@@ -104,33 +70,48 @@ def add_entries(jobs: pd.DataFrame) -> pd.Series:
     return entries
 
 
-def load_report_data(root: str | Path, run_ids: list[str] | None = None) -> ReportData:
+def set_values_of(store: ResultsStore, protocol: str, jobs: pd.DataFrame) -> pd.DataFrame:
+    """The protocol's set-level values whose every contributing job is among ``jobs``, with each row's entry."""
+    frame = store.set_metrics_frame(protocol)
+    if frame.empty or jobs.empty:
+        return frame.iloc[0:0].assign(entry=pd.Series(dtype=str))
+    entry_of = dict(zip(jobs["job_key"], jobs["entry"], strict=True))
+    keys = [json.loads(k) for k in frame["job_keys"]]
+    keep = [bool(ks) and all(k in entry_of for k in ks) for ks in keys]
+    frame = frame[keep].copy()
+    frame["entry"] = [entry_of[ks[0]] for ks, kept in zip(keys, keep, strict=True) if kept]
+    return frame.drop(columns=["job_keys"]).reset_index(drop=True)
+
+
+def load_report_data(root: str | Path, run_ids: list[str] | None = None, protocol: str | None = None) -> ReportData:
+    """What reports show of the runs chosen by ``--run`` / ``--protocol`` (see :mod:`evalkit.store.selection`)."""
     root = Path(root)
     with ResultsStore.open_reader(root, f"evalkit run --results {root}") as store:
-        runs = select_runs(store, run_ids)
+        selection = select_runs(store, run_ids, protocol)
+        runs = list(selection.runs)
         notes: list[str] = []
         try:
-            spec, note = store.stored_protocol(runs[-1]["run_id"])
+            spec, note = store.stored_protocol(selection.newest["run_id"])
             if note:
                 notes.append(note)
         except EvalkitError:  # a run recorded before protocols were stored, whose protocol is not found by name
             spec = None
-        ids = [r["run_id"] for r in runs]
-        protocol = runs[0]["protocol"]
+        ids = selection.run_ids
         jobs = store.jobs_frame(ids)
-        jobs = jobs[jobs["protocol"] == protocol].reset_index(drop=True)
+        jobs = jobs[jobs["protocol"] == selection.protocol].reset_index(drop=True)
         jobs["entry"] = add_entries(jobs) if len(jobs) else pd.Series(dtype=str)
         metrics = store.metrics_frame(ids)
         metrics = metrics[metrics["job_key"].isin(jobs["job_key"])]
         metrics = metrics.merge(jobs[["job_key", "entry"]], on="job_key", how="left")
+        set_values = set_values_of(store, selection.protocol, jobs)
         methods = store.methods_table()
         timings = store.timings_frame(ids)
         environments = store.job_environments(ids)
-        preferences = store.preferences_frame()
-        agreement = store.agreement_frame()
+        preferences = store.preferences_frame(ids)
+        agreement = store.agreement_frame(ids)
     return ReportData(
         root=root,
-        protocol=protocol,
+        protocol=selection.protocol,
         runs=runs,
         jobs=jobs,
         metrics=metrics,
@@ -138,6 +119,7 @@ def load_report_data(root: str | Path, run_ids: list[str] | None = None) -> Repo
         timings=timings if len(timings) else None,
         preferences=preferences if len(preferences) else None,
         agreement=agreement if len(agreement) else None,
+        set_values=set_values if len(set_values) else None,
         spec=spec,
         notes=notes,
         environments=environments,

@@ -74,7 +74,7 @@ def build_grid(data: ReportData, thumbs: ThumbMaker, store: AssetStore) -> Grid:
     """One row per pair: content | style | each entry's output (seed 0 at the grid's resolution); the inputs are
     located through ``store`` (never downloaded)."""
     jobs = data.jobs
-    entries = data.labels
+    entries = data.entries
     if jobs.empty:
         return Grid(entries, None, note="no jobs")
     ok = jobs[jobs["status"] == "ok"]
@@ -232,7 +232,7 @@ def environment_info(data: ReportData) -> dict[str, Any]:
     envs = [r["environment"] for r in data.runs if isinstance(r.get("environment"), dict)]
     env = envs[-1] if envs else {}
     weight_rows = []
-    for entry in data.labels:
+    for entry in data.entries:
         ejobs = data.jobs[data.jobs["entry"] == entry]
         label = str(ejobs["label"].iloc[0])
         method = data.methods.get(label, {})
@@ -277,16 +277,55 @@ def environment_info(data: ReportData) -> dict[str, Any]:
 
 # -- human study ---------------------------------------------------------------------------------------------------
 def preference_columns(data: ReportData) -> list[dict[str, Any]]:
-    """One column per human study: ``{study, by_label: {label: row}}``."""
+    """One column per human study, by title: ``{study (its title), study_id, best, by_label: {label: row}}``.
+
+    A study's title is its name; ``NAME (legacy)`` for rows analysed before evalkit recorded which runs a study was
+    built from (shown with every run selection, see :mod:`evalkit.store.studies`); ``NAME · ID`` (a short study id)
+    where two studies shown share a name."""
     if data.preferences is None:
         return []
+    titles = study_titles(data)
     out = []
-    for study, group in data.preferences.groupby("study", sort=True):
-        best = group["score"].max()
+    for study_id, group in data.preferences.groupby("study_id", sort=False):
         out.append(
-            {"study": str(study), "best": best, "by_label": {str(r["label"]): r for r in group.to_dict("records")}}
+            {
+                "study": titles[str(study_id)],
+                "study_id": str(study_id),
+                "best": group["score"].max(),
+                "by_label": {str(r["label"]): r for r in study_rows(group, titles)},
+            }
         )
-    return out
+    return sorted(out, key=lambda c: c["study"])
+
+
+def study_titles(data: ReportData) -> dict[str, str]:
+    """``study id -> title`` of every study in the report's preference and agreement rows (see above)."""
+    studies: dict[str, tuple[str, bool]] = {}
+    for frame in (data.preferences, data.agreement):
+        if frame is not None:
+            for r in frame.to_dict("records"):
+                studies[str(r["study_id"])] = (str(r["study"]), bool(r.get("legacy")))
+    titles = {}
+    for study_id, (name, legacy) in studies.items():
+        namesakes = [s for s, (n, old) in studies.items() if n == name and not old]
+        width = 6
+        while len({s[:width] for s in namesakes}) < len(namesakes):
+            width += 2
+        if legacy:
+            titles[study_id] = f"{name} (legacy)"
+        else:
+            titles[study_id] = f"{name} · {study_id[:width]}" if len(namesakes) > 1 else name
+    return titles
+
+
+def study_rows(frame: pd.DataFrame | None, titles: dict[str, str]) -> list[dict[str, Any]]:
+    """A frame's records with ``study`` replaced by the study's title (its name stays in ``study_name``)."""
+    if frame is None:
+        return []
+    return [
+        {**r, "study_name": r["study"], "study": titles.get(str(r["study_id"]), str(r["study"]))}
+        for r in frame.to_dict("records")
+    ]
 
 
 def mark_tied(table: QualityTable, paired: list[PairedTable]) -> None:
@@ -312,10 +351,10 @@ def render_leaderboard(
     out.parent.mkdir(parents=True, exist_ok=True)
     protocol = data.spec
     preferred = list(protocol.metrics) if protocol is not None else None
-    table = build_quality_table(data.jobs, data.metrics, preferred)
+    table = build_quality_table(data.jobs, data.metrics, preferred, set_values=data.set_values)
     paired = paired_tables(data.metrics, [c.metric for c in table.columns]) if len(data.metrics) else []
     mark_tied(table, paired)
-    colors = {entry: color_for(i) for i, entry in enumerate(data.labels)}
+    colors = {entry: color_for(i) for i, entry in enumerate(data.entries)}
     thumbs = ThumbMaker(data.root, out)
     speed: SpeedSection | None = speed_section(data)
     plots = [p for p in (time_plot(data, colors),) if p is not None] + tradeoff_plots(data, table, colors)
@@ -330,8 +369,8 @@ def render_leaderboard(
         "runs": data.runs,
         "table": table,
         "prefs": preference_columns(data),
-        "agreement": data.agreement.to_dict("records") if data.agreement is not None else [],
-        "preferences": data.preferences.to_dict("records") if data.preferences is not None else [],
+        "agreement": study_rows(data.agreement, study_titles(data)),
+        "preferences": study_rows(data.preferences, study_titles(data)),
         "speed": speed,
         "grid": build_grid(data, thumbs, store),
         "plots": plots,

@@ -123,14 +123,23 @@ def metric_order(metrics: pd.DataFrame, preferred: list[str] | None = None) -> l
 
 
 def build_quality_table(
-    jobs: pd.DataFrame, metrics: pd.DataFrame, preferred: list[str] | None = None, eval_size: int | None = None
+    jobs: pd.DataFrame,
+    metrics: pd.DataFrame,
+    preferred: list[str] | None = None,
+    eval_size: int | None = None,
+    set_values: pd.DataFrame | None = None,
 ) -> QualityTable:
-    """Aggregate long-form metrics (columns entry, pair_id, metric, value, status, message) into the table."""
+    """Aggregate long-form metrics (columns entry, pair_id, metric, value, status, message) into the table; set-level
+    metrics (``set_values``: entry, metric, eval_size, value, status, message, n) add one cell per row."""
     if eval_size is None and len(metrics):
         eval_size = int(metrics["eval_size"].mode().iloc[0])
     if len(metrics):
         metrics = metrics[metrics["eval_size"] == eval_size]
-    columns = [Column(m, lookup_info(m)) for m in metric_order(metrics, preferred)]
+    if set_values is not None and len(set_values) and eval_size is not None:
+        set_values = set_values[set_values["eval_size"] == eval_size]
+    set_names = list(dict.fromkeys(set_values["metric"])) if set_values is not None and len(set_values) else []
+    order = metric_order(pd.DataFrame({"metric": [*metrics["metric"], *set_names]}), preferred)
+    columns = [Column(m, lookup_info(m)) for m in order]
     rows: list[Row] = []
     for entry in sorted(jobs["entry"].unique()) if len(jobs) else []:
         ejobs = jobs[jobs["entry"] == entry]
@@ -149,6 +158,12 @@ def build_quality_table(
         )
         emetrics = metrics[metrics["entry"] == entry] if len(metrics) else metrics
         for col in columns:
+            if col.metric in set_names:
+                assert set_values is not None
+                row.cells[col.metric] = set_cell(
+                    set_values[(set_values["entry"] == entry) & (set_values["metric"] == col.metric)]
+                )
+                continue
             rows_m = emetrics[emetrics["metric"] == col.metric] if len(emetrics) else emetrics
             good = rows_m[(rows_m["status"] == "ok") & rows_m["value"].notna()] if len(rows_m) else rows_m
             cell = Cell(failed=int((rows_m["status"] != "ok").sum()) if len(rows_m) else 0)
@@ -167,6 +182,21 @@ def build_quality_table(
         rows.append(row)
     mark_best(columns, rows)
     return QualityTable(columns=columns, rows=rows)
+
+
+def set_cell(values: pd.DataFrame) -> Cell:
+    """A set-level metric's cell: the row's value (the mean over resolutions when several), without an interval."""
+    good = values[(values["status"] == "ok") & values["value"].notna()]
+    cell = Cell(failed=int((values["status"] != "ok").sum()))
+    if len(good):
+        cell.mean = float(good["value"].mean())
+        cell.n = int(good["n"].min())
+        cell.reason = "; ".join(dict.fromkeys(m for m in good["message"].dropna() if m))
+    elif len(values):
+        cell.reason = _reason(values)
+    else:
+        cell.reason = "not computed for this method's outputs"
+    return cell
 
 
 def mark_best(columns: list[Column], rows: list[Row]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.imaging import NAMED_RESOLUTIONS, Resolution
+from evalkit.resolution import NAMED_RESOLUTIONS, Resolution
 from evalkit.results import Reason
 
 PAPER_RESOLUTIONS: tuple[str, ...] = ("1k", "hd", "fhd", "qhd", "4k")

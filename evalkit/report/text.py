@@ -98,7 +98,7 @@ def latex_speed_table(columns: list[str], rows: list[list[str]], device: str) ->
 
 
 def render_tables(data: ReportData, fmt: str) -> str:
-    table = build_quality_table(data.jobs, data.metrics, _protocol_metrics(data))
+    table = build_quality_table(data.jobs, data.metrics, _protocol_metrics(data), set_values=data.set_values)
     speed = speed_section(data)
     if fmt == "md":
         return to_markdown(table, speed, data.protocol)

@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.results import FAILED_STATUSES, FINAL_STATUSES, JobResult, MetricValue, utcnow
+from evalkit.results import FAILED_STATUSES, FINAL_STATUSES, JobResult, MetricState, MetricValue, utcnow
 from evalkit.specs import JobSpec
-from evalkit.store.reads import ReadModels
+from evalkit.store.reads import ReadModels, SetRow, SetValue
 from evalkit.store.schema import DB_NAME, SCHEMA, SCHEMA_VERSION, migrate
 from evalkit.store.studies import StudyResults
 
@@ -38,10 +38,15 @@ def safe_name(text: str) -> str:
 class ResultsStore(ReadModels, StudyResults):
     """Transactional access to ``<root>/evalkit.sqlite`` and the PNG outputs under ``<root>/images``."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, readonly: bool = False) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / DB_NAME
+        self.readonly = readonly
+        if readonly:
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            self.conn.row_factory = sqlite3.Row
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -59,8 +64,9 @@ class ResultsStore(ReadModels, StudyResults):
     def open_reader(cls, root: str | Path, hint: str = "evalkit run --results ROOT") -> ResultsStore:
         """Open an existing results root for reading (leaderboard, export, speed, study build, ``evalkit runs``).
 
-        When no run holds the root's lock, runs still marked ``running`` belong to a process that is gone: they are
-        marked ``interrupted`` first (the lock is taken for that moment only, and never waited for)."""
+        Readers never write: runs still marked ``running`` whose process is gone (no process holds the root's lock)
+        are *shown* as ``interrupted`` (:meth:`runs`), and the next run records it. The one exception is a database
+        written by an older evalkit, whose schema is upgraded once, under the root's lock, when no run holds it."""
         from evalkit.rootlock import RootLock
 
         root = Path(root)
@@ -70,13 +76,27 @@ class ResultsStore(ReadModels, StudyResults):
                 f"pointing at a results root"
             )
         lock = RootLock(root, "evalkit reader")
-        if lock.try_acquire():
+        store = cls(root, readonly=True)
+        if store.schema_version > SCHEMA_VERSION:
+            store.close()
+            raise EvalkitError(
+                f"{root / DB_NAME} was written by a newer evalkit (schema {store.schema_version}, this one reads "
+                f"up to {SCHEMA_VERSION}): upgrade evalkit to read it"
+            )
+        if store.schema_version < SCHEMA_VERSION:
+            store.close()
+            if not lock.try_acquire():
+                raise EvalkitError(
+                    f"{root / DB_NAME} was written by an older evalkit and a run is writing it now: read it when "
+                    f"{lock.describe_holder()} has finished"
+                )
             try:
-                with cls(root) as store:
-                    store.mark_interrupted(detected_by=f"a reader (pid {os.getpid()})")
+                cls(root).close()  # the schema upgrade, in one transaction
             finally:
                 lock.release()
-        return cls(root)
+            store = cls(root, readonly=True)
+        store.writer_alive = not lock.is_free()
+        return store
 
     def close(self) -> None:
         self.conn.close()
@@ -259,7 +279,9 @@ class ResultsStore(ReadModels, StudyResults):
                 ),
             )
             cur.execute("DELETE FROM metrics WHERE job_key=? AND eval_size=?", (spec.key, eval_size))
+            cur.execute("DELETE FROM metric_states WHERE job_key=? AND eval_size=?", (spec.key, eval_size))
             self._insert_metrics(cur, spec.key, eval_size, result.metrics)
+            self._insert_states(cur, spec.key, eval_size, result.states)
             cur.execute("DELETE FROM timings WHERE job_key=?", (spec.key,))
             cur.executemany(
                 "INSERT INTO timings(job_key, repeat, network_s, post_s) VALUES (?,?,?,?)",
@@ -272,9 +294,54 @@ class ResultsStore(ReadModels, StudyResults):
                 )
             cur.execute("INSERT OR IGNORE INTO run_jobs(run_id, job_key) VALUES (?, ?)", (run_id, spec.key))
 
-    def record_metrics(self, key: str, eval_size: int, values: list[MetricValue]) -> None:
+    def record_metrics(
+        self, key: str, eval_size: int, values: list[MetricValue], states: list[MetricState] | None = None
+    ) -> None:
+        """Metric values and set-level states of a finished job's stored output (a score job), in one transaction."""
         with self.transaction() as cur:
             self._insert_metrics(cur, key, eval_size, values)
+            self._insert_states(cur, key, eval_size, states or [])
+
+    @staticmethod
+    def _insert_states(cur: sqlite3.Cursor, key: str, eval_size: int, states: list[MetricState]) -> None:
+        cur.executemany(
+            "INSERT OR REPLACE INTO metric_states(job_key, metric, eval_size, state, status, message)"
+            " VALUES (?,?,?,?,?,?)",
+            [(key, s.name, eval_size, s.state, s.status, s.message) for s in states],
+        )
+        cur.executemany(  # a reference image's state is the same for every job that uses it: the first one stays
+            "INSERT OR IGNORE INTO reference_states(image_key, metric, eval_size, state) VALUES (?,?,?,?)",
+            [
+                (s.reference_key, s.name, eval_size, s.reference_state)
+                for s in states
+                if s.reference_key and s.reference_state is not None
+            ],
+        )
+
+    def record_set_metric(self, row: SetRow, value: SetValue) -> None:
+        """One row's set-level value, replacing the row's earlier value (from other jobs or references)."""
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT OR REPLACE INTO set_metrics(protocol, label, resolution, precision, metric, eval_size,"
+                " set_key, value, status, message, n, job_keys, reference_keys, computed)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.protocol,
+                    row.label,
+                    row.resolution,
+                    row.precision,
+                    value.metric,
+                    value.eval_size,
+                    value.set_key,
+                    value.value,
+                    value.status,
+                    value.message,
+                    len(value.job_keys),
+                    json.dumps(value.job_keys),
+                    json.dumps(value.reference_keys),
+                    utcnow(),
+                ),
+            )
 
     @staticmethod
     def _insert_metrics(cur: sqlite3.Cursor, key: str, eval_size: int, values: list[MetricValue]) -> None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,14 +19,51 @@ if TYPE_CHECKING:
     from evalkit.protocol import Protocol
 
 
+@dataclass(frozen=True)
+class SetRow:
+    """The outputs a set-level metric reduces: one method variant (label) at one resolution and precision."""
+
+    protocol: str
+    label: str
+    resolution: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class SetValue:
+    """A set-level metric's value for a row, with what it was computed from (``set_key`` hashes all of it)."""
+
+    metric: str
+    eval_size: int
+    set_key: str
+    value: float | None
+    status: str
+    message: str | None
+    job_keys: list[str]
+    reference_keys: list[str]
+
+
 class ReadModels:
     conn: sqlite3.Connection
     path: Path
     root: Path
+    # a reader sets this: False when no process holds the root's lock, so ``running`` runs are shown interrupted
+    writer_alive: bool | None = None
 
     # -- runs -------------------------------------------------------------------------------------------------
-    def runs(self) -> list[sqlite3.Row]:
-        return list(self.conn.execute("SELECT * FROM runs ORDER BY started, rowid"))
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, oldest first (a run whose process is gone is shown ``interrupted`` to readers)."""
+        return [self._effective(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY started, rowid")]
+
+    def _effective(self, row: sqlite3.Row) -> dict[str, Any]:
+        run = dict(row)
+        if run["status"] == "running" and self.writer_alive is False:
+            run["status"] = "interrupted"
+            run["note"] = (
+                f"interrupted: process {run.get('pid') or '?'} on {run.get('hostname') or '?'} ended without "
+                f"finishing the run (no process writes this root; the next run records it)"
+            )
+        return run
 
     def latest_run(self) -> str | None:
         row = self.conn.execute("SELECT run_id FROM runs ORDER BY started DESC, rowid DESC LIMIT 1").fetchone()
@@ -33,7 +71,7 @@ class ReadModels:
 
     def run_row(self, run_id: str) -> dict[str, Any] | None:
         row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        return dict(row) if row else None
+        return self._effective(row) if row else None
 
     def resolve_run(self, run: str) -> str:
         """``latest`` -> the newest run id; any other id must exist (one-line error listing the known ones)."""
@@ -117,18 +155,66 @@ class ReadModels:
         return out
 
     def metric_names(self, key: str, eval_size: int) -> set[str]:
+        """Metrics a job has at ``eval_size``: ok values of image-level metrics, ok states of set-level ones."""
         rows = self.conn.execute(
-            "SELECT metric FROM metrics WHERE job_key=? AND eval_size=? AND status='ok'", (key, eval_size)
+            "SELECT metric FROM metrics WHERE job_key=? AND eval_size=? AND status='ok' UNION "
+            "SELECT metric FROM metric_states WHERE job_key=? AND eval_size=? AND status='ok'",
+            (key, eval_size, key, eval_size),
         )
         return {r["metric"] for r in rows}
 
-    def output_png(self, key: str) -> bytes | None:
+    def metric_states(self, keys: Iterable[str], metric: str, eval_size: int) -> dict[str, sqlite3.Row]:
+        """``job key -> (state, status, message)`` of a set-level metric."""
+        return self._by_key(
+            "SELECT job_key AS k, state, status, message FROM metric_states WHERE metric=? AND eval_size=? AND"
+            " job_key IN ({marks})",
+            (metric, eval_size),
+            keys,
+        )
+
+    def reference_states(self, keys: Iterable[str], metric: str, eval_size: int) -> dict[str, sqlite3.Row]:
+        """``image key -> (state)`` of reference images for a set-level metric."""
+        return self._by_key(
+            "SELECT image_key AS k, state FROM reference_states WHERE metric=? AND eval_size=? AND"
+            " image_key IN ({marks})",
+            (metric, eval_size),
+            keys,
+        )
+
+    def _by_key(self, query: str, args: tuple, keys: Iterable[str]) -> dict[str, sqlite3.Row]:
+        keys = list(keys)
+        out: dict[str, sqlite3.Row] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            sql = query.format(marks=",".join("?" * len(chunk)))
+            out.update({r["k"]: r for r in self.conn.execute(sql, (*args, *chunk))})
+        return out
+
+    def set_metric_key(self, row: SetRow, metric: str, eval_size: int) -> tuple[str, str] | None:
+        """(set key, status) of a row's stored set-level value, ``None`` when it has none."""
+        found = self.conn.execute(
+            "SELECT set_key, status FROM set_metrics WHERE protocol=? AND label=? AND resolution=? AND precision=?"
+            " AND metric=? AND eval_size=?",
+            (row.protocol, row.label, row.resolution, row.precision, metric, eval_size),
+        ).fetchone()
+        return (found["set_key"], found["status"]) if found else None
+
+    def set_metrics_frame(self, protocol: str) -> pd.DataFrame:
+        """Set-level values of a protocol's rows (label, resolution, precision, metric, eval size, value, status,
+        message, n); reports keep the rows whose jobs they show."""
+        return self._frame(
+            "SELECT protocol, label, resolution, precision, metric, eval_size, value, status, message, n, job_keys"
+            " FROM set_metrics WHERE protocol=? ORDER BY label, resolution, metric",
+            (protocol,),
+        )
+
+    def output_file(self, key: str) -> Path | None:
         """The stored output image of a job (``None`` when it has none or the file is gone)."""
         row = self.conn.execute("SELECT output_path FROM jobs WHERE job_key=?", (key,)).fetchone()
         if not row or not row["output_path"]:
             return None
         path = self.root / row["output_path"]
-        return path.read_bytes() if path.is_file() else None
+        return path.resolve() if path.is_file() else None
 
     def run_outputs(self, run_id: str) -> list[dict[str, Any]]:
         """The run's successful jobs that have an output image, in a stable order."""

@@ -47,7 +47,7 @@ class AdminRoutes:
     def __init__(self, server: StudyServer) -> None:
         self.server = server
         self.config = server.config
-        self.session = admin_session(self.config["admin_token"])
+        self.session = admin_session(self.config.admin_token)
 
     # -- authentication -------------------------------------------------------------------------------------
     def _matches(self, given: str | None, expected: str) -> bool:
@@ -55,7 +55,7 @@ class AdminRoutes:
 
     def authorised(self, request: Request) -> bool:
         bearer = request.headers.get("authorization", "")
-        if bearer.startswith("Bearer ") and self._matches(bearer.removeprefix("Bearer "), self.config["admin_token"]):
+        if bearer.startswith("Bearer ") and self._matches(bearer.removeprefix("Bearer "), self.config.admin_token):
             return True
         return self._matches(request.cookies.get(ADMIN_COOKIE), self.session)
 
@@ -63,7 +63,7 @@ class AdminRoutes:
         """``None`` when authorised; a login redirect when a valid token is in the URL; else 401."""
         given = request.query_params.get("token")
         if given is not None:
-            if not self._matches(given, self.config["admin_token"]):
+            if not self._matches(given, self.config.admin_token):
                 return PlainTextResponse("admin token required", status_code=401, headers=security_headers())
             response = RedirectResponse(request.url.path, status_code=303)  # the token leaves the URL here
             self.server.set_cookie(response, ADMIN_COOKIE, self.session, path="/admin", samesite="strict")
@@ -96,7 +96,7 @@ class AdminRoutes:
             people=people,
             repeat_ids=sum(1 for p in people if p["repeat_id"]),
             too_fast=sum(1 for p in people if p.get("too_fast")),
-            min_response_ms=int(self.config.get("min_response_ms") or 0),
+            min_response_ms=self.config.min_response_ms,
             vigilance_rate=(sum(vig) / len(vig)) if vig else None,
             vigilance_n=len(vig),
             repeat_rate=(sum(rep) / len(rep)) if rep else None,
@@ -112,7 +112,7 @@ class AdminRoutes:
             buf.getvalue(),
             media_type="text/csv",
             headers={
-                "Content-Disposition": f'attachment; filename="{self.config["name"]}-{name}.csv"',
+                "Content-Disposition": f'attachment; filename="{self.config.name}-{name}.csv"',
                 **security_headers(),
             },
         )
@@ -121,12 +121,12 @@ class AdminRoutes:
         refused = self.guard(request)
         if refused is not None:
             return refused
-        cands = self.config["candidates"]
+        cands = self.config.candidates
 
         def name(cid: str) -> str:
             if cid == studydb.TIE:
                 return "<no preference>"
-            return cands[cid]["label"] or f"<{cands[cid]['kind']}>"
+            return cands[cid].label or f"<{cands[cid].kind}>"
 
         rows = []
         for r in studydb.vote_rows(self.server.folder):
@@ -143,7 +143,7 @@ class AdminRoutes:
                     r["repeat_of"],
                     "|".join(name(c) for c in opts),
                     name(r["cand"]),
-                    "tie" if r["cand"] == studydb.TIE else cands[r["cand"]]["kind"],
+                    "tie" if r["cand"] == studydb.TIE else cands[r["cand"]].kind,
                     r["rt_ms"],
                     r["created"],
                 ]
@@ -199,28 +199,27 @@ class AdminRoutes:
         refused = self.guard(request)
         if refused is not None:
             return refused
-        cands = self.config["candidates"]
-        items = self.config["items"]
+        cands = self.config.candidates
         shown = []
-        for item in items:
-            refs = self.config["references"][item["pair_id"]]
+        for item in self.config.items:
+            refs = self.config.references[item.pair_id]
             shown.append(
                 {
-                    "id": item["id"],
-                    "kind": item.get("kind", "regular"),
-                    "pair": item["pair_id"],
-                    "style": f"/img/{refs['style']}.png",
+                    "id": item.id,
+                    "kind": item.kind,
+                    "pair": item.pair_id,
+                    "style": f"/img/{refs.style}.png",
                     "options": [
                         {
-                            "src": f"/img/{cands[cid]['image']}.png",
-                            "label": cands[cid]["label"] or f"<{cands[cid]['kind']}>",
-                            "correct": cid in (item.get("correct") or ()),
+                            "src": f"/img/{cands[cid].image}.png",
+                            "label": cands[cid].label or f"<{cands[cid].kind}>",
+                            "correct": cid in item.correct,
                         }
-                        for cid in item["cands"]
+                        for cid in item.cands
                     ],
                 }
             )
-        return self.server.page("preview.html", items=shown, prompt=self.config["prompt"])
+        return self.server.page("preview.html", items=shown, prompt=self.config.prompt)
 
     def prolific_csv(self, request: Request) -> Response:
         refused = self.guard(request)

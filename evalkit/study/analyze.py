@@ -1,10 +1,16 @@
 """``evalkit study analyze``: votes -> exclusions, pairwise tests, Bradley-Terry ranking, agreement.
 
 Results go to the study folder (``analysis/summary.json``, ``analysis/pairwise.csv``, ``analysis/participants.csv``)
-and into the run's results database as two tables the leaderboard reads::
+and into the results database the study was built from, as two tables the leaderboard reads (see
+:mod:`evalkit.store.studies`)::
 
-    preferences(study, label, score, lower, upper, rank, votes)
-    metric_agreement(study, metric, agreement, n)
+    preferences(study_id, study, protocol, run_ids, label, score, lower, upper, rank, votes)
+    metric_agreement(study_id, study, protocol, run_ids, metric, agreement, n)
+
+Rows are keyed by the study's id, so two studies with the same folder name never overwrite each other, and carry the
+protocol and runs the study was built from, so a leaderboard shows only the studies of the runs it shows. Writing
+takes the results root's lock (:mod:`evalkit.rootlock`) for the whole analysis: while an ``evalkit run`` writes the
+root, ``analyze`` refuses with a one-line error naming it (or waits, ``wait=True``) before it writes anything.
 
 Only regular trials count towards preferences: vigilance trials have a known answer and repeats duplicate a
 regular trial (they measure consistency, and counting them would double-weight some comparisons).
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from evalkit.errors import EvalkitError
+from evalkit.rootlock import RootLock
 from evalkit.store import DB_NAME, ResultsStore
 from evalkit.study import db as studydb
 from evalkit.study import stats
-from evalkit.study.build import load_study
+from evalkit.study.config import Candidate, StudyConfig, load_study
 
 
 @dataclass
@@ -43,7 +51,7 @@ class Exclusion:
 
 @dataclass
 class Analysis:
-    study: str
+    study: str  # the study's name (its folder's)
     participants: int
     excluded: list[int]
     votes_used: int
@@ -52,12 +60,13 @@ class Analysis:
     alpha: float
     metric_agreement: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    study_id: str = ""
 
 
-def participant_report(rows: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def participant_report(rows: list[dict[str, Any]], config: StudyConfig) -> dict[str, dict[str, Any]]:
     """Per participant: answers given, vigilance outcomes (True = passed), repeat consistency outcomes, response
     times and the speed flag (median response time below the study's ``min_response_ms``)."""
-    items = {d["id"]: d for d in config["items"]}
+    items = {it.id: it for it in config.items}
     report: dict[str, dict[str, Any]] = {}
     chosen = {(r["pid"], r["idx"]): r["cand"] for r in rows}
     for r in rows:
@@ -76,10 +85,10 @@ def participant_report(rows: list[dict[str, Any]], config: dict[str, Any]) -> di
         if r.get("rt_ms") is not None:
             p["rt_ms"].append(int(r["rt_ms"]))
         if r["kind"] == "vigilance":
-            p["vigilance_results"].append(r["cand"] in items[r["item"]]["correct"])
+            p["vigilance_results"].append(r["cand"] in items[r["item"]].correct)
         elif r["kind"] == "repeat" and (r["pid"], r["repeat_of"]) in chosen:
             p["repeat_results"].append(chosen[(r["pid"], r["repeat_of"])] == r["cand"])
-    minimum = int(config.get("min_response_ms") or 0)
+    minimum = config.min_response_ms
     for p in report.values():
         p["median_rt_ms"] = float(np.median(p["rt_ms"])) if p["rt_ms"] else None
         p["too_fast"] = bool(minimum and p["median_rt_ms"] is not None and p["median_rt_ms"] < minimum)
@@ -100,7 +109,7 @@ def excluded_participants(report: dict[str, dict[str, Any]], rule: Exclusion) ->
     return out
 
 
-def comparisons_of(rows: list[dict[str, Any]], config: dict[str, Any], keep: set[str]) -> list[dict[str, Any]]:
+def comparisons_of(rows: list[dict[str, Any]], config: StudyConfig, keep: set[str]) -> list[dict[str, Any]]:
     """Regular votes of kept participants as (winner candidate, loser candidates); a "no preference" answer has
     ``winner`` None and every option in ``tied``."""
     out = []
@@ -117,29 +126,33 @@ def comparisons_of(rows: list[dict[str, Any]], config: dict[str, Any], keep: set
     return out
 
 
-def outcomes(comp: dict[str, Any], index: dict[str, int], cands: dict[str, Any]) -> list[tuple[int, int, float]]:
+def outcomes(comp: dict[str, Any], index: dict[str, int], cands: dict[str, Candidate]) -> list[tuple[int, int, float]]:
     """One vote's pairwise outcomes ``(winner, loser, weight)``: weight 1 per beaten option; a tie is half a win
     each way for every two options (the arena and BAPPS conventions)."""
+
+    def of(cid: str) -> int:
+        return index[str(cands[cid].label)]  # regular trials show method outputs only, which all have a label
+
     if comp["winner"] is None:
-        labels = [index[cands[c]["label"]] for c in comp["tied"]]
+        labels = [of(c) for c in comp["tied"]]
         return [(a, b, 0.5) for a, b in itertools.permutations(labels, 2)]
-    return [(index[cands[comp["winner"]]["label"]], index[cands[loser]["label"]], 1.0) for loser in comp["losers"]]
+    return [(of(comp["winner"]), of(loser), 1.0) for loser in comp["losers"]]
 
 
 def metric_values(results: Path, job_keys: set[str]) -> pd.DataFrame:
     """job_key x metric table of ok metric values from the run database (lowest eval size if several)."""
-    with ResultsStore(results) as store:
+    with ResultsStore.open_reader(results) as store:
         return store.metric_values(job_keys)
 
 
 def metric_agreement(
-    comparisons: list[dict[str, Any]], config: dict[str, Any], values: pd.DataFrame, notes: list[str]
+    comparisons: list[dict[str, Any]], config: StudyConfig, values: pd.DataFrame, notes: list[str]
 ) -> pd.DataFrame:
     """BAPPS-style 2AFC agreement: per vote 1 if the metric prefers the chosen image, 0 if the other, 1/2 on a
     tie; averaged over the votes where the metric has both values. n-way votes count as (winner, loser) pairs."""
     from evalkit.metrics import metric_info
 
-    cands = config["candidates"]
+    cands = config.candidates
     rows = []
     for metric in values.columns:
         try:
@@ -153,7 +166,7 @@ def metric_agreement(
                 scores.extend([0.5] * (len(comp["tied"]) - 1))
                 continue
             for loser in comp["losers"]:
-                a, b = cands[comp["winner"]]["job_key"], cands[loser]["job_key"]
+                a, b = cands[comp["winner"]].job_key, cands[loser].job_key
                 va, vb = values[metric].get(a, np.nan), values[metric].get(b, np.nan)
                 if np.isnan(va) or np.isnan(vb):
                     continue
@@ -164,17 +177,44 @@ def metric_agreement(
 
 
 def analyze(
-    folder: Path, rule: Exclusion | None = None, rounds: int = 1000, results: Path | None = None, write_db: bool = True
+    folder: Path,
+    rule: Exclusion | None = None,
+    rounds: int = 1000,
+    results: Path | None = None,
+    write_db: bool = True,
+    wait: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> Analysis:
-    """Analyse a study folder; see the module docstring for the outputs."""
+    """Analyse a study folder; see the module docstring for the outputs. With ``write_db`` and a results database at
+    ``results`` (default: the root the study was built from) the root's lock is held from before anything is written
+    until the rows are in: a root another process writes is a one-line :class:`~evalkit.rootlock.RootBusy` naming
+    it, or with ``wait`` a wait for it (``notify`` is told once)."""
     rule = rule or Exclusion()
     config = load_study(folder)
     rows = studydb.vote_rows(folder)
     if not rows:
         raise EvalkitError(f"study {folder} has no votes yet: serve it with `evalkit study serve {folder}` first")
-    labels: list[str] = list(config["methods"])
+    root = Path(results or config.results)
+    lock = None
+    if write_db and (root / DB_NAME).is_file():
+        lock = RootLock(root, f"evalkit study analyze {folder}").acquire(wait=wait, notify=notify)
+    try:
+        analysis, report, excluded = _analysis(folder, config, rows, rule, rounds, root)
+        write_folder(folder, analysis, report, excluded)
+        if lock is not None:
+            write_results(root, config, analysis)
+    finally:
+        if lock is not None:
+            lock.release()
+    return analysis
+
+
+def _analysis(
+    folder: Path, config: StudyConfig, rows: list[dict[str, Any]], rule: Exclusion, rounds: int, root: Path
+) -> tuple[Analysis, dict[str, dict[str, Any]], set[str]]:
+    """The analysis itself (nothing written): exclusions, pairwise tests, ranking, agreement."""
+    labels: list[str] = list(config.methods)
     index = {lab: i for i, lab in enumerate(labels)}
-    cands = config["candidates"]
     report = participant_report(rows, config)
     excluded = excluded_participants(report, rule)
     keep = set(report) - excluded
@@ -185,10 +225,42 @@ def analyze(
             f"study {folder}: no usable votes after excluding {len(excluded)} of {len(report)}"
             " participants: relax the exclusion rule (--max-vigilance-failures/--min-consistency)"
         )
-    votes = [outcomes(c, index, cands) for c in comps]
-
-    # pairwise win rates (a tie is half a win each; the exact tests round a half-integer count to even)
+    votes = [outcomes(c, index, config.candidates) for c in comps]
     wins = stats.win_matrix([pair for vote in votes for pair in vote], len(labels))
+
+    # inter-rater agreement over the items (which candidate each rater chose)
+    by_item: dict[str, list[str]] = {}
+    for c in comps:
+        by_item.setdefault(c["item"], []).append(c["winner"] if c["winner"] is not None else studydb.TIE)
+
+    job_keys = {c.job_key for c in config.candidates.values() if c.job_key}
+    agreement = pd.DataFrame(columns=["metric", "agreement", "n"])
+    if (root / DB_NAME).is_file():
+        agreement = metric_agreement(comps, config, metric_values(root, job_keys), notes)
+    else:
+        notes.append(
+            f"results database {root / DB_NAME} not found: metric agreement and the"
+            " leaderboard tables were skipped (pass --results ROOT)"
+        )
+    agreement.insert(0, "study", config.name)
+    analysis = Analysis(
+        study=config.name,
+        participants=len(report),
+        excluded=sorted(report[p]["n"] for p in excluded),
+        votes_used=len(comps),
+        preferences=ranking(config, votes, wins, rounds),
+        pairwise=pairwise_table(labels, wins),
+        alpha=stats.krippendorff_alpha_nominal(list(by_item.values())),
+        metric_agreement=agreement,
+        notes=notes,
+        study_id=config.study_id,
+    )
+    return analysis, report, excluded
+
+
+def pairwise_table(labels: list[str], wins: np.ndarray) -> pd.DataFrame:
+    """Pairwise win rates with Wilson intervals and Holm-corrected binomial p (a tie is half a win each; the exact
+    tests round a half-integer count to even)."""
     pair_rows = []
     for i, j in itertools.combinations(range(len(labels)), 2):
         n = int(round(wins[i, j] + wins[j, i]))
@@ -208,16 +280,22 @@ def analyze(
         )
     pairwise = pd.DataFrame(pair_rows)
     pairwise["p_holm"] = stats.holm(list(pairwise["p"]))
+    return pairwise
 
-    # Bradley-Terry with bootstrap intervals and arena ranks
+
+def ranking(
+    config: StudyConfig, votes: list[list[tuple[int, int, float]]], wins: np.ndarray, rounds: int
+) -> pd.DataFrame:
+    """Bradley-Terry scores (Elo scale) with bootstrap intervals and arena ranks, best first."""
+    labels = list(config.methods)
     score = stats.to_elo(stats.bradley_terry(wins))
-    boot = stats.to_elo(stats.bootstrap_bt(votes, len(labels), rounds=rounds, seed=int(config["seed"])))
+    boot = stats.to_elo(stats.bootstrap_bt(votes, len(labels), rounds=rounds, seed=config.seed))
     lower, upper = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
     ranks = stats.arena_ranks(lower, upper)
     per_label_votes = (wins + wins.T).sum(axis=1)
     prefs = pd.DataFrame(
         {
-            "study": config["name"],
+            "study": config.name,
             "label": labels,
             "score": score,
             "lower": lower,
@@ -226,41 +304,7 @@ def analyze(
             "votes": np.round(per_label_votes).astype(int),
         }
     )
-    prefs = prefs.sort_values(["rank", "score"], ascending=[True, False]).reset_index(drop=True)
-
-    # inter-rater agreement over the items (which candidate each rater chose)
-    by_item: dict[str, list[str]] = {}
-    for c in comps:
-        by_item.setdefault(c["item"], []).append(c["winner"] if c["winner"] is not None else studydb.TIE)
-    alpha = stats.krippendorff_alpha_nominal(list(by_item.values()))
-
-    results = Path(results or config["results"])
-    job_keys = {c["job_key"] for c in cands.values() if c["job_key"]}
-    agreement = pd.DataFrame(columns=["metric", "agreement", "n"])
-    if (results / DB_NAME).is_file():
-        agreement = metric_agreement(comps, config, metric_values(results, job_keys), notes)
-    else:
-        notes.append(
-            f"results database {results / DB_NAME} not found: metric agreement and the"
-            " leaderboard tables were skipped (pass --results ROOT)"
-        )
-    agreement.insert(0, "study", config["name"])
-
-    analysis = Analysis(
-        study=config["name"],
-        participants=len(report),
-        excluded=sorted(report[p]["n"] for p in excluded),
-        votes_used=len(comps),
-        preferences=prefs,
-        pairwise=pairwise,
-        alpha=alpha,
-        metric_agreement=agreement,
-        notes=notes,
-    )
-    write_folder(folder, analysis, report, excluded)
-    if write_db and (results / DB_NAME).is_file():
-        write_results(results, analysis)
-    return analysis
+    return prefs.sort_values(["rank", "score"], ascending=[True, False]).reset_index(drop=True)
 
 
 def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, Any]], excluded: set[str]) -> None:
@@ -288,6 +332,7 @@ def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, A
     ).to_csv(out / "participants.csv", index=False)
     summary = {
         "study": analysis.study,
+        "study_id": analysis.study_id,
         "participants": analysis.participants,
         "excluded": analysis.excluded,
         "votes_used": analysis.votes_used,
@@ -298,14 +343,19 @@ def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, A
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
 
-def write_results(results: Path, analysis: Analysis) -> None:
-    """Replace this study's rows in the run database's ``preferences`` and ``metric_agreement`` tables."""
+def write_results(results: Path, config: StudyConfig, analysis: Analysis) -> None:
+    """Replace this study's rows in the results database's ``preferences`` and ``metric_agreement`` tables (keyed by
+    its study id, with the protocol and runs it was built from); call while holding the root's lock."""
     with ResultsStore(results) as store:
         store.write_study_results(
-            analysis.study,
+            config.study_id,
+            config.name,
+            config.protocol,
+            list(config.run_ids),
             [
-                (r.study, r.label, float(r.score), float(r.lower), float(r.upper), int(r.rank), int(r.votes))
+                (r.label, float(r.score), float(r.lower), float(r.upper), int(r.rank), int(r.votes))
                 for r in analysis.preferences.itertuples()
             ],
-            [(r.study, r.metric, float(r.agreement), int(r.n)) for r in analysis.metric_agreement.itertuples()],
+            [(r.metric, float(r.agreement), int(r.n)) for r in analysis.metric_agreement.itertuples()],
+            replaces=config.legacy_key,
         )

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from evalkit.study import LETTERS
 from evalkit.study import db as studydb
 from evalkit.study import texts as study_texts
-from evalkit.study.build import IMAGES_DIR, STATIC_DIR, load_study
+from evalkit.study.config import IMAGES_DIR, STATIC_DIR, load_study
 from evalkit.study.design import Item, participant_sequence
 from evalkit.study.http import (
     BadRequest,
@@ -64,12 +64,12 @@ class StudyServer:
         self.folder = Path(folder)
         self.options = options
         self.config = load_study(self.folder)
-        self.items = [Item.from_dict(d) for d in self.config["items"]]
+        self.items: list[Item] = list(self.config.items)
         self.items_by_id = {it.id: it for it in self.items}
         self.images = (self.folder / STATIC_DIR / IMAGES_DIR).resolve()
         self.codes = studydb.CodeIssuer.from_config(self.config)
         self.limiter = RateLimiter(options.new_per_address, options.window_s)
-        cap = options.max_participants if options.max_participants is not None else self.config.get("max_participants")
+        cap = options.max_participants if options.max_participants is not None else self.config.max_participants
         self.max_participants: int | None = int(cap) if cap else None
         studydb.init(self.folder)
         self._local = threading.local()
@@ -84,12 +84,12 @@ class StudyServer:
 
     def page(self, name: str, status: int = 200, headers: dict[str, str] | None = None, **ctx: Any) -> HTMLResponse:
         nonce = secrets.token_urlsafe(12)
-        texts = self.config.get("texts") or {}
+        texts = self.config.texts
         page_texts = {
             "page_title": texts.get("title") or "Image comparison study",
             "contact": study_texts.html(texts, "contact"),
         }
-        html = render(name, study=self.config["name"], nonce=nonce, **page_texts, **ctx)
+        html = render(name, study=self.config.name, nonce=nonce, **page_texts, **ctx)
         return HTMLResponse(html, status_code=status, headers={**security_headers(nonce), **(headers or {})})
 
     def notice(self, status: int, title: str, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -153,18 +153,19 @@ class StudyServer:
         params = prolific_params(request.query_params)
         if self.current_pid(request):
             return RedirectResponse("/trial", status_code=303)
-        total = self.config["trials_per_participant"] + self.config["vigilance"] + self.config["repeats"]
-        texts = self.config.get("texts") or {}
-        seconds = total * int(self.config.get("seconds_per_screen") or 6)
+        config = self.config
+        total = config.total_trials
+        texts = config.texts
+        seconds = total * config.seconds_per_screen
         return self.page(
             "consent.html",
-            prompt=self.config["prompt"],
+            prompt=config.prompt,
             params=params,
             total=total,
             minutes=max(1, round(seconds / 60)),
-            fmt=self.config["format"],
-            n_options=2 if self.config["format"] == "ab" else len(self.config["methods"]),
-            allow_tie=bool(self.config.get("allow_tie")),
+            fmt=config.format,
+            n_options=2 if config.format == "ab" else len(config.methods),
+            allow_tie=config.allow_tie,
             information=study_texts.html(texts, "information"),
             instructions=study_texts.html(texts, "instructions"),
             consent_text=study_texts.html(texts, "consent"),
@@ -197,22 +198,22 @@ class StudyServer:
             return RedirectResponse("/done", status_code=303)
         row = studydb.trial(self.conn(), pid, state.next_idx)
         assert row is not None  # progress() only points at stored trials
-        candidates = self.config["candidates"]
+        config = self.config
         options = [
-            {"letter": LETTERS[i], "token": tok, "src": f"/img/{candidates[cid]['image']}.png"}
+            {"letter": LETTERS[i], "token": tok, "src": f"/img/{config.candidates[cid].image}.png"}
             for i, (tok, cid) in enumerate(json.loads(row["options"]))
         ]
-        refs = self.config["references"][self.items_by_id[row["item"]].pair_id]
+        refs = config.references[self.items_by_id[row["item"]].pair_id]
         return self.page(
             "trial.html",
-            prompt=self.config["prompt"],
-            fmt=self.config["format"],
+            prompt=config.prompt,
+            fmt=config.format,
             idx=state.next_idx,
             total=state.total,
             options=options,
-            style=f"/img/{refs['style']}.png" if self.config["show_style"] else None,
-            content=f"/img/{refs['content']}.png" if self.config["show_content"] else None,
-            tie_token=studydb.TIE_TOKEN if self.config.get("allow_tie") and row["kind"] == "regular" else None,
+            style=f"/img/{refs.style}.png" if config.show_style else None,
+            content=f"/img/{refs.content}.png" if config.show_content else None,
+            tie_token=studydb.TIE_TOKEN if config.allow_tie and row["kind"] == "regular" else None,
         )
 
     async def vote(self, request: Request) -> Response:
@@ -224,7 +225,7 @@ class StudyServer:
         choice = token(form.get("choice"), "choice")
         rt = ascii_int(form.get("rt"), "rt", max_digits=9, required=False)
         assert idx is not None
-        outcome = studydb.record_vote(self.conn(), pid, idx, choice, rt, self.codes, bool(self.config.get("allow_tie")))
+        outcome = studydb.record_vote(self.conn(), pid, idx, choice, rt, self.codes, self.config.allow_tie)
         state = studydb.progress(self.conn(), pid)
         if self.wants_json(request):
             return JSONResponse(
@@ -235,7 +236,7 @@ class StudyServer:
 
     def return_url(self, kind: str | None) -> str | None:
         """Prolific's return link for a finished participant: the study's own completion code for that outcome."""
-        code = self.config.get("screened_code") if kind == "screened" else self.config.get("completion_code")
+        code = self.config.screened_code if kind == "screened" else self.config.completion_code
         return PROLIFIC_RETURN.format(code=code) if code else None
 
     def done(self, request: Request) -> Response:
@@ -250,7 +251,7 @@ class StudyServer:
         if code is None:  # finished before this server issued codes (an older study database)
             code, kind = studydb.issue_code(self.conn(), pid, self.codes)
         prolific = self.return_url(kind) if who["prolific_pid"] else None
-        thanks = study_texts.html(self.config.get("texts") or {}, "thank_you")
+        thanks = study_texts.html(self.config.texts, "thank_you")
         return self.page("done.html", code=code, screened=kind == "screened", prolific_url=prolific, thank_you=thanks)
 
     def image(self, request: Request) -> Response:
@@ -358,14 +359,14 @@ class StudyServer:
         manifest = self.static_manifest()
         if index >= len(manifest["sequences"]):
             raise BadRequest(400, f"sequence must be below {len(manifest['sequences'])}")
-        key = self.config.get("static_tokens", {})
+        key = self.config.static_tokens
         seq = participant_sequence(
             self.items,
             index,
-            self.config["seed"],
-            self.config["trials_per_participant"],
-            self.config["vigilance"],
-            self.config["repeats"],
+            self.config.seed,
+            self.config.trials_per_participant,
+            self.config.vigilance,
+            self.config.repeats,
         )
         out = []
         for design, shown in zip(seq, manifest["sequences"][index], strict=True):

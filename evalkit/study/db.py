@@ -21,10 +21,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.study.codes import completion_code
 from evalkit.study.design import Item, participant_sequence
+
+if TYPE_CHECKING:
+    from evalkit.study.config import StudyConfig
 
 DB_FILE = "study.sqlite"
 Connection = sqlite3.Connection
@@ -110,9 +113,9 @@ class CodeIssuer:
     screen_out_after: int | None = None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> CodeIssuer:
-        correct = {d["id"]: set(d.get("correct", ())) for d in config["items"] if d.get("kind") == "vigilance"}
-        return cls(config["code_secret"], correct, config.get("screen_out_after"))
+    def from_config(cls, config: StudyConfig) -> CodeIssuer:
+        correct = {it.id: set(it.correct) for it in config.items if it.kind == "vigilance"}
+        return cls(config.code_secret, correct, config.screen_out_after)
 
     def issue(self, conn: sqlite3.Connection, pid: str) -> tuple[str, str]:
         kind = "complete"
@@ -208,7 +211,7 @@ def _next_number(conn: sqlite3.Connection, max_participants: int | None) -> int:
 
 def create_participant(
     conn: sqlite3.Connection,
-    config: dict[str, Any],
+    config: StudyConfig,
     items: list[Item],
     prolific: dict[str, str | None],
     max_participants: int | None = None,
@@ -222,7 +225,7 @@ def create_participant(
     try:
         n = _next_number(conn, max_participants)
         seq = participant_sequence(
-            items, n, config["seed"], config["trials_per_participant"], config["vigilance"], config["repeats"]
+            items, n, config.seed, config.trials_per_participant, config.vigilance, config.repeats
         )
         _insert_participant(conn, pid, n, prolific)
         conn.executemany(

@@ -15,9 +15,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.study import db as studydb
+
+if TYPE_CHECKING:
+    from evalkit.study.config import StudyConfig
 
 COLUMNS = [
     "prolific_pid",
@@ -33,7 +36,7 @@ COLUMNS = [
 ]
 
 
-def status_of(person: dict[str, Any], report: dict[str, Any], config: dict[str, Any]) -> tuple[str, str]:
+def status_of(person: dict[str, Any], report: dict[str, Any], config: StudyConfig) -> tuple[str, str]:
     """``(status, reason)`` of one participant row (see the module docstring for the rules)."""
     if person["repeat_id"]:
         return "repeat ID", "this Prolific ID already had a session"
@@ -45,11 +48,11 @@ def status_of(person: dict[str, Any], report: dict[str, Any], config: dict[str, 
         return "screened out", f"failed {failed} of {len(vig)} attention checks"
     if report.get("too_fast"):
         median = report["median_rt_ms"] / 1000
-        return "screened out", f"too fast: median response {median:.2f} s < {config['min_response_ms'] / 1000:.2f} s"
+        return "screened out", f"too fast: median response {median:.2f} s < {config.min_response_ms / 1000:.2f} s"
     return "complete", ""
 
 
-def prolific_rows(folder: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+def prolific_rows(folder: Path, config: StudyConfig) -> list[dict[str, Any]]:
     from evalkit.study.analyze import participant_report
 
     report = participant_report(studydb.vote_rows(folder), config)

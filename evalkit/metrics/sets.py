@@ -1,0 +1,97 @@
+"""Set-level metrics on the driver: a row's stored per-output states reduced into one value.
+
+A row is one method variant at one resolution and precision (:class:`~evalkit.store.reads.SetRow`). Its value is
+keyed by a hash of the metric, the evaluation size, the contributing job keys and the reference images' keys, so a
+resumed run skips a reduction that is already stored, and a changed job (a new key) or reference replaces the row's
+value. The reduction reads states from the store and never runs a network; it is one transaction, so a run killed
+during it leaves the old value or the new one, and the next run (which reuses every finished job) redoes it from
+the stored states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+
+from evalkit.assets import AssetStore
+from evalkit.metrics import get_metric_class, unpack_state
+from evalkit.metrics.base import SetMetric
+from evalkit.specs import JobSpec
+from evalkit.store import ResultsStore
+from evalkit.store.reads import SetRow, SetValue
+
+
+def row_of(protocol: str, spec: JobSpec) -> SetRow:
+    return SetRow(protocol, spec.label, spec.resolution, spec.precision)
+
+
+def set_key(metric: str, eval_size: int, job_keys: Sequence[str], reference_keys: Sequence[str]) -> str:
+    blob = json.dumps(
+        {"metric": metric, "eval_size": eval_size, "jobs": sorted(job_keys), "references": sorted(reference_keys)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+class SetReducer:
+    """Reduces rows for the set-level metrics among ``metrics``; :meth:`reduce` returns what it (re)computed."""
+
+    def __init__(self, store: ResultsStore, protocol: str, metrics: list[str], eval_size: int, assets: AssetStore):
+        self.store = store
+        self.protocol = protocol
+        self.eval_size = eval_size
+        self.metrics: dict[str, SetMetric] = {}
+        for name in metrics:
+            cls = get_metric_class(name)
+            if issubclass(cls, SetMetric):
+                self.metrics[name] = cls("cpu", assets)  # reduction needs no weights (setup() is never called)
+        self.reductions = 0  # values computed (not skipped): tests check resume skips them
+
+    def reduce(self, row: SetRow, jobs: list[JobSpec]) -> list[SetValue]:
+        done = []
+        for name, metric in self.metrics.items():
+            value = self._value(row, jobs, name, metric)
+            if value is not None:
+                self.store.record_set_metric(row, value)
+                self.reductions += 1
+                done.append(value)
+        return done
+
+    def _value(self, row: SetRow, jobs: list[JobSpec], name: str, metric: SetMetric) -> SetValue | None:
+        """The row's value, or ``None`` when the stored one was computed from exactly these states."""
+        states = self.store.metric_states([j.key for j in jobs], name, self.eval_size)
+        contributing = [j for j in jobs if j.key in states and states[j.key]["status"] == "ok"]
+        role = metric.info.reference
+        ref_keys = sorted({j.reference_key(role) for j in contributing}) if role != "none" else []
+        key = set_key(name, self.eval_size, [j.key for j in contributing], ref_keys)
+        stored = self.store.set_metric_key(row, name, self.eval_size)
+        if stored is not None and stored == (key, "ok"):
+            return None
+
+        def result(value: float | None, status: str, message: str | None) -> SetValue:
+            return SetValue(name, self.eval_size, key, value, status, message, [j.key for j in contributing], ref_keys)
+
+        if not contributing:
+            problems = [r for r in states.values() if r["status"] != "ok"]
+            status = problems[0]["status"] if problems else "error"
+            why = problems[0]["message"] if problems else "no output of this row has a state"
+            return result(None, status, why)
+        refs = self.store.reference_states(ref_keys, name, self.eval_size)
+        missing = [k for k in ref_keys if k not in refs]
+        if missing:
+            return result(None, "error", f"{len(missing)} reference image state(s) missing: rescore the row")
+        try:
+            value = float(
+                metric.reduce(
+                    [unpack_state(states[j.key]["state"]) for j in contributing],
+                    [unpack_state(refs[k]["state"]) for k in ref_keys],
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 - a reduction that fails is a result, never a crash of the run
+            return result(None, "error", f"{type(exc).__name__}: {exc}")
+        if not math.isfinite(value):
+            return result(None, "error", "metric returned NaN/Inf")
+        note = None if len(contributing) == len(jobs) else f"from {len(contributing)} of {len(jobs)} outputs"
+        return result(value, "ok", note)
