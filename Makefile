@@ -41,6 +41,7 @@ lint: $(BIN)/evalkit
 	$(BIN)/ruff check evalkit methods tests scripts
 	$(BIN)/ruff format --check evalkit methods tests scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_structure.py
 
 clean:
 	rm -rf $(VENV) results/*.sqlite* results/images results/export

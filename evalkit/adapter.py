@@ -13,7 +13,7 @@ separately, as a paper's ``network+post`` column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -40,7 +40,6 @@ class LoadedInfo:
 
     parameters: int
     layers: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class MethodAdapter:

@@ -19,14 +19,10 @@ import torch
 from torch import nn
 
 from evalkit.assets import AssetStore
-from evalkit.errors import AssetError
+from evalkit.errors import CheckpointError
 
 WRAPPERS = ("state_dict", "model", "params")  # {'model': state} (Collaborative Distillation), {'params': ...} (pyiqa)
 Shape = tuple[int, ...]
-
-
-class CheckpointError(AssetError):
-    """A weight file that cannot be read, or whose keys or tensor shapes differ from the architecture's."""
 
 
 def read_torch_state(path: str | Path) -> dict[str, torch.Tensor]:

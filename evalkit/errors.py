@@ -28,3 +28,7 @@ class ProtocolError(EvalkitError):
 
 class WeightsUnavailable(AssetError):
     """A method's weight set cannot be resolved (status ``unavailable``, not ``error``)."""
+
+
+class CheckpointError(AssetError):
+    """A weight file that cannot be read, or whose keys or tensor shapes differ from the architecture's."""

@@ -140,7 +140,6 @@ TOP_LEVEL = (
 IMAGE_FIELDS = ("sha256", "mirror", "url", "package", "resource")
 PAIR_FIELDS = ("id", "content", "style", "content_mask", "style_mask")
 TIMING_FIELDS = ("executor", "warmup", "repeats")
-EXECUTORS = ("local", "isolated", "ray")
 EXECUTOR_NAME = re.compile(r"[A-Za-z0-9_]+")  # executor and option names in [executor.NAME] tables
 SIZE_RANGE = (16, 16384)
 DEFAULT_MIN_IMAGE_SIDE = 32
@@ -252,8 +251,9 @@ def _timing(raw: Any, where: str) -> dict[str, Any]:
     f = _Fields(raw, where, "timing.")
     f.only(TIMING_FIELDS)
     executor = f.string("executor", "local")
-    if executor not in EXECUTORS:
-        raise f.error("executor", f"must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    executors = plugins.names(plugins.EXECUTORS)
+    if executor not in executors:
+        raise f.error("executor", f"must be one of {', '.join(executors)}, got {executor!r}")
     out: dict[str, Any] = dict(f.table)
     if "warmup" in out:
         out["warmup"] = f.integer("warmup", 0, 0)

@@ -90,7 +90,7 @@ class Recorder:
     def _record_model(self, job: Work, result: JobResult) -> None:
         if result.model_info is None or job.label in self._recorded_models:
             return
-        method = self.plan.methods.get(result.model_info.label)
+        method = self.plan.methods.get(result.model_info.weight_label)
         if method is None:
             return
         cls = method.cls  # recorded under the job's label, so a sweep variant's row finds its counts

@@ -91,9 +91,10 @@ class MetricState:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """Parameter and layer counts of a loaded model, as a paper's speed table counts them."""
+    """Parameter and layer counts of a loaded model, as a paper's speed table counts them (``weight_label``: the
+    method and weight set, e.g. ``adain[cd16x]``; a job's ``label`` adds its sweep variant)."""
 
-    label: str
+    weight_label: str
     parameters: int
     layers: int
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evalkit.checkpoints import CheckpointError
+from evalkit.errors import CheckpointError
 
 MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from evalkit.assets import Asset, AssetStore
-from evalkit.checkpoints import CheckpointError, read_torch_state
+from evalkit.checkpoints import read_torch_state
+from evalkit.errors import CheckpointError
 from evalkit.weights import WeightSet
 
 BLOCKS = (2, 2, 4, 4, 4)

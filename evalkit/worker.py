@@ -79,7 +79,7 @@ class JobContext:
         self.config = config
         self.protocol = config.protocol
         self.device = torch.device(config.device)
-        self.store = AssetStore(AssetSettings(**config.assets)) if config.assets else AssetStore.from_env()
+        self.assets = AssetStore(AssetSettings(**config.assets)) if config.assets else AssetStore.from_env()
         self.environment = environment.job_environment(
             self.device, config.executor, config.warmup, config.repeats, environment_extra
         )
@@ -95,7 +95,7 @@ class JobContext:
         :data:`~evalkit.imaging.MAX_UPSCALE` is appended to ``warnings`` (recorded on the job)."""
         key = (image_id, resolution.name)
         if key not in self._images:
-            path = self.store.fetch(self.protocol.images[image_id])
+            path = self.assets.fetch(self.protocol.images[image_id])
             source = imaging.load_image(path)
             imaging.check_min_side(source, path, self.protocol.min_image_side)
             resized = imaging.resize(source, resolution)
@@ -115,7 +115,7 @@ class JobContext:
         if not (spec.content_mask and spec.style_mask):
             return None
         colours = [
-            imaging.load_mask_colors(self.store.fetch(self.protocol.images[i]))
+            imaging.load_mask_colors(self.assets.fetch(self.protocol.images[i]))
             for i in (spec.content_mask, spec.style_mask)
         ]
         labels = imaging.colors_to_labels(colours)
@@ -129,9 +129,9 @@ class JobContext:
         key = (spec.method, spec.weight_set, str(self.device))
         if key not in self._adapters:
             cls = get_method(spec.method)
-            files = cls.weight_sets[spec.weight_set].resolve(self.store) if spec.weight_set else {}
+            files = cls.weight_sets[spec.weight_set].resolve(self.assets) if spec.weight_set else {}
             start = time.perf_counter()
-            adapter = cls(spec.weight_set, self.device, assets=self.store)
+            adapter = cls(spec.weight_set, self.device, assets=self.assets)
             adapter.load(files)
             if self.config.channels_last:
                 precision.modules_to_channels_last(adapter)
@@ -151,7 +151,7 @@ class JobContext:
     def suite(self) -> MetricSuite:
         """The run's metrics, built once per process (score jobs ask it for a subset)."""
         if self._suite is None:
-            self._suite = MetricSuite(self.config.metrics, self.device, self.store)
+            self._suite = MetricSuite(self.config.metrics, self.device, self.assets)
         return self._suite
 
     # -- one job --------------------------------------------------------------------------------------------------

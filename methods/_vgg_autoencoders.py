@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evalkit.checkpoints import CheckpointError, load_checked, read_torch_state
+from evalkit.checkpoints import load_checked, read_torch_state
+from evalkit.errors import CheckpointError
 
 __all__ = [
     "CheckpointError",

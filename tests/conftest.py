@@ -113,6 +113,61 @@ class MeanAbsDiff(Metric):
 
     def compute(self, sample, features=None):
         return float((sample.output - sample.content).abs().mean() * 255.0)
+
+
+import os
+import numpy as np
+from evalkit.metrics.base import SetMetric
+
+
+class GreyGap(SetMetric):
+    """A third-party set-level metric: the mean grey level of a row's outputs minus that of their style images.
+
+    Each call of ``image_state`` appends the output's key to $GREY_GAP_LOG (when set), so tests can prove that a
+    resumed run or a reduction never recomputes a stored state."""
+    info = MetricInfo(name="grey_gap", higher_is_better=False, reference="style", range=(-255.0, 255.0),
+                      description="mean grey level of the outputs minus that of their styles", level="set",
+                      definition="mean_i mean(O_i) * 255 - mean_s mean(S_s) * 255 over distinct styles")
+
+    def image_state(self, sample, features):
+        log = os.environ.get("GREY_GAP_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.write(sample.output_key + "\\n")
+        return np.array([float(sample.output.mean()) * 255.0])
+
+    def reference_state(self, image, key, features):
+        return np.array([float(image.mean()) * 255.0])
+
+    def reduce(self, states, references):
+        return float(np.mean([s[0] for s in states]) - np.mean([r[0] for r in references]))
+
+
+from evalkit.executors.base import ExecutorBase
+from evalkit.params import Param
+from evalkit.worker import JobContext
+
+
+class Inline(ExecutorBase):
+    """A third-party executor: jobs in this process, newest first, counting its map calls (one context per run)."""
+    name = "inline"
+    summary = "the test plug-in's executor"
+    options = {"reverse": Param(True, "run each wave's jobs in reverse order")}
+
+    def __init__(self, reverse=True):
+        self.reverse = reverse
+        self.maps = 0
+        self.context = None
+
+    def map(self, specs, config):
+        self.maps += 1
+        if self.context is None:
+            self.context = JobContext(config, environment_extra={"executor_plugin": "inline"})
+        for spec in (list(reversed(specs)) if self.reverse else specs):
+            yield self.context.run(spec)
+
+    def describe(self):
+        return f"inline executor (reverse={self.reverse})"
 '''
 
 
@@ -135,6 +190,9 @@ def plugin_site(tmp_path_factory) -> Path:
         boom = "evalkit_testplugin:Boom"
         [project.entry-points."evalkit.metrics"]
         mean_abs_diff = "evalkit_testplugin:MeanAbsDiff"
+        grey_gap = "evalkit_testplugin:GreyGap"
+        [project.entry-points."evalkit.executors"]
+        inline = "evalkit_testplugin:Inline"
         [tool.setuptools]
         packages = ["evalkit_testplugin"]
     """)
@@ -160,8 +218,8 @@ def plugin_site(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def plugin(plugin_site, monkeypatch):
-    """Make the installed plugin (two methods, one metric) visible in this process (and to subprocesses through
-    PYTHONPATH)."""
+    """Make the installed plugin (two methods, two metrics, an executor) visible in this process (and to
+    subprocesses through PYTHONPATH)."""
     from evalkit import metrics, registry
 
     monkeypatch.syspath_prepend(str(plugin_site))

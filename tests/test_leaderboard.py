@@ -190,16 +190,15 @@ def test_html_escapes_marks_unavailable_and_is_self_contained(results):
 
 def test_human_study_tables_add_column_and_agreement(results):
     with sqlite3.connect(results / "evalkit.sqlite") as conn:
+        conn.executemany(  # rows as a study written before study ids (schema 2) left them: shown as legacy
+            "INSERT INTO preferences(study_id, study, label, score, lower, upper, rank, votes)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            [("pilot", "pilot", "alpha[w1]", 1.25, 0.9, 1.6, 1, 40), ("pilot", "pilot", EVIL, -0.5, -0.9, -0.1, 2, 40)],
+        )
         conn.execute(
-            "CREATE TABLE IF NOT EXISTS preferences (study TEXT, label TEXT, score REAL, lower REAL, "
-            "upper REAL, rank INTEGER, votes INTEGER)"
+            "INSERT INTO metric_agreement(study_id, study, metric, agreement, n)"
+            " VALUES ('pilot', 'pilot', 'ssim', 0.625, 80)"
         )
-        conn.execute("CREATE TABLE IF NOT EXISTS metric_agreement (study TEXT, metric TEXT, agreement REAL, n INTEGER)")
-        conn.executemany(
-            "INSERT INTO preferences VALUES (?,?,?,?,?,?,?)",
-            [("pilot", "alpha[w1]", 1.25, 0.9, 1.6, 1, 40), ("pilot", EVIL, -0.5, -0.9, -0.1, 2, 40)],
-        )
-        conn.execute("INSERT INTO metric_agreement VALUES ('pilot', 'ssim', 0.625, 80)")
     html = render_leaderboard(load_report_data(results), results / "lb.html").read_text()
     assert "human: pilot" in html and "Agreement of metrics with human judgements" in html
     assert 'data-sort="1.25"' in html and "0.625" in html

@@ -66,12 +66,12 @@ def test_a_schema_1_study_keeps_its_votes_and_gains_codes(tmp_path):
     (folder / "study.json").chmod(0o644)
     votes = _count(folder / "study.sqlite", "votes")
     config = load_study(folder)
-    assert config["code_secret"] and stat.S_IMODE((folder / "study.json").stat().st_mode) == 0o600
+    assert config.code_secret and stat.S_IMODE((folder / "study.json").stat().st_mode) == 0o600
     create_app(folder)
     assert _count(folder / "study.sqlite", "votes") == votes > 0
     people = studydb.participant_rows(folder)
     assert len(people) == 3 and all(p["repeat_id"] == 0 and p["origin"] == "server" for p in people)
-    admin = TestClient(create_app(folder)).get(f"/admin/participants.csv?token={config['admin_token']}")
+    admin = TestClient(create_app(folder)).get(f"/admin/participants.csv?token={config.admin_token}")
     assert admin.status_code == 200 and len(admin.text.strip().splitlines()) == 4
 
 

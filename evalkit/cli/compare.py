@@ -21,14 +21,14 @@ def compare(
     results: Path = Results,
     metric: list[str] = typer.Option([], "--metric", "-m", help="Metric (repeatable; default: every metric)."),
     run: list[str] = typer.Option([], "--run", help=RUN_HELP),
-    protocol: str = typer.Option(None, "--protocol", "-p", help=PROTOCOL_HELP),
+    protocol: str | None = typer.Option(None, "--protocol", "-p", help=PROTOCOL_HELP),
     fmt: str = typer.Option("table", "--format", "-f", help="table, md (Markdown) or tex (LaTeX booktabs)."),
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise significance level (Holm) per metric."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the md/tex text to this file, not stdout."),
 ) -> None:
     """Is method A better than B on the same pairs? Mean paired difference (bootstrap CI), Wilcoxon, Holm."""
     from evalkit.report.data import load_report_data
-    from evalkit.report.paired import HEADER, paired_tables, rows, to_latex, to_markdown
+    from evalkit.report.paired import paired_tables
 
     if fmt not in FORMATS:
         raise EvalkitError(f"unknown format '{fmt}': use one of {', '.join(FORMATS)}")
@@ -48,8 +48,13 @@ def compare(
         raise EvalkitError(f"{results} has fewer than two methods with values of {', '.join(metric or known)}")
     if wanted_sets:
         _print_set_values(data, wanted_sets, fmt, out)
-    if not tables:
-        return
+    if tables:
+        _print_paired(tables, fmt, out)
+
+
+def _print_paired(tables: list, fmt: str, out: Path | None) -> None:
+    from evalkit.report.paired import HEADER, rows, to_latex, to_markdown
+
     if fmt in ("md", "tex"):
         text = to_markdown(tables) if fmt == "md" else to_latex(tables)
         if out is not None:

@@ -77,7 +77,7 @@ def metrics(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror
 
     store = asset_store(home, weights_mirror, data_mirror)
     table = Table(title="metrics")
-    for col in ("metric", "better", "reference", "range", "weights", "available", "definition"):
+    for col in ("metric", "level", "better", "reference", "range", "weights", "available", "definition"):
         table.add_column(col, overflow="fold")
     for name in metric_names():
         cls = get_metric_class(name)
@@ -86,6 +86,7 @@ def metrics(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror
         lo, hi = info.range
         table.add_row(
             name,
+            info.level,
             "higher" if info.higher_is_better else "lower",
             info.reference,
             f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]",
@@ -96,4 +97,20 @@ def metrics(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror
     Console().print(table)
 
 
-__all__ = ["methods", "protocols", "metrics", "typer"]
+@app.command("executors")
+def executors() -> None:
+    """List executors (installed plug-ins included) with their options (--executor-opt NAME=VALUE, or a protocol's
+    [executor.NAME] table)."""
+    from evalkit.executors import executor_names, get_executor_class
+
+    table = Table(title="executors")
+    for col in ("executor", "what it does", "options"):
+        table.add_column(col, overflow="fold")
+    for name in executor_names():
+        cls = get_executor_class(name)
+        options = "\n".join(f"{key}={p.default!r}: {p.help}" for key, p in cls.options.items()) or "none"
+        table.add_row(name, escape(cls.summary), escape(options))
+    Console(width=max(Console().width, 160)).print(table)
+
+
+__all__ = ["executors", "methods", "protocols", "metrics", "typer"]

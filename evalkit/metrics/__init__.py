@@ -93,12 +93,12 @@ class MetricSuite:
     set-level ones states (:class:`~evalkit.results.MetricState`); every metric's network features come from one
     :class:`~evalkit.metrics.features.FeatureProvider` holding the union of their needs."""
 
-    def __init__(self, names: list[str], device: str | torch.device, store: AssetStore) -> None:
+    def __init__(self, names: list[str], device: str | torch.device, assets: AssetStore) -> None:
         self.device = torch.device(device)
         self.metrics: dict[str, Metric] = {}
         self.unavailable: dict[str, str] = {}
         for name in names:
-            metric = get_metric_class(name)(self.device, store)
+            metric = get_metric_class(name)(self.device, assets)
             ok, reason = metric.availability()
             if not ok:
                 self.unavailable[name] = reason
@@ -110,7 +110,7 @@ class MetricSuite:
                 continue
             self.metrics[name] = metric
         self.names = list(names)
-        self.features = FeatureProvider(self.device, store, [n for m in self.metrics.values() for n in m.needs])
+        self.features = FeatureProvider(self.device, assets, [n for m in self.metrics.values() for n in m.needs])
         self._reference_states: dict[tuple[str, str], bytes] = {}  # (metric, image key) -> state, per process
 
     def evaluate(self, sample: EvalSample) -> list[MetricValue]:

@@ -98,9 +98,9 @@ class Metric:
     weight_sets: ClassVar[dict[str, WeightSet]] = {}
     needs: ClassVar[tuple[FeatureNeed, ...]] = ()  # network features per image (see features.FeatureNeed)
 
-    def __init__(self, device: str | torch.device = "cpu", store: AssetStore | None = None) -> None:
+    def __init__(self, device: str | torch.device = "cpu", assets: AssetStore | None = None) -> None:
         self.device = torch.device(device)
-        self.store = store if store is not None else AssetStore.from_env()
+        self.assets = assets if assets is not None else AssetStore.from_env()
 
     @classmethod
     def weight_set(cls) -> WeightSet | None:
@@ -112,7 +112,7 @@ class Metric:
         ws = self.weight_set()
         if ws is None:
             return True, ""
-        state, detail = ws.availability(self.store)
+        state, detail = ws.availability(self.assets)
         if state == "available":
             return True, ""
         if state == "downloadable":
@@ -122,7 +122,7 @@ class Metric:
     def files(self) -> dict[str, Path]:
         """Verified paths of the metric's weight files (downloading when allowed)."""
         ws = self.weight_set()
-        return ws.resolve(self.store) if ws is not None else {}
+        return ws.resolve(self.assets) if ws is not None else {}
 
     def setup(self) -> None:
         """Build models and move them to the device; called once per process by the metric suite."""

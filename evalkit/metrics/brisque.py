@@ -112,7 +112,7 @@ class BRISQUE(Metric):
     }
 
     def setup(self) -> None:
-        weights = derived_weights(self.files()["model"], self.store)
+        weights = derived_weights(self.files()["model"], self.assets)
         self.net = create_pyiqa_metric("brisque", self.device, test_y_channel=True, pretrained_model_path=str(weights))
 
     def compute(self, sample: EvalSample, features=None) -> float:

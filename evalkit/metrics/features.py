@@ -138,12 +138,12 @@ class FeatureProvider:
     def __init__(
         self,
         device: str | torch.device,
-        store: AssetStore,
+        assets: AssetStore,
         needs: Iterable[FeatureNeed] = DEFAULT_NEEDS,
         capacity: int = 32,
     ) -> None:
         self.device = torch.device(device)
-        self.store = store
+        self.assets = assets
         self.capacity = capacity
         self.needs: tuple[FeatureNeed, ...] = tuple(dict.fromkeys(needs))
         self._networks: dict[str, Callable[..., dict[str, torch.Tensor]]] = {}
@@ -154,7 +154,7 @@ class FeatureProvider:
     def network(self, network: str) -> Callable[..., dict[str, torch.Tensor]]:
         if network not in self._networks:
             arch, weight_set = split_network(network)
-            self._networks[network] = NETWORKS[arch](weight_set, self.device, self.store)
+            self._networks[network] = NETWORKS[arch](weight_set, self.device, self.assets)
         return self._networks[network]
 
     def product(
@@ -205,7 +205,7 @@ class FeatureProvider:
     # -- the built-in losses' view: the Caffe VGG-19 ----------------------------------------------------------
     @property
     def vgg(self) -> VGG19Features:
-        return get_vgg19("imagenet", self.device, self.store)
+        return get_vgg19("imagenet", self.device, self.assets)
 
     @property
     def vgg_passes(self) -> int:

@@ -27,7 +27,8 @@ from typing import ClassVar
 import torch
 
 from evalkit.assets import Asset
-from evalkit.checkpoints import CheckpointError, load_checked, read_torch_state
+from evalkit.checkpoints import load_checked, read_torch_state
+from evalkit.errors import CheckpointError
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo
 from evalkit.metrics.iqa_assets import PYIQA_WEIGHTS_URL, as_batch
 from evalkit.weights import WeightSet

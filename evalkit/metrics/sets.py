@@ -38,8 +38,8 @@ def set_key(metric: str, eval_size: int, job_keys: Sequence[str], reference_keys
 class SetReducer:
     """Reduces rows for the set-level metrics among ``metrics``; :meth:`reduce` returns what it (re)computed."""
 
-    def __init__(self, store: ResultsStore, protocol: str, metrics: list[str], eval_size: int, assets: AssetStore):
-        self.store = store
+    def __init__(self, results: ResultsStore, protocol: str, metrics: list[str], eval_size: int, assets: AssetStore):
+        self.results = results
         self.protocol = protocol
         self.eval_size = eval_size
         self.metrics: dict[str, SetMetric] = {}
@@ -54,19 +54,19 @@ class SetReducer:
         for name, metric in self.metrics.items():
             value = self._value(row, jobs, name, metric)
             if value is not None:
-                self.store.record_set_metric(row, value)
+                self.results.record_set_metric(row, value)
                 self.reductions += 1
                 done.append(value)
         return done
 
     def _value(self, row: SetRow, jobs: list[JobSpec], name: str, metric: SetMetric) -> SetValue | None:
         """The row's value, or ``None`` when the stored one was computed from exactly these states."""
-        states = self.store.metric_states([j.key for j in jobs], name, self.eval_size)
+        states = self.results.metric_states([j.key for j in jobs], name, self.eval_size)
         contributing = [j for j in jobs if j.key in states and states[j.key]["status"] == "ok"]
         role = metric.info.reference
         ref_keys = sorted({j.reference_key(role) for j in contributing}) if role != "none" else []
         key = set_key(name, self.eval_size, [j.key for j in contributing], ref_keys)
-        stored = self.store.set_metric_key(row, name, self.eval_size)
+        stored = self.results.set_metric_key(row, name, self.eval_size)
         if stored is not None and stored == (key, "ok"):
             return None
 
@@ -78,7 +78,7 @@ class SetReducer:
             status = problems[0]["status"] if problems else "error"
             why = problems[0]["message"] if problems else "no output of this row has a state"
             return result(None, status, why)
-        refs = self.store.reference_states(ref_keys, name, self.eval_size)
+        refs = self.results.reference_states(ref_keys, name, self.eval_size)
         missing = [k for k in ref_keys if k not in refs]
         if missing:
             return result(None, "error", f"{len(missing)} reference image state(s) missing: rescore the row")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,24 +196,30 @@ def analyze(
     if not rows:
         raise EvalkitError(f"study {folder} has no votes yet: serve it with `evalkit study serve {folder}` first")
     root = Path(results or config.results)
-    lock = None
-    if write_db and (root / DB_NAME).is_file():
-        lock = RootLock(root, f"evalkit study analyze {folder}").acquire(wait=wait, notify=notify)
-    try:
-        analysis, report, excluded = _analysis(folder, config, rows, rule, rounds, root)
+    with ExitStack() as held:
+        store: ResultsStore | None = None
+        if write_db and (root / DB_NAME).is_file():
+            lock = RootLock(root, f"evalkit study analyze {folder}").acquire(wait=wait, notify=notify)
+            held.callback(lock.release)
+            store = held.enter_context(ResultsStore(root))  # the root's writer, under its lock
+        analysis, report, excluded = _analysis(folder, config, rows, rule, rounds, root, store)
         write_folder(folder, analysis, report, excluded)
-        if lock is not None:
-            write_results(root, config, analysis)
-    finally:
-        if lock is not None:
-            lock.release()
+        if store is not None:
+            write_results(store, config, analysis)
     return analysis
 
 
 def _analysis(
-    folder: Path, config: StudyConfig, rows: list[dict[str, Any]], rule: Exclusion, rounds: int, root: Path
+    folder: Path,
+    config: StudyConfig,
+    rows: list[dict[str, Any]],
+    rule: Exclusion,
+    rounds: int,
+    root: Path,
+    store: ResultsStore | None,
 ) -> tuple[Analysis, dict[str, dict[str, Any]], set[str]]:
-    """The analysis itself (nothing written): exclusions, pairwise tests, ranking, agreement."""
+    """The analysis itself (nothing written): exclusions, pairwise tests, ranking, agreement (metric values from
+    ``store`` when the caller holds it, else read from ``root``)."""
     labels: list[str] = list(config.methods)
     index = {lab: i for i, lab in enumerate(labels)}
     report = participant_report(rows, config)
@@ -235,8 +242,9 @@ def _analysis(
 
     job_keys = {c.job_key for c in config.candidates.values() if c.job_key}
     agreement = pd.DataFrame(columns=["metric", "agreement", "n"])
-    if (root / DB_NAME).is_file():
-        agreement = metric_agreement(comps, config, metric_values(root, job_keys), notes)
+    if store is not None or (root / DB_NAME).is_file():
+        values = store.metric_values(job_keys) if store is not None else metric_values(root, job_keys)
+        agreement = metric_agreement(comps, config, values, notes)
     else:
         notes.append(
             f"results database {root / DB_NAME} not found: metric agreement and the"
@@ -343,19 +351,18 @@ def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, A
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=float))
 
 
-def write_results(results: Path, config: StudyConfig, analysis: Analysis) -> None:
+def write_results(store: ResultsStore, config: StudyConfig, analysis: Analysis) -> None:
     """Replace this study's rows in the results database's ``preferences`` and ``metric_agreement`` tables (keyed by
     its study id, with the protocol and runs it was built from); call while holding the root's lock."""
-    with ResultsStore(results) as store:
-        store.write_study_results(
-            config.study_id,
-            config.name,
-            config.protocol,
-            list(config.run_ids),
-            [
-                (r.label, float(r.score), float(r.lower), float(r.upper), int(r.rank), int(r.votes))
-                for r in analysis.preferences.itertuples()
-            ],
-            [(r.metric, float(r.agreement), int(r.n)) for r in analysis.metric_agreement.itertuples()],
-            replaces=config.legacy_key,
-        )
+    store.write_study_results(
+        config.study_id,
+        config.name,
+        config.protocol,
+        list(config.run_ids),
+        [
+            (r.label, float(r.score), float(r.lower), float(r.upper), int(r.rank), int(r.votes))
+            for r in analysis.preferences.itertuples()
+        ],
+        [(r.metric, float(r.agreement), int(r.n)) for r in analysis.metric_agreement.itertuples()],
+        replaces=config.legacy_key,
+    )

@@ -39,7 +39,6 @@ STUDY_FILE = "study.json"
 STATIC_DIR = "static"
 IMAGES_DIR = "images"
 SCHEMA_VERSION = 2
-SHORT_ID = 6  # characters of a study id shown where two studies share a name
 
 
 def new_study_id() -> str:
