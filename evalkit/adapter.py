@@ -13,7 +13,7 @@ separately, as a paper's ``network+post`` column.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -36,10 +36,13 @@ class Masks:
 
 @dataclass
 class LoadedInfo:
-    """What a loaded model reports about itself: parameters and layers as a paper's speed table counts them."""
+    """What a loaded model reports about itself: parameters and layers as a paper's speed table counts them, and
+    ``extra`` counts that explain them (per-part parameters, layers that run): the tests check those against the
+    papers; the harness stores only ``parameters`` and ``layers``."""
 
     parameters: int
     layers: int
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class MethodAdapter:

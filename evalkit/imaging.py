@@ -192,3 +192,23 @@ def png_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False, compress_level=6)
     return buf.getvalue()
+
+
+def aspect_matches(size: tuple[int, int], target: tuple[int, int]) -> bool:
+    """Whether an image of ``size`` has the aspect ratio of ``target`` up to the resize rule's rounding (one pixel
+    of either side at the larger of the two scales)."""
+    (w, h), (tw, th) = size, target
+    return abs(w * th - tw * h) <= max(w, h, tw, th)
+
+
+def fit_imported(image: Image.Image, target: tuple[int, int], path: str | Path) -> Image.Image:
+    """An output made elsewhere at the content's size (``target``): resized (Lanczos) when its size differs but its
+    aspect ratio matches; an :class:`ImageError` naming the file and both sizes when the aspect ratio differs."""
+    if image.size == target:
+        return image
+    if not aspect_matches(image.size, target):
+        raise ImageError(
+            f"{path} is {image.size[0]}x{image.size[1]} but its content image is {target[0]}x{target[1]} at this "
+            f"resolution: the aspect ratios differ; export the output at the content's aspect ratio"
+        )
+    return image.resize(target, Image.Resampling.LANCZOS)

@@ -7,10 +7,11 @@ go on), and what the console should say (e.g. which weight set was chosen) becom
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from evalkit import method_files
 from evalkit.adapter import MethodAdapter
 from evalkit.assets import AssetStore
 from evalkit.errors import EvalkitError
@@ -22,15 +23,21 @@ from evalkit.weights import weight_label
 
 @dataclass(frozen=True)
 class PlannedMethod:
-    """A method selector resolved to its adapter class and weight set (``label`` is its weight label)."""
+    """A method selector resolved to its adapter class and weight set (``label`` is its weight label); ``cls`` is
+    ``None`` for outputs imported under ``name`` (evalkit import)."""
 
-    cls: type[MethodAdapter]
+    cls: type[MethodAdapter] | None
     weight_set: str | None
     digests: dict[str, str | None]
+    name: str = ""
+
+    @property
+    def method(self) -> str:
+        return self.cls.name if self.cls is not None else self.name
 
     @property
     def label(self) -> str:
-        return weight_label(self.cls.name, self.weight_set)
+        return weight_label(self.method, self.weight_set)
 
 
 @dataclass
@@ -41,13 +48,16 @@ class Plan:
     methods: dict[str, PlannedMethod] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # an imported folder is the whole row of its label: jobs of that label in the protocol that this plan does not
+    # hold (an earlier version of a changed file) are replaced
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)
 class PlanRequest:
     """What the planner needs of a run request (``None``: the protocol's value)."""
 
-    selectors: list[str] | None = None
+    selectors: list[Any] | None = None  # selector strings, or (from Python) adapter classes and functions
     resolutions: list[str] | None = None
     seeds: int | None = None
     precision: str = "fp32"
@@ -91,7 +101,7 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _image_digests(protocol: Protocol, pair: PairSpec) -> dict[str, str | None]:
+def image_digests(protocol: Protocol, pair: PairSpec) -> dict[str, str | None]:
     refs = (
         ("content", pair.content),
         ("style", pair.style),
@@ -105,6 +115,7 @@ def _jobs(
     protocol: Protocol, method: PlannedMethod, variants: Iterable[tuple[str, dict[str, Any]]], request: PlanRequest
 ) -> Iterable[JobSpec]:
     cls = method.cls
+    assert cls is not None
     resolutions = request.resolutions or list(protocol.resolutions)
     seeds = range(1) if cls.deterministic else range(request.seeds if request.seeds is not None else protocol.seeds)
     for variant, params in variants:
@@ -127,9 +138,20 @@ def _jobs(
                         method_version=cls.version,
                         weight_digests=method.digests,
                         precision=request.precision,
-                        image_digests=_image_digests(protocol, pair),
+                        image_digests=image_digests(protocol, pair),
                         variant=variant,
                     ).with_key()
+
+
+def _method(selector: str | type[MethodAdapter] | Callable[..., Any]) -> tuple[type[MethodAdapter], str | None]:
+    """A selector's adapter class and requested weight set: ``adain[cd16x]``, ``./file.py:NAME[set]``, or (from
+    Python) an adapter class or a function."""
+    if not isinstance(selector, str):
+        return method_files.register_object(selector), None
+    if method_files.is_file_selector(selector):
+        return method_files.load_selector(selector)
+    parsed = MethodSelector.parse(selector)
+    return get_method(parsed.name), parsed.weight_set
 
 
 def plan_jobs(protocol: Protocol, request: PlanRequest, store: AssetStore) -> Plan:
@@ -140,9 +162,8 @@ def plan_jobs(protocol: Protocol, request: PlanRequest, store: AssetStore) -> Pl
     plan = Plan()
     for text in selectors:
         try:
-            selector = MethodSelector.parse(text)
-            cls = get_method(selector.name)
-            weight_set, reason = choose_weight_set(cls, selector.weight_set, store)
+            cls, requested = _method(text)
+            weight_set, reason = choose_weight_set(cls, requested, store)
             method = PlannedMethod(cls, weight_set, cls.weight_sets[weight_set].digests() if weight_set else {})
             overrides = {
                 **protocol.params.get(cls.name, {}),
@@ -154,7 +175,7 @@ def plan_jobs(protocol: Protocol, request: PlanRequest, store: AssetStore) -> Pl
         except (EvalkitError, ValueError) as exc:
             plan.errors.append(str(exc))
             continue
-        if cls.weight_sets and not selector.weight_set:
+        if cls.weight_sets and not requested:
             plan.notes.append(f"{cls.name}: using weight set {weight_set} ({reason})")
         plan.methods[method.label] = method
         plan.jobs.extend(_jobs(protocol, method, variants, request))

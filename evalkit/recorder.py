@@ -91,7 +91,7 @@ class Recorder:
         if result.model_info is None or job.label in self._recorded_models:
             return
         method = self.plan.methods.get(result.model_info.weight_label)
-        if method is None:
+        if method is None or method.cls is None:
             return
         cls = method.cls  # recorded under the job's label, so a sweep variant's row finds its counts
         self.store.record_method(

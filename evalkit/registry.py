@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from evalkit import plugins
+from evalkit import method_files, plugins
 from evalkit.adapter import MethodAdapter
 from evalkit.assets import AssetStore
 from evalkit.errors import EvalkitError, UnknownMethodError
@@ -36,9 +36,13 @@ def available_methods() -> list[str]:
 
 
 def get_method(name: str) -> type[MethodAdapter]:
-    """The adapter class registered as ``name``; a clear error listing the known names otherwise."""
+    """The adapter class registered as ``name`` (an entry point, or a method loaded from a file or given in Python);
+    a clear error listing the known names otherwise."""
     if name in _loaded:
         return _loaded[name]
+    from_file = method_files.registered(name)
+    if from_file is not None:
+        return from_file
     eps = plugins.group(GROUP)
     if name not in eps:
         known = ", ".join(sorted(eps)) or "none installed"

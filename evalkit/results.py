@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 # -- statuses and reasons ----------------------------------------------------------------------------------------
-FINAL_STATUSES: Final = ("ok", "oom")  # outcomes a rerun keeps; error/timeout/unavailable/skipped are retried
+# outcomes a rerun keeps (missing: an imported folder had no file for the pair); error/timeout/unavailable/skipped
+# are retried
+FINAL_STATUSES: Final = ("ok", "oom", "missing")
 FAILED_STATUSES: Final = ("error", "timeout", "unavailable")  # outcomes that make `evalkit run` exit non-zero
 LOST: Final = "lost"  # transport status only: the worker vanished; the scheduler retries, never stores it
 

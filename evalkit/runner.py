@@ -22,7 +22,7 @@ from typing import Any
 
 from rich.console import Console
 
-from evalkit import environment, precision
+from evalkit import environment, method_files, precision
 from evalkit.assets import AssetSettings, AssetStore
 from evalkit.display import ConsoleDisplay
 from evalkit.errors import EvalkitError
@@ -44,7 +44,7 @@ from evalkit.worker import WorkerConfig
 @dataclass
 class RunRequest:
     protocol: str | Protocol = "quick"  # a name, a path, or an already loaded protocol (loaded once per run)
-    methods: list[str] | None = None
+    methods: list[Any] | None = None  # selectors; from Python also adapter classes and functions
     resolutions: list[str] | None = None
     metrics: list[str] | None = None
     device: str = "cpu"
@@ -122,9 +122,14 @@ def parse_resolutions(text: str | None, protocol: Protocol) -> list[str]:
     return values
 
 
-def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSummary:
+def run_benchmark(
+    request: RunRequest, console: Console | None = None, plan: Plan | None = None, imports: dict[str, str] | None = None
+) -> RunSummary:
     """Plan, take the root's lock, clean up after crashed runs, execute, record; the run row always ends in a final
-    status (``finished``, ``interrupted`` on Ctrl-C, ``failed`` with the reason on any other exception)."""
+    status (``finished``, ``interrupted`` on Ctrl-C, ``failed`` with the reason on any other exception).
+
+    ``plan`` replaces the planner's (``evalkit import`` plans from a folder), ``imports`` maps the sha256 of each
+    imported file to its path for the workers."""
     console = console or Console(stderr=True)
     display = ConsoleDisplay(console, enabled=request.progress)
     protocol = resolve_protocol(request.protocol)
@@ -134,7 +139,8 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
     bad_metrics = [m for m in metrics if m not in known]
     if bad_metrics:
         raise EvalkitError(f"unknown metric(s) {', '.join(bad_metrics)}: known metrics are {', '.join(sorted(known))}")
-    plan = plan_jobs(protocol, plan_request(request), AssetStore(request.assets))
+    if plan is None:
+        plan = plan_jobs(protocol, plan_request(request), AssetStore(request.assets))
     if not plan.methods:
         raise EvalkitError(" ; ".join(plan.errors) or "no methods to run")
     for note in plan.notes:
@@ -148,7 +154,8 @@ def run_benchmark(request: RunRequest, console: Console | None = None) -> RunSum
         store = ResultsStore(root)
         try:
             _recover(store, display)
-            return _Run(request, protocol, list(metrics), choice, policy, plan, store, display).execute(command)
+            run = _Run(request, protocol, list(metrics), choice, policy, plan, store, display, imports or {})
+            return run.execute(command)
         finally:
             store.close()
     finally:
@@ -189,6 +196,7 @@ class _Run:
     plan: Plan
     store: ResultsStore
     display: ConsoleDisplay
+    imports: dict[str, str]
 
     def config(self) -> WorkerConfig:
         timing = self.protocol.timing
@@ -200,6 +208,8 @@ class _Run:
             executor=self.choice.name,
             warmup=int(self.request.warmup if self.request.warmup is not None else timing.get("warmup", 0)),
             repeats=int(self.request.repeats if self.request.repeats is not None else timing.get("repeats", 1)),
+            method_files=method_files.sources(),
+            imports=self.imports,
         )
 
     def execute(self, command: str) -> RunSummary:
@@ -223,6 +233,7 @@ class _Run:
         reducer = SetReducer(store, protocol.name, self.metrics, protocol.eval_size, AssetStore(request.assets))
         recorder = Recorder(store, run_id, protocol.name, protocol.eval_size, self.plan, reducer, self.display)
         try:
+            self._record_imported_methods()
             store.attach_jobs(run_id, (s.key for s in reused))
             if reused:
                 self.display.note(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
@@ -236,6 +247,11 @@ class _Run:
             with self.display.start(len(work), work[0] if work else None):
                 for job, result in scheduler.run(work, self.config()):
                     recorder.record(job, result)
+            if self.plan.replaces:
+                kept = {s.key: s.pair_id for s in specs}
+                superseded = store.remove_superseded(protocol.name, self.plan.replaces, kept)
+                if superseded:
+                    self.display.note(f"replaced {superseded} job(s) of {self.plan.replaces} whose file changed")
             status = "finished"
         except KeyboardInterrupt:
             status, note = "interrupted", "interrupted: stopped by the user (Ctrl-C)"
@@ -247,6 +263,11 @@ class _Run:
             store.finish_run(run_id, status, note)
         plan_errors = self.plan.errors
         return RunSummary(run_id, store.root, len(specs), len(reused), recorder.counts, plan_errors, recorder.failures)
+
+    def _record_imported_methods(self) -> None:
+        for label, method in self.plan.methods.items():
+            if method.cls is None:  # outputs made elsewhere: no model to count
+                self.store.record_method(label, method.method, None, "imported", "imported", None, None, {})
 
     def _scoring_jobs(self, reused: list[JobSpec], statuses: dict[str, str]) -> list[ScoreJob]:
         """Finished outputs that lack a requested metric, as score jobs naming their stored PNG."""

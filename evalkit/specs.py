@@ -40,6 +40,8 @@ class JobSpec:
     precision: str = "fp32"  # of the networks (evalkit.precision); part of the key unless fp32
     # a sweep point, e.g. "alpha=0.5": part of the label (so every table keeps the variants apart) and of the key
     variant: str = ""
+    # an output made elsewhere (evalkit import): the file's sha256, or "missing" for a pair without a file
+    source: str = ""
 
     def reference_key(self, role: str) -> str:
         """The cache key of the job's content or style image at its evaluation size (sha256 and sizes): metrics
@@ -48,6 +50,10 @@ class JobSpec:
         if role == "content":  # the content is first resized to the job resolution, then to the evaluation size
             return f"img:{digest}:{self.resolution}:{self.eval_size}"
         return f"img:{digest}:{self.eval_size}"
+
+    @property
+    def imported(self) -> bool:
+        return bool(self.source)
 
     @property
     def label(self) -> str:
@@ -64,6 +70,8 @@ class JobSpec:
             data.pop("precision")  # so that keys of runs recorded before precisions existed stay valid
         if not data["variant"]:
             data.pop("variant")  # likewise for runs recorded before sweeps existed
+        if not data["source"]:
+            data.pop("source")  # and before imports existed
         data.pop("eval_size")  # metrics are keyed separately; changing eval size must not re-stylize
         return data
 

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from evalkit import environment, imaging, precision
+from evalkit import environment, imaging, method_files, precision
 from evalkit.adapter import Masks, MethodAdapter
-from evalkit.assets import AssetSettings, AssetStore
+from evalkit.assets import AssetSettings, AssetStore, sha256_file
 from evalkit.errors import EvalkitError, WeightsUnavailable
 from evalkit.imaging import Resolution
 from evalkit.metrics import EvalSample, MetricSuite
@@ -56,6 +56,10 @@ class WorkerConfig:
     repeats: int = 1  # timed runs; the job row holds their median, the timings table each one
     executor: str = "local"  # recorded in every job's environment
     channels_last: bool = True  # the exact fast path for convolutions (False: plain NCHW, for benchmarks)
+    # methods loaded from files (--methods ./file.py:NAME): name -> (absolute path, attribute), imported by workers
+    method_files: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # outputs made elsewhere (evalkit import): file sha256 -> path; the job of an imported output reads its file
+    imports: dict[str, str] = field(default_factory=dict)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -78,6 +82,8 @@ class JobContext:
     def __init__(self, config: WorkerConfig, environment_extra: dict[str, Any] | None = None) -> None:
         self.config = config
         self.protocol = config.protocol
+        for path, attr in config.method_files.values():
+            method_files.register(path, attr)
         self.device = torch.device(config.device)
         self.assets = AssetStore(AssetSettings(**config.assets)) if config.assets else AssetStore.from_env()
         self.environment = environment.job_environment(
@@ -185,7 +191,30 @@ class JobContext:
         result.finished = utcnow()
         return result
 
+    def _run_imported(self, spec: JobSpec, result: JobResult) -> None:
+        """An output made elsewhere: its file (sha256-checked) becomes the job's output, at the content's size, with
+        no timing (the speed table says "not timed (imported)"). A pair without a file is recorded ``missing``."""
+        if spec.source == "missing":
+            result.status, result.reason = "missing", Reason.BAD_INPUT
+            result.message = "no output file for this pair in the imported folder"
+            return
+        path = self.config.imports.get(spec.source)
+        if path is None:
+            raise EvalkitError(f"no imported file with sha256 {spec.source[:12]}…: import the folder again")
+        actual = sha256_file(Path(path))
+        if actual != spec.source:
+            raise EvalkitError(f"{path} changed while it was being imported (sha256 {actual[:12]}…): import again")
+        content_img = self.image(spec.content, Resolution.parse(spec.resolution), result.warnings)
+        output = imaging.fit_imported(imaging.load_image(path), content_img.size, path)
+        result.png = imaging.png_bytes(output)
+        result.width, result.height = output.size
+        result.status = "ok"
+        result.metrics, result.states = self.score(spec, output, self.config.metrics, content_img)
+
     def _run(self, spec: JobSpec, result: JobResult) -> None:
+        if spec.imported:
+            self._run_imported(spec, result)
+            return
         res = Resolution.parse(spec.resolution)
         style_res = Resolution.parse(spec.style_size)
         content_img = self.image(spec.content, res, result.warnings)

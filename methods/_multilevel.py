@@ -100,7 +100,7 @@ class MultiLevelTransfer(MethodAdapter):
     def info(self) -> LoadedInfo:
         modules = torch.nn.ModuleList([self.encoders, self.decoders])
         resampling = sum(net.resampling for nets in (self.encoders, self.decoders) for net in nets.values())
-        return LoadedInfo(count_parameters(modules), count_layers(modules, resampling))
+        return LoadedInfo(count_parameters(modules), count_layers(modules, resampling), {"levels": list(self.levels)})
 
     def selected_levels(self, value: str) -> list[int]:
         if value == "all":

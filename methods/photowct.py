@@ -175,7 +175,7 @@ class PhotoWCT(MethodAdapter):
         # the paper's convention (docs/photoreal.md): weight layers without the four 1x1 input-normalisation convs
         # (36), plus the 6 max-poolings and 6 unpoolings of the four autoencoders = 48; every checkpoint parameter
         convs = sum(1 for m in self.net.modules() if isinstance(m, nn.Conv2d))
-        return LoadedInfo(count_parameters(self.net), convs - 4 + 12)
+        return LoadedInfo(count_parameters(self.net), convs - 4 + 12, {"weight_layers": convs})
 
     def stylize(
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any

@@ -194,7 +194,7 @@ class PhotoWCT2(MethodAdapter):
         # the paper's convention (docs/photoreal.md): weight layers without the 1x1 input-normalisation conv, plus
         # the three poolings and three upsamplings; parameters: every tensor of the checkpoints
         convs = sum(1 for m in self.net.modules() if isinstance(m, nn.Conv2d)) - 1
-        return LoadedInfo(count_parameters(self.net), convs + 6)
+        return LoadedInfo(count_parameters(self.net), convs + 6, {"model": self.net.model, "weight_layers": convs + 1})
 
     def stylize(
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any

@@ -16,13 +16,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-from evalkit.cli import compare, export, inspect, leaderboard, run, runs, score, speed, study, weights  # noqa: E402  (modules register their commands on `app`)
+from evalkit.cli import compare, export, imports, inspect, leaderboard, run, runs, score, speed, study, weights  # noqa: E402  (modules register their commands on `app`)
 
 __all__ = [
     "app",
     "main",
     "compare",
     "export",
+    "imports",
     "inspect",
     "leaderboard",
     "run",

@@ -17,13 +17,29 @@ from evalkit.registry import available_methods, get_method
 
 
 @app.command("methods")
-def methods(home: Path = Home, weights_mirror: Path = WeightsMirror, data_mirror: Path = DataMirror) -> None:
-    """List installed methods with kind, weight sets (and availability), parameters, layers."""
+def methods(
+    extra: str = typer.Option(
+        None, "--methods", "-m", help="Also list these selectors, e.g. ./my_method.py:stylize (comma-separated)."
+    ),
+    home: Path = Home,
+    weights_mirror: Path = WeightsMirror,
+    data_mirror: Path = DataMirror,
+) -> None:
+    """List installed methods (and --methods ones, e.g. from files) with kind, weight sets, parameters, layers."""
+    from evalkit import method_files
+    from evalkit.registry import split_selectors
+
     store = asset_store(home, weights_mirror, data_mirror)
     table = Table(title="methods")
     for col in ("method", "kind", "weight sets", "params", "layers", "parameters (defaults)"):
         table.add_column(col, overflow="fold")
-    for name in available_methods():
+    names: list[str] = available_methods()
+    for selector in split_selectors(extra or ""):  # one-line errors for a bad file, like `evalkit run`
+        cls = (
+            method_files.load_selector(selector)[0] if method_files.is_file_selector(selector) else get_method(selector)
+        )
+        names.append(cls.name)
+    for name in dict.fromkeys(names):
         try:
             cls = get_method(name)
         except EvalkitError as exc:

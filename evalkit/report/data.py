@@ -40,6 +40,18 @@ class ReportData:
         return [r["run_id"] for r in self.runs]
 
     @property
+    def imported_entries(self) -> set[str]:
+        """Entries whose outputs were made elsewhere (``evalkit import``; their method's kind is ``imported``)."""
+        kinds = {label: info.get("kind") for label, info in self.methods.items()}
+        if not len(self.jobs):
+            return set()
+        return {
+            str(e)
+            for e, label in zip(self.jobs["entry"], self.jobs["label"], strict=True)
+            if kinds.get(label) == "imported"
+        }
+
+    @property
     def entries(self) -> list[str]:
         """Row keys in a stable order (by label), including entries whose every job failed."""
         return sorted(self.jobs["entry"].unique()) if len(self.jobs) else []

@@ -351,7 +351,9 @@ def render_leaderboard(
     out.parent.mkdir(parents=True, exist_ok=True)
     protocol = data.spec
     preferred = list(protocol.metrics) if protocol is not None else None
-    table = build_quality_table(data.jobs, data.metrics, preferred, set_values=data.set_values)
+    table = build_quality_table(
+        data.jobs, data.metrics, preferred, set_values=data.set_values, imported=data.imported_entries
+    )
     paired = paired_tables(data.metrics, [c.metric for c in table.columns]) if len(data.metrics) else []
     mark_tied(table, paired)
     colors = {entry: color_for(i) for i, entry in enumerate(data.entries)}

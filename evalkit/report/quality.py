@@ -71,6 +71,7 @@ class Row:
     jobs_total: int
     job_problems: str
     cells: dict[str, Cell] = field(default_factory=dict)
+    imported: bool = False  # outputs made elsewhere (evalkit import): marked wherever the row is shown
 
 
 @dataclass
@@ -128,6 +129,7 @@ def build_quality_table(
     preferred: list[str] | None = None,
     eval_size: int | None = None,
     set_values: pd.DataFrame | None = None,
+    imported: set[str] | None = None,
 ) -> QualityTable:
     """Aggregate long-form metrics (columns entry, pair_id, metric, value, status, message) into the table; set-level
     metrics (``set_values``: entry, metric, eval_size, value, status, message, n) add one cell per row."""
@@ -155,6 +157,7 @@ def build_quality_table(
             jobs_ok=len(ok),
             jobs_total=len(ejobs),
             job_problems=problems,
+            imported=entry in (imported or set()),
         )
         emetrics = metrics[metrics["entry"] == entry] if len(metrics) else metrics
         for col in columns:
@@ -165,23 +168,29 @@ def build_quality_table(
                 )
                 continue
             rows_m = emetrics[emetrics["metric"] == col.metric] if len(emetrics) else emetrics
-            good = rows_m[(rows_m["status"] == "ok") & rows_m["value"].notna()] if len(rows_m) else rows_m
-            cell = Cell(failed=int((rows_m["status"] != "ok").sum()) if len(rows_m) else 0)
-            if len(good):
-                per_pair = good.groupby("pair_id")["value"].mean()
-                cell.mean, cell.lower, cell.upper = mean_ci(per_pair)
-                cell.n = len(per_pair)
-                cell.reason = _reason(rows_m)
-            elif len(rows_m):
-                cell.reason = _reason(rows_m)
-            elif len(ok) == 0:
-                cell.reason = f"no successful output ({problems})" if problems else "no jobs"
-            else:
-                cell.reason = "not computed for this method's outputs"
-            row.cells[col.metric] = cell
+            row.cells[col.metric] = image_cell(rows_m, len(ok), problems)
         rows.append(row)
     mark_best(columns, rows)
     return QualityTable(columns=columns, rows=rows)
+
+
+def image_cell(rows_m: pd.DataFrame, ok_jobs: int, problems: str) -> Cell:
+    """An image-level metric's cell: mean and interval over pairs (each pair the mean of its seeds and resolutions),
+    or the reason there is none."""
+    good = rows_m[(rows_m["status"] == "ok") & rows_m["value"].notna()] if len(rows_m) else rows_m
+    cell = Cell(failed=int((rows_m["status"] != "ok").sum()) if len(rows_m) else 0)
+    if len(good):
+        per_pair = good.groupby("pair_id")["value"].mean()
+        cell.mean, cell.lower, cell.upper = mean_ci(per_pair)
+        cell.n = len(per_pair)
+        cell.reason = _reason(rows_m)
+    elif len(rows_m):
+        cell.reason = _reason(rows_m)
+    elif ok_jobs == 0:
+        cell.reason = f"no successful output ({problems})" if problems else "no jobs"
+    else:
+        cell.reason = "not computed for this method's outputs"
+    return cell
 
 
 def set_cell(values: pd.DataFrame) -> Cell:

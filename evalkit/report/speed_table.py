@@ -10,6 +10,7 @@ post-processing, or ``OOM`` (an ``oom`` job, or one skipped after an OOM at a sm
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,6 +60,16 @@ def is_oom(status: str, reason: Any) -> bool:
     return status == "oom" or (status == "skipped" and reason == Reason.AFTER_OOM)
 
 
+IMPORTED_CELL = "not timed (imported)"
+
+
+def _imported(spec: Any) -> bool:
+    try:
+        return bool(json.loads(spec).get("source"))
+    except (TypeError, ValueError, AttributeError):
+        return False
+
+
 def cell(jobs: pd.DataFrame) -> str | None:
     """The display string for the jobs of one (model, resolution); ``None`` when there are none."""
     if jobs.empty:
@@ -68,6 +79,8 @@ def cell(jobs: pd.DataFrame) -> str | None:
         text = format_seconds(float(ok["time_network_s"].median()))
         post = ok["time_post_s"].dropna()
         return f"{text}+{format_seconds(float(post.median()))}" if len(post) else text
+    if (jobs["status"] == "ok").any() and "spec" in jobs and jobs["spec"].map(_imported).any():
+        return IMPORTED_CELL  # outputs made elsewhere (evalkit import) have no timing
     reasons = jobs["reason"] if "reason" in jobs else [None] * len(jobs)
     if any(is_oom(s, r) for s, r in zip(jobs["status"], reasons, strict=True)):
         return "OOM"

@@ -17,7 +17,7 @@ def quality_cells(table: QualityTable) -> tuple[list[str], list[list[tuple[str, 
     header = ["Method"] + [f"{c.metric} {c.arrow}".strip() for c in table.columns]
     rows = []
     for row in table.rows:
-        cells = [(row.entry, False)]
+        cells = [(f"{row.entry} (imported)" if row.imported else row.entry, False)]
         for col in table.columns:
             cell = row.cells[col.metric]
             cells.append((fmt_pm(cell.mean, cell.half_width), cell.best))
@@ -98,7 +98,9 @@ def latex_speed_table(columns: list[str], rows: list[list[str]], device: str) ->
 
 
 def render_tables(data: ReportData, fmt: str) -> str:
-    table = build_quality_table(data.jobs, data.metrics, _protocol_metrics(data), set_values=data.set_values)
+    table = build_quality_table(
+        data.jobs, data.metrics, _protocol_metrics(data), set_values=data.set_values, imported=data.imported_entries
+    )
     speed = speed_section(data)
     if fmt == "md":
         return to_markdown(table, speed, data.protocol)

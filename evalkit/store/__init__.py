@@ -207,8 +207,8 @@ class ResultsStore(ReadModels, StudyResults):
         weight_set: str | None,
         kind: str,
         version: str,
-        parameters: int,
-        layers: int,
+        parameters: int | None,
+        layers: int | None,
         weight_digests: dict[str, str | None],
     ) -> None:
         with self.transaction() as cur:
@@ -293,6 +293,23 @@ class ResultsStore(ReadModels, StudyResults):
                     (spec.key, json.dumps(result.environment, sort_keys=True, default=str)),
                 )
             cur.execute("INSERT OR IGNORE INTO run_jobs(run_id, job_key) VALUES (?, ?)", (run_id, spec.key))
+
+    def remove_superseded(self, protocol: str, label: str, keep: dict[str, str]) -> int:
+        """Delete ``label``'s jobs of ``protocol`` on the pairs of ``keep`` (job key -> pair id) whose keys are not
+        kept (an imported file that changed), with their metrics, states, timings and output files; returns how many.
+        Jobs of other pairs (e.g. whose new file was refused) stay."""
+        rows = self.conn.execute(
+            "SELECT job_key, pair_id, output_path FROM jobs WHERE protocol=? AND label=?", (protocol, label)
+        ).fetchall()
+        pairs = set(keep.values())
+        gone = [r for r in rows if r["pair_id"] in pairs and r["job_key"] not in keep]
+        with self.transaction() as cur:
+            for table in ("metrics", "metric_states", "timings", "job_environment", "run_jobs", "jobs"):
+                cur.executemany(f"DELETE FROM {table} WHERE job_key=?", [(r["job_key"],) for r in gone])
+        for r in gone:
+            if r["output_path"]:
+                (self.root / r["output_path"]).unlink(missing_ok=True)
+        return len(gone)
 
     def record_metrics(
         self, key: str, eval_size: int, values: list[MetricValue], states: list[MetricState] | None = None
