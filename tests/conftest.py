@@ -127,7 +127,7 @@ class GreyGap(SetMetric):
     resumed run or a reduction never recomputes a stored state."""
     info = MetricInfo(name="grey_gap", higher_is_better=False, reference="style", range=(-255.0, 255.0),
                       description="mean grey level of the outputs minus that of their styles", level="set",
-                      definition="mean_i mean(O_i) * 255 - mean_s mean(S_s) * 255 over distinct styles")
+                      definition="mean_i mean(O_i) * 255 - mean_i mean(S_i) * 255, S_i the style of output i's pair")
 
     def image_state(self, sample, features):
         log = os.environ.get("GREY_GAP_LOG")
@@ -139,7 +139,7 @@ class GreyGap(SetMetric):
     def reference_state(self, image, key, features):
         return np.array([float(image.mean()) * 255.0])
 
-    def reduce(self, states, references):
+    def reduce(self, states, references):  # references: one per state (the style of each output's pair)
         return float(np.mean([s[0] for s in states]) - np.mean([r[0] for r in references]))
 
 

@@ -75,21 +75,36 @@ def _print_paired(tables: list, fmt: str, out: Path | None) -> None:
 
 
 def _print_set_values(data, metrics: list[str], fmt: str, out: Path | None) -> None:
-    """Set-level metrics have one value per row (no pairs to test): their values, per row, on stderr for md/tex
-    (so the paired tables on stdout or --out stay a clean document) and in a table otherwise."""
+    """Set-level metrics: each row's value with its bootstrap interval, then paired bootstrap differences between
+    rows over the same pairs (on stderr for md/tex, so the paired tables on stdout or --out stay a clean document)."""
     from evalkit.report.quality import lookup_info
+    from evalkit.report.set_intervals import compare_rows, tied_for_best
 
     frame = data.set_values[data.set_values["metric"].isin(metrics)]
     console = Console(stderr=fmt != "table" or out is not None)
     for name in metrics:
         info = lookup_info(name)
         direction = f" ({'higher' if info.higher_is_better else 'lower'} is better)" if info else ""
-        grid = Table(title=f"{name}{direction}: set-level, one value per row")
-        for h in ("method", "resolution", "value", "n", "note"):
+        grid = Table(title=f"{name}{direction}: set-level, one value per row, 95 % bootstrap interval over pairs")
+        for h in ("method", "resolution", "value", "95 % CI", "n", "note"):
             grid.add_column(h)
         for _, r in frame[frame["metric"] == name].iterrows():
             shown = f"{r['value']:.6g}" if r["status"] == "ok" else f"{r['status']}"
-            grid.add_row(
-                escape(str(r["entry"])), str(r["resolution"]), shown, str(r["n"]), escape(str(r["message"] or ""))
-            )
+            ci = f"[{r['lower']:.4g}, {r['upper']:.4g}]" if r["status"] == "ok" and r["lower"] == r["lower"] else "–"
+            note = escape(str(r["message"] or ""))
+            grid.add_row(escape(str(r["entry"])), str(r["resolution"]), shown, ci, str(r["n"]), note)
         console.print(grid)
+        pairs = Table(title=f"{name}: paired bootstrap differences a − b (same resampled pairs)")
+        for h in ("a", "b", "a − b", "95 % CI", "verdict"):
+            pairs.add_column(h)
+        for c in compare_rows(frame, name):
+            ci = f"[{c.lower:.4g}, {c.upper:.4g}]" if c.lower is not None else "– (different pairs)"
+            better = (
+                (c.a if (c.mean_diff > 0) == bool(info and info.higher_is_better) else c.b) if c.significant else ""
+            )
+            pairs.add_row(escape(c.a), escape(c.b), f"{c.mean_diff:.4g}", ci, f"{better} better" if better else "–")
+        console.print(pairs)
+        if info is not None:
+            console.print(
+                f"tied for best: {escape(', '.join(sorted(tied_for_best(frame, name, info.higher_is_better))))}"
+            )

@@ -136,8 +136,13 @@ class SetMetric(Metric):
 
     In the worker, :meth:`image_state` gives each output's state and :meth:`reference_state` the state of the
     reference image it is compared with (``info.reference``; never called for ``none``), both float arrays. On the
-    driver, :meth:`reduce` turns a row's states (in pair order) and the states of its distinct reference images
-    into the value. States are stored, so a resumed run or a new reduction never recomputes a network pass."""
+    driver, :meth:`reduce` turns a row's states (in pair order) and the states of their reference images (one per
+    state, in the same order: a style shared by several pairs appears once per pair, as FID's reference set of "the
+    style images of the same pairs" counts it) into the value. States are stored, so a resumed run or a new
+    reduction never recomputes a network pass. The row's interval is a bootstrap over its pairs (``bootstrap``
+    resamples, evalkit/metrics/sets.py)."""
+
+    bootstrap: ClassVar[int] = 200  # resamples of the row's pairs for the 95 % interval (0: no interval)
 
     def image_state(self, sample: EvalSample, features: FeatureProvider) -> np.ndarray:
         raise NotImplementedError

@@ -93,9 +93,21 @@ def _vgg19(weight_set: str, device: torch.device, store: AssetStore) -> Callable
     return run
 
 
+def _inception(kind: str) -> Callable[[str, torch.device, AssetStore], Callable[..., dict[str, torch.Tensor]]]:
+    def build(weight_set: str, device: torch.device, assets: AssetStore) -> Callable[..., dict[str, torch.Tensor]]:
+        from evalkit.metrics import inception
+
+        builder = inception.fid_network if kind == "fid" else inception.art_network
+        return builder(weight_set, device, assets)
+
+    return build
+
+
 # architecture name -> builder(weight set, device, store) -> pass(image, layers) -> {layer: activations}
 NETWORKS: dict[str, Callable[[str, torch.device, AssetStore], Callable[..., dict[str, torch.Tensor]]]] = {
     "vgg19": _vgg19,
+    "inception_fid": _inception("fid"),  # pytorch-fid's FID Inception (evalkit/metrics/inception.py)
+    "inception_art": _inception("art"),  # ArtFID's art Inception
 }
 
 

@@ -14,13 +14,28 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
 
 from evalkit.assets import AssetStore
-from evalkit.metrics import get_metric_class, unpack_state
+from evalkit.metrics import get_metric_class, pack_state, unpack_state
 from evalkit.metrics.base import SetMetric
 from evalkit.specs import JobSpec
 from evalkit.store import ResultsStore
 from evalkit.store.reads import SetRow, SetValue
+
+
+def pair_identity(spec: JobSpec) -> str:
+    """What a bootstrap resamples: a pair (and seed), the independent unit of a benchmark."""
+    return f"{spec.pair_id}#{spec.seed}"
+
+
+def resamples(metric: str, pairs: Sequence[str], count: int) -> np.ndarray:
+    """``count`` bootstrap draws (indices into ``pairs``, with replacement), determined by the metric and the pairs
+    alone, so rows over the same pairs are resampled identically."""
+    seed = int(hashlib.sha256(json.dumps([metric, sorted(pairs)]).encode()).hexdigest()[:8], 16)
+    return np.random.default_rng(seed).integers(0, len(pairs), size=(count, len(pairs)))
 
 
 def row_of(protocol: str, spec: JobSpec) -> SetRow:
@@ -86,7 +101,7 @@ class SetReducer:
             value = float(
                 metric.reduce(
                     [unpack_state(states[j.key]["state"]) for j in contributing],
-                    [unpack_state(refs[k]["state"]) for k in ref_keys],
+                    [unpack_state(refs[j.reference_key(role)]["state"]) for j in contributing] if ref_keys else [],
                 )
             )
         except Exception as exc:  # noqa: BLE001 - a reduction that fails is a result, never a crash of the run
@@ -94,4 +109,28 @@ class SetReducer:
         if not math.isfinite(value):
             return result(None, "error", "metric returned NaN/Inf")
         note = None if len(contributing) == len(jobs) else f"from {len(contributing)} of {len(jobs)} outputs"
-        return result(value, "ok", note)
+        out = result(value, "ok", note)
+        return self._with_interval(out, metric, contributing, states, refs, role)
+
+    def _with_interval(
+        self, out: SetValue, metric: SetMetric, jobs: list[JobSpec], states: dict, refs: dict, role: str
+    ) -> SetValue:
+        """The 95 % percentile interval of ``metric.bootstrap`` resamples of the row's pairs. The resamples depend
+        only on the metric and the set of pairs, so two rows over the same pairs share them: their replicates,
+        stored, give paired intervals of differences (evalkit/report/set_intervals.py)."""
+        if metric.bootstrap <= 0 or len(jobs) < 3:
+            return out
+        order = sorted(range(len(jobs)), key=lambda i: pair_identity(jobs[i]))
+        xs = [unpack_state(states[jobs[i].key]["state"]) for i in order]
+        rs = [unpack_state(refs[jobs[i].reference_key(role)]["state"]) for i in order] if out.reference_keys else []
+        replicates = []
+        for idx in resamples(metric.info.name, [pair_identity(jobs[i]) for i in order], metric.bootstrap):
+            try:
+                replicates.append(float(metric.reduce([xs[i] for i in idx], [rs[i] for i in idx] if rs else [])))
+            except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+                continue  # a degenerate resample (e.g. every draw the same pair): left out
+        values = np.array([v for v in replicates if math.isfinite(v)])
+        if len(values) < 0.9 * metric.bootstrap:
+            return out
+        lower, upper = np.percentile(values, [2.5, 97.5])
+        return replace(out, lower=float(lower), upper=float(upper), replicates=pack_state(values))

@@ -88,10 +88,13 @@ def set_values_of(store: ResultsStore, protocol: str, jobs: pd.DataFrame) -> pd.
     if frame.empty or jobs.empty:
         return frame.iloc[0:0].assign(entry=pd.Series(dtype=str))
     entry_of = dict(zip(jobs["job_key"], jobs["entry"], strict=True))
+    pair_of = {k: f"{p}#{s}" for k, p, s in zip(jobs["job_key"], jobs["pair_id"], jobs["seed"], strict=True)}
     keys = [json.loads(k) for k in frame["job_keys"]]
     keep = [bool(ks) and all(k in entry_of for k in ks) for ks in keys]
     frame = frame[keep].copy()
-    frame["entry"] = [entry_of[ks[0]] for ks, kept in zip(keys, keep, strict=True) if kept]
+    kept = [ks for ks, k in zip(keys, keep, strict=True) if k]
+    frame["entry"] = [entry_of[ks[0]] for ks in kept]
+    frame["pairs"] = ["|".join(sorted(pair_of[k] for k in ks)) for ks in kept]  # rows over the same pairs compare
     return frame.drop(columns=["job_keys"]).reset_index(drop=True)
 
 

@@ -328,9 +328,15 @@ def study_rows(frame: pd.DataFrame | None, titles: dict[str, str]) -> list[dict[
     ]
 
 
-def mark_tied(table: QualityTable, paired: list[PairedTable]) -> None:
-    """Flag the cells of entries in each metric's tied-for-best group (paired tests, Holm; see report/paired.py)."""
+def mark_tied(table: QualityTable, paired: list[PairedTable], set_values: pd.DataFrame | None = None) -> None:
+    """Flag the cells of entries in each metric's tied-for-best group (paired tests, Holm; see report/paired.py;
+    set-level metrics: paired bootstrap intervals, report/set_intervals.py)."""
+    from evalkit.report.set_intervals import tied_for_best
+
     groups = {t.metric: set(t.tied_for_best) for t in paired}
+    for col in table.columns:
+        if set_values is not None and col.info is not None and col.info.level == "set":
+            groups[col.metric] = tied_for_best(set_values, col.metric, col.info.higher_is_better)
     for row in table.rows:
         for metric, cell in row.cells.items():
             cell.tied = cell.available and row.entry in groups.get(metric, set())
@@ -355,7 +361,7 @@ def render_leaderboard(
         data.jobs, data.metrics, preferred, set_values=data.set_values, imported=data.imported_entries
     )
     paired = paired_tables(data.metrics, [c.metric for c in table.columns]) if len(data.metrics) else []
-    mark_tied(table, paired)
+    mark_tied(table, paired, data.set_values)
     colors = {entry: color_for(i) for i, entry in enumerate(data.entries)}
     thumbs = ThumbMaker(data.root, out)
     speed: SpeedSection | None = speed_section(data)

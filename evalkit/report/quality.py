@@ -194,12 +194,15 @@ def image_cell(rows_m: pd.DataFrame, ok_jobs: int, problems: str) -> Cell:
 
 
 def set_cell(values: pd.DataFrame) -> Cell:
-    """A set-level metric's cell: the row's value (the mean over resolutions when several), without an interval."""
+    """A set-level metric's cell: the row's value with its bootstrap interval (the mean over resolutions, without
+    an interval, when the row has several)."""
     good = values[(values["status"] == "ok") & values["value"].notna()]
     cell = Cell(failed=int((values["status"] != "ok").sum()))
     if len(good):
         cell.mean = float(good["value"].mean())
         cell.n = int(good["n"].min())
+        if len(good) == 1 and "lower" in good and pd.notna(good["lower"].iloc[0]):
+            cell.lower, cell.upper = float(good["lower"].iloc[0]), float(good["upper"].iloc[0])
         cell.reason = "; ".join(dict.fromkeys(m for m in good["message"].dropna() if m))
     elif len(values):
         cell.reason = _reason(values)

@@ -340,8 +340,8 @@ class ResultsStore(ReadModels, StudyResults):
         with self.transaction() as cur:
             cur.execute(
                 "INSERT OR REPLACE INTO set_metrics(protocol, label, resolution, precision, metric, eval_size,"
-                " set_key, value, status, message, n, job_keys, reference_keys, computed)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " set_key, value, lower, upper, replicates, status, message, n, job_keys, reference_keys, computed)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     row.protocol,
                     row.label,
@@ -351,6 +351,9 @@ class ResultsStore(ReadModels, StudyResults):
                     value.eval_size,
                     value.set_key,
                     value.value,
+                    value.lower,
+                    value.upper,
+                    value.replicates,
                     value.status,
                     value.message,
                     len(value.job_keys),

@@ -41,6 +41,9 @@ class SetValue:
     message: str | None
     job_keys: list[str]
     reference_keys: list[str]
+    lower: float | None = None  # 95 % bootstrap interval over pairs
+    upper: float | None = None
+    replicates: bytes | None = None  # the bootstrap values (numpy .npy), for paired intervals between rows
 
 
 class ReadModels:
@@ -203,8 +206,8 @@ class ReadModels:
         """Set-level values of a protocol's rows (label, resolution, precision, metric, eval size, value, status,
         message, n); reports keep the rows whose jobs they show."""
         return self._frame(
-            "SELECT protocol, label, resolution, precision, metric, eval_size, value, status, message, n, job_keys"
-            " FROM set_metrics WHERE protocol=? ORDER BY label, resolution, metric",
+            "SELECT protocol, label, resolution, precision, metric, eval_size, value, lower, upper, replicates, status,"
+            " message, n, job_keys FROM set_metrics WHERE protocol=? ORDER BY label, resolution, metric",
             (protocol,),
         )
 
