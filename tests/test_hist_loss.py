@@ -76,7 +76,9 @@ def _script_hist_loss(output: np.ndarray, style: np.ndarray, dtype=np.float32) -
     """eval_histogan.py lines 258-266: output = ``input_image``, style = ``target_image``."""
     input_hist = _script_histogram(output, dtype)
     target_hist = _script_histogram(style, dtype)
-    return float(1 / np.sqrt(2.0) * np.sqrt(np.sum((np.sqrt(target_hist) - np.sqrt(input_hist)) ** 2)) / len(input_hist))
+    return float(
+        1 / np.sqrt(2.0) * np.sqrt(np.sum((np.sqrt(target_hist) - np.sqrt(input_hist)) ** 2)) / len(input_hist)
+    )
 
 
 def _to_tensor_like_torchvision(path) -> np.ndarray:
@@ -224,7 +226,11 @@ def test_metadata_and_style_histogram_cache():
     assert (info.name, info.higher_is_better, info.reference, info.range) == ("hist_loss", False, "style", (0.0, 1.0))
     assert "inverse-quadratic" in info.definition and "256" in info.definition
     metric = HistLoss("cpu")
-    out, style, other = _random_8bit((1, 3, 64, 64), 7), _random_8bit((1, 3, 64, 64), 8), _random_8bit((1, 3, 64, 64), 9)
+    out, style, other = (
+        _random_8bit((1, 3, 64, 64), 7),
+        _random_8bit((1, 3, 64, 64), 8),
+        _random_8bit((1, 3, 64, 64), 9),
+    )
     first = metric.compute(EvalSample(out, out, style, "o", "o", "s1"), None)  # type: ignore[arg-type]
     again = metric.compute(EvalSample(out, out, style, "o", "o", "s1"), None)  # type: ignore[arg-type]
     assert first == again == hist_loss(out, style) and list(metric._style_hists) == ["s1"]
