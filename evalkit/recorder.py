@@ -62,7 +62,9 @@ class Recorder:
         self._record_model(job, result)
         if isinstance(job, ScoreJob):
             if result.status == "ok":
-                self.store.record_metrics(job.key, job.job.eval_size, result.metrics, result.states)
+                self.store.record_metrics(
+                    job.key, job.job.eval_size, result.metrics, result.states, result.time_score_s
+                )
         else:
             self.store.record_job(self.run_id, self.protocol, job, result, self.eval_size)
             self.counts[result.status] += 1

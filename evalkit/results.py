@@ -123,6 +123,7 @@ class JobResult:
     time_load_s: float | None = None
     time_network_s: float | None = None
     time_post_s: float | None = None
+    time_score_s: float | None = None  # the harness's metrics for this output (not the method's time)
     peak_memory_bytes: int | None = None
     device: str | None = None
     started: str | None = None

@@ -209,7 +209,7 @@ class JobContext:
         result.png = imaging.png_bytes(output)
         result.width, result.height = output.size
         result.status = "ok"
-        result.metrics, result.states = self.score(spec, output, self.config.metrics, content_img)
+        self._timed_score(result, spec, output, self.config.metrics, content_img)
 
     def _run(self, spec: JobSpec, result: JobResult) -> None:
         if spec.imported:
@@ -265,7 +265,7 @@ class JobContext:
         result.png = imaging.png_bytes(pil)
         result.width, result.height = pil.size
         result.status = "ok"
-        result.metrics, result.states = self.score(spec, pil, self.config.metrics, content_img)
+        self._timed_score(result, spec, pil, self.config.metrics, content_img)
 
     def _score_existing(self, job: ScoreJob) -> JobResult:
         """A :class:`~evalkit.specs.ScoreJob`: the missing metrics of a finished job's stored output (no stylizing)."""
@@ -276,12 +276,20 @@ class JobContext:
         )
         try:
             with Image.open(job.output_path) as img:
-                result.metrics, result.states = self.score(job.job, img.convert("RGB"), list(job.metrics))
+                self._timed_score(result, job.job, img.convert("RGB"), list(job.metrics))
         except Exception as exc:  # noqa: BLE001 - a stored output that cannot be scored is a result too
             result.status, result.reason = "error", Reason.EXCEPTION
             result.message = f"scoring the stored output failed: {type(exc).__name__}: {exc}"
         result.finished = utcnow()
         return result
+
+    def _timed_score(self, result: JobResult, spec: JobSpec, output_img, names: list[str], content_img=None) -> None:
+        """Metrics into ``result``, with the harness's time for them (``time_score_s``: what scoring costs per
+        output, reported apart from the method's own time)."""
+        start = time.perf_counter()
+        result.metrics, result.states = self.score(spec, output_img, names, content_img)
+        sync(self.device)
+        result.time_score_s = time.perf_counter() - start
 
     def score(
         self, spec: JobSpec, output_img, names: list[str], content_img=None

@@ -181,3 +181,16 @@ def test_without_weights_fid_is_recorded_unavailable_never_made_up(small, tmp_pa
     assert {m: r[0] for m, r in rows.items()} == {"fid": "unavailable", "fid_art": "unavailable"}
     assert all(r[1] is None for r in rows.values())
     assert "pt_inception" in rows["fid"][4] and "art_inception" in rows["fid_art"][4]
+
+
+def test_artfid_combines_mean_lpips_and_the_art_fid_as_wright_and_ommer_define_it():
+    from evalkit.metrics.fid import ArtFID
+
+    rng = np.random.default_rng(3)
+    features, styles = rng.normal(size=(30, 8)), rng.normal(size=(30, 8)) + 0.5
+    lpips = rng.uniform(0.2, 0.6, size=30)
+    states = [np.concatenate([f, [d]]) for f, d in zip(features, lpips, strict=True)]
+    metric = ArtFID("cpu")
+    expected = (1 + lpips.mean()) * (1 + frechet_distance(features, styles))
+    assert metric.reduce(states, list(styles)) == pytest.approx(expected, rel=1e-12)
+    assert metric.info.level == "set" and not metric.info.higher_is_better

@@ -233,3 +233,20 @@ def test_every_reading_command_selects_the_same_runs(plugin, six_pairs, tmp_path
 def _study_rows(config: dict) -> set[str]:
     """``protocol:label`` of every method a study shows."""
     return {f"{config['protocol']}:{label}" for label in config["methods"]}
+
+
+def test_the_harness_time_per_output_is_recorded_and_shown(plugin, six_pairs, tmp_path):
+    """Scoring is timed per job apart from the method (``time_score_s``), shown by ``speed --details`` and in the
+    leaderboard's environment section."""
+    protocol, mirror = six_pairs
+    out = tmp_path / "results"
+    ran = _cli(["run", "-p", str(protocol), "--metrics", "content_loss,mean_abs_diff", "--out", str(out)], mirror)
+    assert ran.exit_code == 0, ran.output
+    with ResultsStore(out) as store:
+        jobs = store.jobs_frame()
+    assert (jobs["time_score_s"] > 0).all() and (jobs["time_score_s"] < 60).all()
+    details = _cli(["speed", "--results", str(out), "--details"], mirror)
+    assert details.exit_code == 0 and "score_s" in details.output
+    page = _cli(["leaderboard", "--results", str(out), "--out", str(tmp_path / "lb.html"), "--no-exports"], mirror)
+    assert page.exit_code == 0, page.output
+    assert "Harness time per output" in (tmp_path / "lb.html").read_text()

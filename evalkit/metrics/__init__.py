@@ -19,7 +19,7 @@ import torch
 
 from evalkit import plugins
 from evalkit.assets import AssetStore
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, WeightsUnavailable
 from evalkit.metrics.base import EvalSample, Metric, MetricInfo, SetMetric
 from evalkit.metrics.features import FeatureProvider
 from evalkit.results import MetricState, MetricValue
@@ -36,7 +36,21 @@ def refresh() -> None:
 
 
 # evalkit's own metrics are listed in this order (losses, full-reference, no-reference); plug-ins follow by name
-PRESENTATION_ORDER = ("content_loss", "style_loss", "ssim", "fsim", "niqe", "brisque", "nima")
+PRESENTATION_ORDER = (
+    "content_loss",
+    "style_loss",
+    "ssim",
+    "fsim",
+    "lpips",
+    "niqe",
+    "brisque",
+    "nima",
+    "hist_loss",
+    "artfid",
+    "fid_art",
+    "fid",
+    "kid",
+)
 
 
 def metric_names() -> list[str]:
@@ -140,6 +154,9 @@ class MetricSuite:
         name = metric.info.name
         try:
             value = float(metric.compute(sample, self.features))
+        except WeightsUnavailable as exc:  # a network's files could not be fetched: unavailable from now on
+            self.unavailable[name] = str(exc)
+            return MetricValue(name, None, "unavailable", str(exc))
         except Exception as exc:  # noqa: BLE001
             return MetricValue(name, None, "error", _error(exc))
         if value != value or value in (float("inf"), float("-inf")):
@@ -159,6 +176,9 @@ class MetricSuite:
                     array = np.asarray(metric.reference_state(reference[0], ref_key, self.features), dtype=np.float64)
                     cached = self._reference_states[(name, ref_key)] = pack_state(array)
                 ref_state = cached
+        except WeightsUnavailable as exc:
+            self.unavailable[name] = str(exc)
+            return MetricState(name, None, "unavailable", str(exc))
         except Exception as exc:  # noqa: BLE001
             return MetricState(name, None, "error", _error(exc))
         if not np.isfinite(state).all():

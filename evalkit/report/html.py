@@ -265,7 +265,9 @@ def environment_info(data: ReportData) -> dict[str, Any]:
         text = e.get("gpu_model") or e.get("cpu_model")
         if text and text not in hardware:
             hardware.append(text)
+    scored = data.jobs["time_score_s"].dropna() if "time_score_s" in data.jobs else pd.Series(dtype=float)
     return {
+        "harness_time": float(scored.median()) if len(scored) else None,
         "devices": devices,
         "hardware": hardware,
         "env": env,

@@ -184,6 +184,10 @@ def speed_summary(jobs: pd.DataFrame, timings: pd.DataFrame | None = None, row_k
             "network_s": ok["time_network_s"].median() if len(ok) else None,
             "post_s": ok["time_post_s"].median() if len(ok) and ok["time_post_s"].notna().any() else None,
             "load_s": ok["time_load_s"].median() if "time_load_s" in ok and len(ok) else None,
+            # the harness's metrics per output (not part of the method's time)
+            "score_s": ok["time_score_s"].median()
+            if "time_score_s" in ok and ok["time_score_s"].notna().any()
+            else None,
             "peak_memory_bytes": group["peak_memory_bytes"].max() if "peak_memory_bytes" in group else None,
         }
         if timings is not None and len(ok):

@@ -245,7 +245,8 @@ class ResultsStore(ReadModels, StudyResults):
                 "INSERT OR REPLACE INTO jobs(job_key, run_id, protocol, method, weight_set, label, params, pair_id,"
                 " content, style, resolution, seed, status, message, output_path, width, height, time_load_s,"
                 " time_network_s, time_post_s, peak_memory_bytes, device, attempts, started, finished, spec,"
-                " warnings, reason, precision) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " warnings, reason, precision, time_score_s)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     spec.key,
                     run_id,
@@ -276,6 +277,7 @@ class ResultsStore(ReadModels, StudyResults):
                     json.dumps(result.warnings) if result.warnings else None,
                     result.reason,
                     spec.precision,
+                    result.time_score_s,
                 ),
             )
             cur.execute("DELETE FROM metrics WHERE job_key=? AND eval_size=?", (spec.key, eval_size))
@@ -312,10 +314,20 @@ class ResultsStore(ReadModels, StudyResults):
         return len(gone)
 
     def record_metrics(
-        self, key: str, eval_size: int, values: list[MetricValue], states: list[MetricState] | None = None
+        self,
+        key: str,
+        eval_size: int,
+        values: list[MetricValue],
+        states: list[MetricState] | None = None,
+        time_score_s: float | None = None,
     ) -> None:
-        """Metric values and set-level states of a finished job's stored output (a score job), in one transaction."""
+        """Metric values and set-level states of a finished job's stored output (a score job), in one transaction;
+        its scoring time is added to the job's."""
         with self.transaction() as cur:
+            if time_score_s is not None:
+                cur.execute(
+                    "UPDATE jobs SET time_score_s = COALESCE(time_score_s, 0) + ? WHERE job_key=?", (time_score_s, key)
+                )
             self._insert_metrics(cur, key, eval_size, values)
             self._insert_states(cur, key, eval_size, states or [])
 

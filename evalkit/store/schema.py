@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     time_load_s REAL,
     time_network_s REAL,
     time_post_s REAL,
+    time_score_s REAL,
     peak_memory_bytes INTEGER,
     device TEXT,
     attempts INTEGER NOT NULL DEFAULT 1,
@@ -180,6 +181,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " metric TEXT NOT NULL, agreement REAL, n INTEGER, PRIMARY KEY (study_id, metric))",
         "INSERT INTO metric_agreement SELECT study, study, NULL, NULL, metric, agreement, n FROM metric_agreement_v2",
         "DROP TABLE metric_agreement_v2",
+        "ALTER TABLE jobs ADD COLUMN time_score_s REAL",  # the harness's scoring time per output
     ),
 }
 
