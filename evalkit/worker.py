@@ -157,7 +157,7 @@ class JobContext:
     def suite(self) -> MetricSuite:
         """The run's metrics, built once per process (score jobs ask it for a subset)."""
         if self._suite is None:
-            self._suite = MetricSuite(self.config.metrics, self.device, self.assets)
+            self._suite = MetricSuite(self.config.metrics, self.device, self.assets, feature_cache=True)
         return self._suite
 
     # -- one job --------------------------------------------------------------------------------------------------

@@ -107,7 +107,9 @@ class MetricSuite:
     set-level ones states (:class:`~evalkit.results.MetricState`); every metric's network features come from one
     :class:`~evalkit.metrics.features.FeatureProvider` holding the union of their needs."""
 
-    def __init__(self, names: list[str], device: str | torch.device, assets: AssetStore) -> None:
+    def __init__(
+        self, names: list[str], device: str | torch.device, assets: AssetStore, feature_cache: bool = False
+    ) -> None:
         self.device = torch.device(device)
         self.metrics: dict[str, Metric] = {}
         self.unavailable: dict[str, str] = {}
@@ -124,7 +126,9 @@ class MetricSuite:
                 continue
             self.metrics[name] = metric
         self.names = list(names)
-        self.features = FeatureProvider(self.device, assets, [n for m in self.metrics.values() for n in m.needs])
+        needs = [n for m in self.metrics.values() for n in m.needs]
+        cache_dir = assets.home / "features" if feature_cache else None
+        self.features = FeatureProvider(self.device, assets, needs, cache_dir=cache_dir)
         self._reference_states: dict[tuple[str, str], bytes] = {}  # (metric, image key) -> state, per process
 
     def evaluate(self, sample: EvalSample) -> list[MetricValue]:

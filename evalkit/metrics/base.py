@@ -14,7 +14,7 @@ Both declare the network features they need (:attr:`Metric.needs`), which the ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -76,6 +76,8 @@ class EvalSample:
     output_key: str
     content_key: str
     style_key: str
+    # scratch space of this sample's scoring, shared by its metrics (e.g. artfid reuses lpips's distance)
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def reference(self, role: Reference) -> tuple[torch.Tensor, str] | None:
         """(image, key) of the reference a metric compares with, ``None`` for no-reference metrics."""

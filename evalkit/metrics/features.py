@@ -9,20 +9,26 @@ any metric wants of an image in that role, and keeps only those products (a Gram
 products are reused by every method and seed of its pairs and a style image's by every pair that uses it.
 
 Networks are built from the asset store the provider is given (so a run's mirror and cache settings apply), once
-per provider.
+per provider. Reference images' products are also kept on disk (``$EVALKIT_HOME/features``), keyed by the image key
+(sha256 and sizes), the network and its weights' sha256s and the products, so later jobs, methods, processes and runs
+reuse them without a network pass.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
 
 from evalkit.assets import AssetStore
-from evalkit.vgg import VGG19Features, get_vgg19
+from evalkit.vgg import VGG19_WEIGHT_SETS, VGG19Features, get_vgg19
 
 Role = Literal["output", "content", "style"]
 Product = Literal["layer", "gram", "moments"]
@@ -111,6 +117,16 @@ NETWORKS: dict[str, Callable[[str, torch.device, AssetStore], Callable[..., dict
 }
 
 
+def weights_digest(network: str) -> str | None:
+    """The sha256s of a network's weight files (what a disk-cached product depends on); ``None`` when they are not
+    pinned (then products are cached in memory only)."""
+    arch, weight_set = split_network(network)
+    if arch != "vgg19" or weight_set not in VGG19_WEIGHT_SETS:
+        return None
+    digests = VGG19_WEIGHT_SETS[weight_set].digests()
+    return None if any(d is None for d in digests.values()) else json.dumps(digests, sort_keys=True)
+
+
 def split_network(network: str) -> tuple[str, str]:
     """``vgg19[imagenet]`` -> (``vgg19``, ``imagenet``)."""
     arch, _, rest = network.partition("[")
@@ -119,6 +135,14 @@ def split_network(network: str) -> tuple[str, str]:
             f"unknown feature network '{network}': write ARCH[WEIGHTSET], ARCH one of {', '.join(NETWORKS)}"
         )
     return arch, rest[:-1]
+
+
+def _cpu(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, tuple):
+        return tuple(_cpu(v) for v in value)
+    return value
 
 
 @dataclass
@@ -153,6 +177,7 @@ class FeatureProvider:
         assets: AssetStore,
         needs: Iterable[FeatureNeed] = DEFAULT_NEEDS,
         capacity: int = 32,
+        cache_dir: Path | None = None,
     ) -> None:
         self.device = torch.device(device)
         self.assets = assets
@@ -161,6 +186,8 @@ class FeatureProvider:
         self._networks: dict[str, Callable[..., dict[str, torch.Tensor]]] = {}
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self.passes: dict[str, int] = {}  # network -> passes run (benchmarks and tests check the sharing)
+        self.cache_dir = cache_dir  # reference images' products on disk (None: memory only)
+        self.disk_hits = 0
 
     # -- the generic API --------------------------------------------------------------------------------------
     def network(self, network: str) -> Callable[..., dict[str, torch.Tensor]]:
@@ -179,8 +206,41 @@ class FeatureProvider:
             planned: set[tuple[Product, str]] = {
                 (n.product, n.layer) for n in self.needs if n.network == network and (role is None or n.role == role)
             }
-            self._compute(network, image, entry, (planned | {wanted}) - set(entry.products))
+            missing = (planned | {wanted}) - set(entry.products)
+            path = self._disk_path(network, key, missing) if role in ("content", "style") else None
+            if path is not None and path.is_file() and self._load(path, entry):
+                self.disk_hits += 1
+            else:
+                self._compute(network, image, entry, missing)
+                if path is not None:
+                    self._save(path, {k: entry.products[k] for k in missing})
         return entry.products[wanted]
+
+    def _disk_path(self, network: str, key: str, products: set[tuple[Product, str]]) -> Path | None:
+        digest = weights_digest(network) if self.cache_dir is not None else None
+        if digest is None or self.cache_dir is None:
+            return None
+        blob = json.dumps([network, digest, key, sorted(products)])
+        return self.cache_dir / hashlib.sha256(blob.encode()).hexdigest()[:40] / "products.pt"
+
+    def _load(self, path: Path, entry: _Entry) -> bool:
+        try:
+            saved = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
+            return False
+        entry.products.update(saved)
+        return True
+
+    @staticmethod
+    def _save(path: Path, products: dict[tuple[Product, str], object]) -> None:
+        """Atomically (a concurrent worker may write the same file: the last complete one stays)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"products.{os.getpid()}.tmp")
+            torch.save({k: _cpu(v) for k, v in products.items()}, tmp)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only or full cache only costs the next run a network pass
 
     def products(
         self, network: str, key: str, image: torch.Tensor, product: Product, layers: Iterable[str], role: Role | None

@@ -480,10 +480,15 @@ class _LPIPS(Metric):
                 f"{self.info.name} needs the output and the content image at the same size, got "
                 f"{tuple(sample.output.shape)} and {tuple(sample.content.shape)}"
             )
+        memo = ("lpips", self.net, self.weight_set_used)
+        if memo in sample.cache:  # the same sample scored by another metric (artfid's LPIPS half): one pass
+            return float(sample.cache[memo])
         with torch.no_grad():
             content = self._content_features(sample.content_key, sample.content)
             output = self.model.features(sample.output.to(self.device))
-            return float(self.model.distance(output, content)[0])
+            value = float(self.model.distance(output, content)[0])
+        sample.cache[memo] = value
+        return value
 
 
 class LPIPS(_LPIPS):
