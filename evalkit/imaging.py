@@ -23,6 +23,7 @@ Resize rule (documented in docs/protocols.md):
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +37,34 @@ MAX_PIXELS = 120_000_000  # ~ 11k x 11k: beyond anything a benchmark needs, belo
 MAX_UPSCALE = 4.0  # resizing an image up by more than this is recorded on the job as a warning
 
 
+def _check_pixels(size: tuple[int, int], path: Path) -> None:
+    w, h = size
+    if w * h > MAX_PIXELS:
+        raise ImageError(
+            f"image {path} is {w}x{h} ({w * h / 1e6:.0f} MP), above evalkit's limit of "
+            f"{MAX_PIXELS / 1e6:.0f} MP: downscale it before benchmarking"
+        )
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Decode ``path`` into an 8-bit RGB image, applying the rules in the module docstring."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image {path} does not exist: check the path or the data mirror (EVALKIT_DATA_MIRROR)")
     try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if w * h > MAX_PIXELS:
-                raise ImageError(
-                    f"image {path} is {w}x{h} ({w * h / 1e6:.0f} MP), above evalkit's limit of "
-                    f"{MAX_PIXELS / 1e6:.0f} MP: downscale it before benchmarking"
-                )
-            img.load()
-            return to_rgb8(ImageOps.exif_transpose(img), path)
+        with warnings.catch_warnings():  # PIL's own bomb warning: evalkit's limit below says it in one line
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the size is checked here, by evalkit
+            try:
+                with Image.open(path) as img:
+                    _check_pixels(img.size, path)
+                    img.load()
+                    return to_rgb8(ImageOps.exif_transpose(img), path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = previous
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(
             f"image {path} cannot be decoded ({type(exc).__name__}: {exc}): the file is corrupt or not an image; "
             f"re-download it or replace it"

@@ -199,6 +199,9 @@ def _images(raw: Any, where: str, name: str) -> dict[str, Asset]:
             raise f.error("sha256", f"must be 64 lowercase hex digits, got {sha!r}")
         if not any(k in spec for k in ("mirror", "url", "package")):
             raise f.error("", "says nowhere to get it (give mirror, url or package)")
+        mirror = f.string("mirror")
+        if mirror is not None and (Path(mirror).is_absolute() or ".." in Path(mirror).parts or "\\" in mirror):
+            raise f.error("mirror", f"must be a relative path inside the data mirror, got {mirror!r}")
         url = f.string("url")
         if url is not None and not re.match(r"https?://", url):
             raise f.error("url", f"must be an http(s) address, got {url!r}")

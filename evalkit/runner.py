@@ -12,8 +12,11 @@ the run row's status true; it prints only through the display it is given.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shlex
+import sqlite3
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -91,6 +94,63 @@ def resolve_protocol(protocol: str | Protocol) -> Protocol:
     return protocol if isinstance(protocol, Protocol) else load_protocol(protocol)
 
 
+DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+MAX_SWEEP_POINTS = 1000  # variants of one method: beyond this a sweep is a typo, not a study
+COUNT_LIMITS = {"seeds": (1, 1000), "repeats": (1, 1000), "warmup": (0, 1000)}
+
+
+def disk_full(exc: BaseException) -> bool:
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "database or disk is full" in str(exc)
+
+
+def validate_request(request: RunRequest, protocol: Protocol) -> None:
+    """Every option and value of a run checked before anything is recorded, one line naming the bad one."""
+    if not DEVICE.fullmatch(str(request.device)):
+        raise EvalkitError(f"--device {request.device!r} is not a device: use cpu, cuda, cuda:N or mps")
+    for name, (low, high) in COUNT_LIMITS.items():
+        value = getattr(request, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
+            raise EvalkitError(f"--{name} {value!r} is out of range: give a whole number from {low} to {high}")
+    out = Path(request.out)
+    if out.exists() and not out.is_dir():
+        raise EvalkitError(f"--out {out} is a file: name a folder for the results root (it is created if missing)")
+    in_files = {
+        f"{Path(m.group('path')).stem}:{m.group('attr')}"
+        for text in request.methods or []
+        if isinstance(text, str) and (m := method_files.FILE_SELECTOR.match(text))
+    }
+    _check_method_tables("--param", request.params, in_files)
+    _check_method_tables("--sweep", request.sweep, in_files)
+    _check_method_tables(f"protocol {protocol.source}: [params.", protocol.params, in_files)
+    _check_method_tables(f"protocol {protocol.source}: [sweep.", protocol.sweep, in_files)
+    for where, sweeps in (("--sweep", request.sweep), ("[sweep]", protocol.sweep)):
+        for method, grid in sweeps.items():
+            points = 1
+            for values in grid.values():
+                points *= len(values)
+            if points > MAX_SWEEP_POINTS:
+                raise EvalkitError(
+                    f"{where} of {method} has {points} points, more than {MAX_SWEEP_POINTS}: sweep fewer values"
+                )
+
+
+def _check_method_tables(where: str, tables: dict[str, Any], in_files: set[str]) -> None:
+    """Parameter tables must name an installed method (or a weight label of one) or a method of a file given with
+    --methods: a typo is an error, not a no-op."""
+    from evalkit.registry import MethodSelector, get_method
+
+    for key in tables:
+        if key in in_files or method_files.registered(key) is not None:
+            continue
+        try:
+            get_method(MethodSelector.parse(key).name)
+        except EvalkitError:
+            closing = "]" if where.endswith(".") else ""
+            raise EvalkitError(
+                f"{where}{key}{closing} names no installed method '{key}': check the spelling (evalkit methods)"
+            ) from None
+
+
 def choose_executor(request: RunRequest, protocol: Protocol) -> tuple[ExecutorChoice, Policy]:
     """The executor, its options and the scheduling policy, validated once, before anything is recorded."""
     name = request.executor or str(protocol.timing.get("executor", "local"))
@@ -133,6 +193,7 @@ def run_benchmark(
     console = console or Console(stderr=True)
     display = ConsoleDisplay(console, enabled=request.progress)
     protocol = resolve_protocol(request.protocol)
+    validate_request(request, protocol)
     choice, policy = choose_executor(request, protocol)
     metrics = request.metrics if request.metrics is not None else protocol.metrics
     known = set(metric_names())
@@ -256,11 +317,22 @@ class _Run:
         except KeyboardInterrupt:
             status, note = "interrupted", "interrupted: stopped by the user (Ctrl-C)"
             raise
+        except (sqlite3.OperationalError, OSError) as exc:
+            note = f"failed: {type(exc).__name__}: {exc}"[:500]
+            if disk_full(exc):
+                raise EvalkitError(
+                    f"the results root {store.root} is full ({exc}): free space and rerun the same command; every "
+                    f"job recorded so far is kept and the run resumes where it stopped"
+                ) from None
+            raise
         except BaseException as exc:
             note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
             raise
         finally:
-            store.finish_run(run_id, status, note)
+            try:
+                store.finish_run(run_id, status, note)
+            except (sqlite3.Error, OSError):
+                pass  # e.g. still no space: the next run (or a reader) reports this run as interrupted
         plan_errors = self.plan.errors
         return RunSummary(run_id, store.root, len(specs), len(reused), recorder.counts, plan_errors, recorder.failures)
 

@@ -16,9 +16,9 @@ import torch
 from evalkit.adapter import Param
 
 OPTIMISER_PARAMS: dict[str, Param] = {
-    "iterations": Param(300, "optimiser iterations (L-BFGS: function evaluations)"),
+    "iterations": Param(300, "optimiser iterations (L-BFGS: function evaluations)", low=1, high=100_000),
     "optimizer": Param("lbfgs", "lbfgs (the paper) or adam", ("lbfgs", "adam")),
-    "lr": Param(0.02, "Adam learning rate in [0,1] pixel units (ignored by L-BFGS)"),
+    "lr": Param(0.02, "Adam learning rate in [0,1] pixel units (ignored by L-BFGS)", low=1e-8, high=10.0),
     "init": Param("content", "start from the content image or from uniform noise", ("content", "noise")),
 }
 

@@ -49,9 +49,12 @@ def gif_params(radius: int, eps_255: float = 26.01) -> dict[str, Param]:
     none), with their published radius; eps on the 0-255 scale, as OpenCV takes it."""
     return {
         "post": Param("gif", "post-processing: gif (the authors' guided filter) or none", check=post_mode("gif")),
-        "gf_radius": Param(radius, f"guided filter radius in pixels (authors: {radius})"),
+        "gf_radius": Param(radius, f"guided filter radius in pixels (authors: {radius})", low=1, high=1000),
         "gf_eps": Param(
-            eps_255, "guided filter eps on 0-255 images, as OpenCV takes it (authors: (0.02*255)**2 = 26.01)"
+            eps_255,
+            "guided filter eps on 0-255 images, as OpenCV takes it (authors: (0.02*255)**2 = 26.01)",
+            low=1e-12,
+            high=1e9,
         ),
     }
 

@@ -56,7 +56,9 @@ class AdaIN(MethodAdapter):
     citation = "Huang, Belongie. Arbitrary Style Transfer in Real-time with Adaptive Instance Normalization. ICCV 2017"
     weight_sets = ADAIN_WEIGHT_SETS
     params = {
-        "alpha": Param(1.0, "content-style trade-off in [0, 1] (1 = full style, 0 = reconstruct the content)"),
+        "alpha": Param(
+            1.0, "content-style trade-off in [0, 1] (1 = full style, 0 = reconstruct the content)", low=0, high=1
+        ),
         "preserve_color": Param(
             "none",
             "colour preservation (Sec. 7.4): none, coral (the reference code's, also 'true') or covariance (RGB mean "

@@ -75,12 +75,20 @@ class CMD(MethodAdapter):
     needs_grad = True
     params = {
         "alpha": Param(
-            1.0, "objective (1 - alpha) * content + alpha * style (the authors' default 1.0: content kept by the init)"
+            1.0,
+            "objective (1 - alpha) * content + alpha * style (the authors' default 1.0: content kept by the init)",
+            low=0,
+            high=1,
         ),
         "order": Param(5, "highest central moment K", check=_order),
         **OPTIMISER_PARAMS,
         "optimizer": Param("adam", "adam (the authors') or lbfgs", ("lbfgs", "adam")),
-        "lr": Param(0.0226, "Adam learning rate in [0,1] pixel units (the authors' 0.1 on normalised pixels)"),
+        "lr": Param(
+            0.0226,
+            "Adam learning rate in [0,1] pixel units (the authors' 0.1 on normalised pixels)",
+            low=1e-8,
+            high=10.0,
+        ),
     }
 
     def load(self, files: dict[str, Path]) -> None:

@@ -28,7 +28,7 @@ class EFDM(MultiLevelTransfer):
     weight_sets = autoencoder_weight_sets()
     transform = "efdm"
     params = {
-        "alpha": Param(1.0, "content-style trade-off in [0, 1] at every level (1 = full style)"),
+        "alpha": Param(1.0, "content-style trade-off in [0, 1] at every level (1 = full style)", low=0, high=1),
         "levels": Param(
             "all", "levels to run, deepest first: all, or a comma list such as 4 or 5,4,3", check=parse_levels
         ),

@@ -54,8 +54,10 @@ class Gatys(MethodAdapter):
     deterministic = False  # noise initialisation depends on the seed
     needs_grad = True
     params = {
-        "content_weight": Param(1.0, "alpha: weight of the content loss"),
-        "style_weight": Param(1e3, "beta: weight of the style loss (alpha/beta = 1e-3, the paper's Fig. 3 middle)"),
+        "content_weight": Param(1.0, "alpha: weight of the content loss", low=0),
+        "style_weight": Param(
+            1e3, "beta: weight of the style loss (alpha/beta = 1e-3, the paper's Fig. 3 middle)", low=0
+        ),
         **OPTIMISER_PARAMS,
         "pooling": Param("avg", "VGG pooling: avg (the paper) or max", ("avg", "max")),
         "content_layer": Param(

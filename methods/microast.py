@@ -159,7 +159,9 @@ class MicroAST(MethodAdapter):
         "AAAI 2023"
     )
     weight_sets = WEIGHT_SETS
-    params = {"alpha": Param(1.0, "content-style trade-off in [0, 1] at both AdaIN steps (1 = full style)")}
+    params = {
+        "alpha": Param(1.0, "content-style trade-off in [0, 1] at both AdaIN steps (1 = full style)", low=0, high=1)
+    }
 
     def load(self, files: dict[str, Path]) -> None:
         parts: dict[str, nn.Module] = {

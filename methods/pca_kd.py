@@ -289,7 +289,9 @@ class PcaKd(MethodAdapter):
     )
     weight_sets = WEIGHT_SETS
     params = {
-        "alpha": Param(1.0, "content-style trade-off: blend of transformed and content features at every level"),
+        "alpha": Param(
+            1.0, "content-style trade-off: blend of transformed and content features at every level", low=0, high=1
+        ),
         **gif_params(30),
     }
 

@@ -161,8 +161,10 @@ class PhotoWCT(MethodAdapter):
             "post-processing: gif (official --fast guided filter), exact (closed-form matting propagation) or none",
             check=post_mode("gif", "exact"),
         ),
-        "gf_radius": Param(GIF_RADIUS, "guided filter radius in pixels (official: 35)"),
-        "gf_eps": Param(GIF_EPS, "guided filter eps on 0-255 images, as OpenCV takes it (official: 0.001)"),
+        "gf_radius": Param(GIF_RADIUS, "guided filter radius in pixels (official: 35)", low=1, high=1000),
+        "gf_eps": Param(
+            GIF_EPS, "guided filter eps on 0-255 images, as OpenCV takes it (official: 0.001)", low=1e-12, high=1e9
+        ),
         "use_masks": Param(True, "segment-wise transfer when the protocol provides masks"),
     }
 

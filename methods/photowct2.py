@@ -179,7 +179,9 @@ class PhotoWCT2(MethodAdapter):
     )
     weight_sets = WEIGHT_SETS
     params = {
-        "alpha": Param(1.0, "blend of transformed and content features at every level (authors: 1, no blend)"),
+        "alpha": Param(
+            1.0, "blend of transformed and content features at every level (authors: 1, no blend)", low=0, high=1
+        ),
         **gif_params(50),
     }
 

@@ -26,4 +26,4 @@ class StyleSwap(MultiLevelTransfer):
     citation = "Chen, Schmidt. Fast Patch-based Style Transfer of Arbitrary Style. 2016"
     weight_sets = autoencoder_weight_sets([3])
     transform = "styleswap"
-    params = {"alpha": Param(1.0, "content-style trade-off in [0, 1] (1 = swapped features only)")}
+    params = {"alpha": Param(1.0, "content-style trade-off in [0, 1] (1 = swapped features only)", low=0, high=1)}

@@ -51,7 +51,7 @@ class WCT(MultiLevelTransfer):
     uses_masks = True
     transform = "wct"
     params = {
-        "alpha": Param(1.0, "content-style trade-off in [0, 1] at every level (Eq. 5; 1 = full style)"),
+        "alpha": Param(1.0, "content-style trade-off in [0, 1] at every level (Eq. 5; 1 = full style)", low=0, high=1),
         "use_masks": Param(True, "segment-wise transfer when the protocol provides masks"),
         "eig_floor": Param(
             "auto",

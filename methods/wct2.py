@@ -230,7 +230,7 @@ class WCT2(MethodAdapter):
     weight_sets = WEIGHT_SETS
     uses_masks = True
     params = {
-        "alpha": Param(1.0, "blend of stylised and content features at every transfer point"),
+        "alpha": Param(1.0, "blend of stylised and content features at every transfer point", low=0, high=1),
         "transfer_at": Param(
             "encoder,skip,decoder",
             "comma list of encoder|skip|decoder: where WCT is applied (official default: all)",

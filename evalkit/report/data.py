@@ -89,11 +89,19 @@ def set_values_of(store: ResultsStore, protocol: str, jobs: pd.DataFrame) -> pd.
         return frame.iloc[0:0].assign(entry=pd.Series(dtype=str))
     entry_of = dict(zip(jobs["job_key"], jobs["entry"], strict=True))
     pair_of = {k: f"{p}#{s}" for k, p, s in zip(jobs["job_key"], jobs["pair_id"], jobs["seed"], strict=True)}
+    entry_of_label = dict(zip(jobs["label"], jobs["entry"], strict=False))
     keys = [json.loads(k) for k in frame["job_keys"]]
-    keep = [bool(ks) and all(k in entry_of for k in ks) for ks in keys]
+    # a value over the shown jobs; or a row that could not be computed at all (no job keys, e.g. unavailable
+    # weights), shown with its reason under its label's entry
+    keep = [
+        (bool(ks) and all(k in entry_of for k in ks)) or (not ks and label in entry_of_label)
+        for ks, label in zip(keys, frame["label"], strict=True)
+    ]
     frame = frame[keep].copy()
     kept = [ks for ks, k in zip(keys, keep, strict=True) if k]
-    frame["entry"] = [entry_of[ks[0]] for ks in kept]
+    frame["entry"] = [
+        entry_of[ks[0]] if ks else entry_of_label[label] for ks, label in zip(kept, frame["label"], strict=True)
+    ]
     frame["pairs"] = ["|".join(sorted(pair_of[k] for k in ks)) for ks in kept]  # rows over the same pairs compare
     return frame.drop(columns=["job_keys"]).reset_index(drop=True)
 

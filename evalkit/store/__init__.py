@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
@@ -31,8 +32,34 @@ from evalkit.store.studies import StudyResults
 __all__ = ["DB_NAME", "FAILED_STATUSES", "FINAL_STATUSES", "SCHEMA_VERSION", "ResultsStore", "safe_name"]
 
 
+# the temporary name of an output being written: its final name with the .png suffix replaced by .part<pid>
+PARTIAL = re.compile(r".+__s\d+__[0-9a-f]{10}\.part\d+")
+
+
+def partial_name(path: Path) -> Path:
+    return path.with_suffix(f".part{os.getpid()}")
+
+
 def safe_name(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in text)
+
+
+def damaged(path: Path, exc: BaseException) -> EvalkitError:
+    """One line for a database SQLite cannot read (garbage, truncation, another file type)."""
+    return EvalkitError(
+        f"{path} is damaged or not an evalkit results database ({exc}): restore it from a backup, or move it away "
+        f"and rerun to start a new one"
+    )
+
+
+def check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """``PRAGMA quick_check`` (linear in the file's size): a database with garbage inside is refused, not read."""
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        raise damaged(path, exc) from None
+    if rows != ["ok"]:
+        raise damaged(path, sqlite3.DatabaseError(rows[0] if rows else "quick_check failed"))
 
 
 class ResultsStore(ReadModels, StudyResults):
@@ -42,13 +69,28 @@ class ResultsStore(ReadModels, StudyResults):
         self.root = Path(root)
         self.path = self.root / DB_NAME
         self.readonly = readonly
+        if self.path.is_file() and self.path.stat().st_size == 0:
+            raise EvalkitError(
+                f"{self.path} is empty (0 bytes), not a results database: if it held results, restore it from a "
+                f"backup; otherwise delete it and rerun"
+            )
+        try:
+            self._connect(readonly)
+        except sqlite3.DatabaseError as exc:
+            raise damaged(self.path, exc) from None
+
+    def _connect(self, readonly: bool) -> None:
         if readonly:
-            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+            # a read-only root cannot hold WAL's shared-memory file: read the (checkpointed) file as immutable
+            immutable = "&immutable=1" if not os.access(self.root, os.W_OK) else ""
+            self.conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro{immutable}", uri=True, timeout=60)
             self.conn.row_factory = sqlite3.Row
+            check_integrity(self.conn, self.path)
             return
         self.root.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.row_factory = sqlite3.Row
+        check_integrity(self.conn, self.path)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=FULL")
         self.conn.execute("PRAGMA foreign_keys=ON")
@@ -186,9 +228,11 @@ class ResultsStore(ReadModels, StudyResults):
         return [r["run_id"] for r in rows]
 
     def remove_orphans(self) -> list[Path]:
-        """Delete half-written PNGs (``*.part<pid>``) a killed run left under ``images/``; call under the lock."""
+        """Delete half-written PNGs a killed run left under ``images/``: exactly the temporary names
+        :meth:`record_job` writes (``<output name>.part<pid>``, see :func:`partial_name`), nothing else - a pair id
+        such as ``still.party`` is an output, not a leftover. Call under the lock."""
         images = self.root / "images"
-        removed = [p for p in images.rglob("*.part*") if p.is_file()] if images.is_dir() else []
+        removed = [p for p in images.rglob("*") if p.is_file() and PARTIAL.fullmatch(p.name)] if images.is_dir() else []
         for path in removed:
             path.unlink(missing_ok=True)
         return removed
@@ -234,7 +278,7 @@ class ResultsStore(ReadModels, StudyResults):
         if result.png is not None:
             path = self.output_path_for(spec, protocol)
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".part{os.getpid()}")
+            tmp = partial_name(path)
             tmp.write_bytes(result.png)
             os.replace(tmp, path)
             rel_path = str(path.relative_to(self.root))
