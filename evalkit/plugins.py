@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
+from evalkit.errors import EvalkitError
+
 METHODS = "evalkit.methods"
 METRICS = "evalkit.metrics"
 EXECUTORS = "evalkit.executors"
@@ -22,6 +24,17 @@ def group(name: str) -> dict[str, EntryPoint]:
 
 def names(name: str) -> list[str]:
     return sorted(group(name))
+
+
+def load(group_name: str, name: str, noun: str) -> object:
+    """The object entry point ``name`` of a group points at; one line naming the plug-in when its module fails to
+    import (the caller has checked that ``name`` exists and checks what it got)."""
+    try:
+        return group(group_name)[name].load()
+    except Exception as exc:
+        raise EvalkitError(
+            f"{noun} '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"
+        ) from exc
 
 
 def refresh() -> None:

@@ -50,12 +50,7 @@ def get_method(name: str) -> type[MethodAdapter]:
             f"unknown method '{name}': installed methods are {known}; check the spelling or install the package "
             f"that registers it under the '{GROUP}' entry-point group"
         )
-    try:
-        cls = eps[name].load()
-    except Exception as exc:
-        raise EvalkitError(
-            f"method '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"
-        ) from exc
+    cls = plugins.load(GROUP, name, "method")
     if not (isinstance(cls, type) and issubclass(cls, MethodAdapter)):
         raise EvalkitError(f"entry point '{name}' does not point at a MethodAdapter subclass ({cls!r})")
     _loaded[name] = cls

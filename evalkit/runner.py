@@ -119,10 +119,10 @@ def validate_request(request: RunRequest, protocol: Protocol) -> None:
         for text in request.methods or []
         if isinstance(text, str) and (m := method_files.FILE_SELECTOR.match(text))
     }
-    _check_method_tables("--param", request.params, in_files)
-    _check_method_tables("--sweep", request.sweep, in_files)
-    _check_method_tables(f"protocol {protocol.source}: [params.", protocol.params, in_files)
-    _check_method_tables(f"protocol {protocol.source}: [sweep.", protocol.sweep, in_files)
+    _check_method_tables("--param {}.PARAM", request.params, in_files)
+    _check_method_tables("--sweep {}.PARAM", request.sweep, in_files)
+    _check_method_tables(f"protocol {protocol.source}: [params.{{}}]", protocol.params, in_files)
+    _check_method_tables(f"protocol {protocol.source}: [sweep.{{}}]", protocol.sweep, in_files)
     for where, sweeps in (("--sweep", request.sweep), ("[sweep]", protocol.sweep)):
         for method, grid in sweeps.items():
             points = 1
@@ -145,9 +145,8 @@ def _check_method_tables(where: str, tables: dict[str, Any], in_files: set[str])
         try:
             get_method(MethodSelector.parse(key).name)
         except EvalkitError:
-            closing = "]" if where.endswith(".") else ""
             raise EvalkitError(
-                f"{where}{key}{closing} names no installed method '{key}': check the spelling (evalkit methods)"
+                f"{where.format(key)} names no installed method '{key}': check the spelling (evalkit methods)"
             ) from None
 
 

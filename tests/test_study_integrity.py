@@ -30,7 +30,14 @@ LABELS = ["m_a", "m_b", "m_c"]
 
 @pytest.fixture
 def study(tmp_path):
-    folder, _ = make_study(tmp_path, LABELS, question="style", trials_per_participant=3, completion_code="PROLIF1")
+    folder, _ = make_study(
+        tmp_path,
+        LABELS,
+        question="style",
+        trials_per_participant=3,
+        completion_code="PROLIF1",
+        submit_url="https://study.example.org/static-submit",  # its static export posts answers back
+    )
     return folder
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -122,7 +123,11 @@ def export_prolific(
     config = load_study(folder)
     rows = prolific_rows(folder, config)
     target = out or folder / "prolific.csv"
-    target.write_text(to_csv(rows))
+    # participant IDs and valid completion codes: readable by the owner only, like the study's database
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(to_csv(rows))
+    os.chmod(target, 0o600)  # an existing file keeps its old mode on open
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1

@@ -37,12 +37,7 @@ def get_executor_class(name: str) -> type[ExecutorBase]:
     eps = plugins.group(GROUP)
     if name not in eps:
         raise EvalkitError(f"unknown executor '{name}': available executors are {', '.join(sorted(eps))}")
-    try:
-        cls = eps[name].load()
-    except Exception as exc:
-        raise EvalkitError(
-            f"executor '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"
-        ) from exc
+    cls = plugins.load(GROUP, name, "executor")
     if not (isinstance(cls, type) and issubclass(cls, ExecutorBase)) or getattr(cls, "name", None) != name:
         raise EvalkitError(f"entry point '{name}' of group {GROUP} is not an ExecutorBase subclass named '{name}'")
     _loaded[name] = cls

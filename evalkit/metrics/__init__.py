@@ -65,12 +65,7 @@ def get_metric_class(name: str) -> type[Metric]:
     eps = plugins.group(GROUP)
     if name not in eps:
         raise ValueError(f"unknown metric '{name}': known metrics are {', '.join(eps) or 'none installed'}")
-    try:
-        cls = eps[name].load()
-    except Exception as exc:
-        raise EvalkitError(
-            f"metric '{name}' failed to import ({type(exc).__name__}: {exc}): reinstall its package"
-        ) from exc
+    cls = plugins.load(GROUP, name, "metric")
     if not (isinstance(cls, type) and issubclass(cls, Metric)) or cls.info.name != name:
         raise EvalkitError(
             f"entry point '{name}' of group {GROUP} does not point at a Metric subclass whose "

@@ -33,7 +33,7 @@ __all__ = ["DB_NAME", "FAILED_STATUSES", "FINAL_STATUSES", "SCHEMA_VERSION", "Re
 
 
 # the temporary name of an output being written: its final name with the .png suffix replaced by .part<pid>
-PARTIAL = re.compile(r".+__s\d+__[0-9a-f]{10}\.part\d+")
+PARTIAL = re.compile(r".+__s\d+__[0-9a-f]+\.part\d+")
 
 
 def partial_name(path: Path) -> Path:

@@ -36,7 +36,7 @@ class StudyResults:
         study: str,
         protocol: str,
         run_ids: list[str],
-        preferences: list[tuple[str, float, float, float, int, int]],
+        preferences: list[tuple[str, float | None, float | None, float | None, int | None, int]],
         agreement: list[tuple[str, float, int]],
         replaces: str | None = None,
     ) -> None:

@@ -294,13 +294,23 @@ def pairwise_table(labels: list[str], wins: np.ndarray) -> pd.DataFrame:
 def ranking(
     config: StudyConfig, votes: list[list[tuple[int, int, float]]], wins: np.ndarray, rounds: int
 ) -> pd.DataFrame:
-    """Bradley-Terry scores (Elo scale) with bootstrap intervals and arena ranks, best first."""
+    """Bradley-Terry scores (Elo scale) with bootstrap intervals and arena ranks, best first. Methods without a
+    comparison yet (a small pilot) are listed without a score (NaN) and without a rank, never a crash: they cannot be
+    scored, and the others are scored among themselves."""
     labels = list(config.methods)
-    score = stats.to_elo(stats.bradley_terry(wins))
-    boot = stats.to_elo(stats.bootstrap_bt(votes, len(labels), rounds=rounds, seed=config.seed))
-    lower, upper = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
-    ranks = stats.arena_ranks(lower, upper)
     per_label_votes = (wins + wins.T).sum(axis=1)
+    active = np.flatnonzero(per_label_votes > 0)
+    score = np.full(len(labels), np.nan)
+    lower, upper = score.copy(), score.copy()
+    ranks: list[int | None] = [None] * len(labels)
+    if len(active) >= 2:
+        remap = {int(old): new for new, old in enumerate(active)}
+        sub_votes = [[(remap[c[0]], remap[c[1]], *c[2:]) for c in vote] for vote in votes]
+        score[active] = stats.to_elo(stats.bradley_terry(wins[np.ix_(active, active)]))
+        boot = stats.to_elo(stats.bootstrap_bt(sub_votes, len(active), rounds=rounds, seed=config.seed))
+        lower[active], upper[active] = np.percentile(boot, 2.5, axis=0), np.percentile(boot, 97.5, axis=0)
+        for index, rank in zip(active, stats.arena_ranks(list(lower[active]), list(upper[active])), strict=True):
+            ranks[int(index)] = rank
     prefs = pd.DataFrame(
         {
             "study": config.name,
@@ -308,11 +318,16 @@ def ranking(
             "score": score,
             "lower": lower,
             "upper": upper,
-            "rank": ranks,
+            "rank": pd.array(ranks, dtype="Int64"),
             "votes": np.round(per_label_votes).astype(int),
         }
     )
     return prefs.sort_values(["rank", "score"], ascending=[True, False]).reset_index(drop=True)
+
+
+def _num(value: Any) -> float | None:
+    """A score for the database: ``None`` (NULL) for a method not scored yet."""
+    return None if pd.isna(value) else float(value)
 
 
 def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, Any]], excluded: set[str]) -> None:
@@ -360,7 +375,14 @@ def write_results(store: ResultsStore, config: StudyConfig, analysis: Analysis) 
         config.protocol,
         list(config.run_ids),
         [
-            (r.label, float(r.score), float(r.lower), float(r.upper), int(r.rank), int(r.votes))
+            (
+                r.label,
+                _num(r.score),
+                _num(r.lower),
+                _num(r.upper),
+                None if pd.isna(r.rank) else int(r.rank),
+                int(r.votes),
+            )
             for r in analysis.preferences.itertuples()
         ],
         [(r.metric, float(r.agreement), int(r.n)) for r in analysis.metric_agreement.itertuples()],

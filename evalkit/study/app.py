@@ -289,6 +289,12 @@ class StudyServer:
         """A whole sequence answered in the static export: validated against the manifest, stored as one
         participant, answered with that participant's completion code."""
         headers = self.cors(request)
+        if not self.config.submit_url:
+            return JSONResponse(
+                {"error": "this study was built without --submit-url: its static export cannot submit answers"},
+                status_code=404,
+                headers=headers,
+            )
         if request.headers.get("origin") and not headers and request.headers.get("origin") != _own_origin(request):
             return JSONResponse(
                 {"error": "this origin may not submit answers: start the server with --static-origin ORIGIN"},

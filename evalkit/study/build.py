@@ -346,6 +346,7 @@ def _pairs(
 def write(out: Path, config: StudyConfig, n_static: int, submit_url: str | None) -> None:
     """``study.json`` (0600), the static export's manifest and its page; the images are already in place."""
     manifest, config.static_tokens = static_manifest(config, n_static, submit_url)
+    config.submit_url = submit_url
     write_study(out, config)
     static = out / STATIC_DIR
     (static / "manifest.json").write_text(json.dumps(manifest, indent=1))
@@ -356,11 +357,22 @@ def write(out: Path, config: StudyConfig, n_static: int, submit_url: str | None)
             prompt=config.prompt,
             fmt=config.format,
             page_title=texts.get("title") or "Image comparison study",
+            submit_origin=_origin(submit_url),
             contact=study_texts.html(texts, "contact"),
             information=study_texts.html(texts, "information"),
             consent_text=study_texts.html(texts, "consent"),
         )
     )
+
+
+def _origin(url: str | None) -> str | None:
+    """``https://host:port`` of an http(s) URL (the only place a static export may send answers)."""
+    if not url:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def static_manifest(

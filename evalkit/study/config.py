@@ -114,6 +114,7 @@ class StudyConfig:
     screen_out_after: int | None = None  # vigilance failures tolerated before the screened-out code
     max_participants: int | None = None
     static_tokens: dict[str, str] = field(default_factory=dict)  # static export: option token -> candidate id
+    submit_url: str | None = None  # where the static export posts answers (None: /static-submit refuses them)
     legacy_key: str | None = None  # migrated from version 1: the key its results had before study ids
     schema_version: int = SCHEMA_VERSION
 
@@ -165,6 +166,7 @@ class StudyConfig:
             "references": {p: {"content": r.content, "style": r.style} for p, r in self.references.items()},
             "items": [it.to_dict() for it in self.items],
             "static_tokens": self.static_tokens,
+            "submit_url": self.submit_url,
         }
 
     @classmethod
@@ -204,6 +206,7 @@ class StudyConfig:
             screen_out_after=data.get("screen_out_after"),
             max_participants=data.get("max_participants"),
             static_tokens=dict(data.get("static_tokens") or {}),
+            submit_url=data.get("submit_url"),
             legacy_key=data.get("legacy_key"),
             schema_version=SCHEMA_VERSION,
         )

@@ -1,0 +1,280 @@
+"""Reliability probes through the CLI, as a user (or an attacker) hits them: every bad value is one line before the
+first job, no traceback; a `.part`-named pair loses nothing; damaged, empty and read-only results roots give one line
+or work; a full disk stops the run cleanly and a rerun completes it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.test_runner import _gradient, _save, write_protocol
+
+
+@pytest.fixture
+def small(tmp_path):
+    mirror = tmp_path / "data"
+    (mirror / "t").mkdir(parents=True)
+    images = {"style": _save(mirror / "t" / "style.img", _gradient(40, 40).rotate(90), format="PNG")}
+    for i in range(2):
+        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 70), format="PNG")
+    protocol = write_protocol(tmp_path, images, [("still.party", "c0", "style"), ("p1", "c1", "style")])
+    return protocol, mirror
+
+
+def _evalkit(args: list[str], mirror: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "EVALKIT_DATA_MIRROR": str(mirror), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "evalkit", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def _one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+
+
+BAD_VALUES = [
+    (["--param", "reinhard.space=xyz"], "space"),
+    (["-m", "adain[cd16x]", "--param", "adain.alpha=5"], "maximum"),
+    (["-m", "adain[cd16x]", "--param", "adain.alpha=nan"], "finite"),
+    (["-m", "adain[cd16x]", "--param", "adain.alpha=inf"], "finite"),
+    (["-m", "gatys", "--param", "gatys.iterations=-5"], "minimum"),
+    (["-m", "gatys", "--param", "gatys.iterations=1000000000000"], "maximum"),
+    (["-m", "wct[cd16x]", "--param", "wct.use_masks=<script>"], "boolean"),
+    (["--param", "nosuch.alpha=1"], "nosuch"),
+    (["--sweep", "nosuch.alpha=1,2"], "nosuch"),
+    (["--seeds", "0"], "--seeds"),
+    (["--seeds", "-1"], "--seeds"),
+    (["--repeats", "-1"], "--repeats"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--device", "nosuch"], "--device"),
+    (["-m", "adain[cd16x]", "--sweep", "adain.alpha=" + ",".join(str(i / 20000) for i in range(10000))], "points"),
+]
+
+
+@pytest.mark.parametrize("extra,word", BAD_VALUES, ids=[" ".join(a)[:40] for a, _ in BAD_VALUES])
+def test_bad_values_are_one_line_before_the_first_job(extra, word, small, tmp_path):
+    protocol, mirror = small
+    out = tmp_path / "results"
+    methods = [] if "-m" in extra else ["-m", "reinhard"]
+    result = _evalkit(["run", "-p", str(protocol), *methods, "--out", str(out), "--no-progress", *extra], mirror)
+    if result.returncode == 1:  # a selector's values are checked per method: the run refuses that method
+        assert word in result.stderr and "Traceback" not in result.stderr
+        assert not (out / "evalkit.sqlite").exists() or "ok" not in _statuses(out), result.stderr
+        return
+    _one_line_error(result, word)
+    assert not (out / "evalkit.sqlite").exists()  # nothing recorded
+
+
+def _statuses(out: Path) -> list[str]:
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        return [s for (s,) in conn.execute("SELECT status FROM jobs WHERE method!='reinhard'")]
+
+
+def test_out_naming_a_file_and_a_protocol_escaping_its_mirror_are_one_line(small, tmp_path):
+    protocol, mirror = small
+    (tmp_path / "afile").write_text("x")
+    _one_line_error(
+        _evalkit(["run", "-p", str(protocol), "-m", "reinhard", "--out", str(tmp_path / "afile")], mirror), "is a file"
+    )
+    for bad in ("../outside.png", "/etc/passwd"):
+        escaping = tmp_path / "escape.toml"
+        escaping.write_text(protocol.read_text().replace('mirror = "t/style.img"', f'mirror = "{bad}"'))
+        _one_line_error(_evalkit(["run", "-p", str(escaping), "--out", str(tmp_path / "r")], mirror), "mirror")
+
+
+def test_a_part_named_pair_loses_nothing_on_the_next_run(small, tmp_path):
+    protocol, mirror = small
+    out = tmp_path / "results"
+    for _ in range(2):
+        done = _evalkit(["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out), "--no-progress"], mirror)
+        assert done.returncode == 0, done.stderr
+    pngs = sorted(p.name for p in (out / "images").rglob("*.png"))
+    assert len(pngs) == 2 and any(name.startswith("still.party") for name in pngs)
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        paths = [p for (p,) in conn.execute("SELECT output_path FROM jobs")]
+    assert all((out / p).is_file() for p in paths)
+    leftover = out / "images" / "t" / "reinhard" / "p1__32__s0__0123456789.part4242"
+    leftover.write_bytes(b"half")  # what a killed writer leaves: removed by the next run, nothing else is
+    _evalkit(["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out), "--no-progress"], mirror)
+    assert not leftover.exists() and all((out / p).is_file() for p in paths)
+
+
+def test_damaged_empty_and_read_only_roots(small, tmp_path):
+    protocol, mirror = small
+    out = tmp_path / "results"
+    done = _evalkit(["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out), "--no-progress"], mirror)
+    assert done.returncode == 0, done.stderr
+    readers = (
+        ["leaderboard", "--results", str(out), "--format", "md", "--out", "-"],
+        ["export", "--results", str(out), "--out", str(tmp_path / "exp")],
+        ["speed", "--results", str(out)],
+        ["runs", "--results", str(out)],
+    )
+
+    # a read-only root (a read-only bind mount in a private mount namespace): every reader works
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) for a read-only mount")
+    view = tmp_path / "readonly"
+    view.mkdir()
+    for args in (*readers, ["compare", "--results", str(out), "--metric", "content_loss"]):
+        inner = [str(view) if a == str(out) else a for a in args]
+        if "export" in inner:
+            inner[inner.index("--out") + 1] = str(tmp_path / "exp")
+        script = (
+            f"mount --bind {out} {view} && mount -o remount,bind,ro {view} && "
+            f"exec {sys.executable} -m evalkit {' '.join(inner)}"
+        )
+        result = subprocess.run(
+            ["unshare", "-m", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "EVALKIT_DATA_MIRROR": str(mirror), "COLUMNS": "200"},
+        )
+        if "Operation not permitted" in result.stderr or "permission denied" in result.stderr.lower():
+            pytest.skip("mount namespaces are not permitted here")
+        if args[0] == "compare":  # one method: compare says so in one line, without a traceback
+            assert "Traceback" not in result.stderr and "fewer than two methods" in result.stderr, result.stderr
+            continue
+        assert result.returncode == 0, (args, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "header"])
+def test_a_damaged_database_is_one_line_for_every_command(damage, small, tmp_path):
+    protocol, mirror = small
+    out = tmp_path / "results"
+    done = _evalkit(["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out), "--no-progress"], mirror)
+    assert done.returncode == 0, done.stderr
+    db = out / "evalkit.sqlite"
+    data = bytearray(db.read_bytes())
+    if damage == "garbage":
+        data[len(data) // 2 : len(data) // 2 + 2048] = os.urandom(2048)
+        db.write_bytes(bytes(data))
+    elif damage == "empty":
+        db.write_bytes(b"")
+    else:
+        db.write_bytes(b"not a database" * 100)
+    for args in (
+        ["leaderboard", "--results", str(out)],
+        ["runs", "--results", str(out)],
+        ["study", "build", "--results", str(out), "--methods", "reinhard,identity", "--out", str(tmp_path / "study")],
+        ["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out)],
+    ):
+        result = _evalkit(args, mirror)
+        _one_line_error(result, str(db))
+
+
+def test_a_full_disk_stops_cleanly_and_a_rerun_completes(small, tmp_path, monkeypatch):
+    """ENOSPC injected when the second output is written: a one-line error, the first job kept, and the rerun
+    (space back) finishes with every job and no duplicate."""
+    from evalkit import store as store_module
+    from evalkit.assets import AssetSettings
+    from evalkit.errors import EvalkitError
+    from evalkit.runner import RunRequest, run_benchmark
+
+    protocol, mirror = small
+    out = tmp_path / "results"
+    assets = AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror))
+    real = Path.write_bytes
+    calls = {"n": 0}
+
+    def full(self, data):
+        if self.name.endswith(f".part{os.getpid()}"):  # an output being written
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(EvalkitError) as caught:
+        run_benchmark(RunRequest(protocol=str(protocol), methods=["reinhard"], out=out, assets=assets, progress=False))
+    assert "is full" in str(caught.value) and "\n" not in str(caught.value)
+    monkeypatch.setattr(Path, "write_bytes", real)
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+    summary = run_benchmark(
+        RunRequest(protocol=str(protocol), methods=["reinhard"], out=out, assets=assets, progress=False)
+    )
+    assert summary.counts == {"ok": 1} and summary.reused == 1
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT job_key) FROM jobs").fetchone() == (2, 2)
+    assert store_module.PARTIAL.fullmatch("x__32__s0__0123456789.part1")
+
+
+def test_a_huge_image_names_the_pixel_limit_without_pil_warnings(tmp_path, recwarn):
+    from evalkit import imaging
+    from evalkit.errors import ImageError
+
+    big = tmp_path / "big.png"
+    Image.new("1", (15000, 12000)).save(big)  # 180 MP, tiny on disk
+    with pytest.raises(ImageError) as caught:
+        imaging.load_image(big)
+    assert "180 MP" in str(caught.value) and "limit" in str(caught.value)
+    assert not [w for w in recwarn if "DecompressionBomb" in type(w.message).__name__]
+
+
+def test_analyze_on_a_pilot_where_a_method_has_no_comparison_yet(tmp_path):
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    from tests.study_support import make_study, simulate
+
+    labels = ["m_a", "m_b", "m_c", "m_d"]
+    folder, _ = make_study(tmp_path, labels, trials_per_participant=1)
+    simulate(folder, participants=1, strengths=dict.fromkeys(labels, 0.0))
+    result = CliRunner().invoke(app, ["study", "analyze", str(folder), "--bootstrap", "50"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    prefs = pd.read_csv(folder / "analysis" / "preferences.csv").set_index("label")
+    unscored = prefs[prefs["votes"] == 0]
+    assert len(unscored) >= 2 and unscored["score"].isna().all() and unscored["rank"].isna().all()
+
+
+def test_study_hygiene_submissions_codes_and_the_static_page(tmp_path):
+    import json
+
+    from starlette.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from evalkit.cli import app
+    from evalkit.study.app import create_app
+    from tests.study_support import make_study, simulate
+
+    labels = ["m_a", "m_b"]
+    folder, _ = make_study(tmp_path, labels, trials_per_participant=2)  # built without --submit-url
+    manifest = json.loads((folder / "static" / "manifest.json").read_text())
+    body = {
+        "submission": "sub0",
+        "sequence": 0,
+        "PROLIFIC_PID": "S0",
+        "answers": [
+            {"trial": i, "choice": t["options"][0]["token"], "rt": 700} for i, t in enumerate(manifest["sequences"][0])
+        ],
+    }
+    refused = TestClient(create_app(folder)).post("/static-submit", json=body)
+    assert refused.status_code == 404 and "submit-url" in refused.json()["error"]
+    page = (folder / "static" / "index.html").read_text()
+    assert "Content-Security-Policy" in page and "img-src 'self' data:" in page
+
+    simulate(folder, participants=2, strengths={"m_a": 0.0, "m_b": 0.0})
+    out = tmp_path / "prolific.csv"
+    (out).write_text("old")
+    out.chmod(0o644)
+    result = CliRunner().invoke(app, ["study", "export-prolific", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out.stat().st_mode & 0o777) == 0o600 and "sim0" in out.read_text()
