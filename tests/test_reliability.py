@@ -171,7 +171,7 @@ def test_a_damaged_database_is_one_line_for_every_command(damage, small, tmp_pat
     for args in (
         ["leaderboard", "--results", str(out)],
         ["runs", "--results", str(out)],
-        ["study", "build", "--results", str(out), "--methods", "reinhard,identity", "--out", str(tmp_path / "study")],
+        ["study", "build", "--results", str(out), "-q", "style", "-m", "reinhard,identity", "-o", str(tmp_path / "s")],
         ["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out)],
     ):
         result = _evalkit(args, mirror)
