@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from evalkit.assets import AssetStore
 from evalkit.metrics import MetricSuite
@@ -35,11 +34,10 @@ def _recorder():
 
 
 @pytest.mark.parametrize("protocol", sorted(REFERENCE["values"]))
-def test_every_metric_keeps_its_recorded_value(protocol):
+def test_every_metric_keeps_its_recorded_value(protocol, one_thread):
     if protocol != "quick" and not os.environ.get("EVALKIT_DATA_MIRROR"):
         pytest.skip("the artistic protocol's images come from the data mirror (EVALKIT_DATA_MIRROR)")
-    recorder = _recorder()
-    torch.set_num_threads(1)
+    recorder = _recorder()  # one torch thread, as the recording script ran (restored afterwards)
     store = AssetStore.from_env()
     suite = MetricSuite(REFERENCE["metrics"], "cpu", store)
     expected = REFERENCE["values"][protocol]

@@ -326,8 +326,11 @@ def test_a_method_in_one_file_and_the_python_api_give_the_same_rows(executor, sm
         executor=executor,
         assets=AssetSettings(home=os.environ["EVALKIT_HOME"], data_mirror=str(mirror)),
     )
-    assert _rows(cli_root) == _rows(api_root)
-    jobs, metrics = _rows(api_root)
+    # identical jobs; metric values equal up to the summation order of the two processes' torch thread counts
+    (cli_jobs, cli_metrics), (jobs, metrics) = _rows(cli_root), _rows(api_root)
+    assert cli_jobs == jobs
+    assert [m[:2] for m in cli_metrics] == [m[:2] for m in metrics]
+    assert [m[2] for m in cli_metrics] == pytest.approx([m[2] for m in metrics], rel=1e-9)
     assert {label for _, label, *_ in jobs} == {"my_method:stylize"} and {s for *_, s in jobs} == {"ok"}
     assert len(metrics) == 6
     assert set(result.rows["metric"]) == {"content_loss", "style_loss"} and (result.rows["n"] == 3).all()
