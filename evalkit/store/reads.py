@@ -76,20 +76,6 @@ class ReadModels:
         row = self.conn.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
         return self._effective(row) if row else None
 
-    def resolve_run(self, run: str) -> str:
-        """``latest`` -> the newest run id; any other id must exist (one-line error listing the known ones)."""
-        if run == "latest":
-            latest = self.latest_run()
-            if latest is None:
-                raise EvalkitError(f"{self.path} holds no runs: run `evalkit run --results {self.root}` first")
-            return latest
-        if self.run_row(run) is None:
-            known = [r["run_id"] for r in self.runs()]
-            raise EvalkitError(
-                f"run '{run}' is not in {self.path}: known runs are {', '.join(known) or 'none'} (or use latest)"
-            )
-        return run
-
     def run_summaries(self) -> list[dict[str, Any]]:
         """Every run with its job counts: by the status each job has now, and how many it reused from earlier runs."""
         out = []
