@@ -22,12 +22,17 @@ $(BIN)/evalkit: pyproject.toml
 
 setup: $(BIN)/evalkit system-deps
 
-# Debian packages the browser tests use (headless Chromium); installed only when missing and when we are root.
+# Debian packages the tests use: headless Chromium (browser tests), Slurm + munge (the one-node cluster of the Slurm
+# executor's tests, scripts/slurm_cluster.sh). Installed only when missing and when we are root.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v slurmctld >/dev/null 2>&1 || missing="$$missing slurm-wlm"; \
+	command -v munged >/dev/null 2>&1 || missing="$$missing munge"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "note: chromium not installed; browser tests will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "note:$$missing not installed; browser and Slurm tests will be skipped"; fi; \
 	fi
 
 quick: setup

@@ -29,7 +29,7 @@ from evalkit import environment, method_files, precision
 from evalkit.assets import AssetSettings, AssetStore
 from evalkit.display import ConsoleDisplay
 from evalkit.errors import EvalkitError
-from evalkit.executors import ExecutorChoice, choose
+from evalkit.executors import ExecutorChoice, choose, get_executor_class
 from evalkit.metrics import metric_names
 from evalkit.metrics.sets import SetReducer
 from evalkit.planner import Plan, PlanRequest, plan_jobs
@@ -156,7 +156,8 @@ def choose_executor(request: RunRequest, protocol: Protocol) -> tuple[ExecutorCh
     precision.check(request.precision, request.device)
     options = {**protocol.executor_options.get(name, {}), **request.executor_options}
     choice = choose(name, options, request.device)
-    if request.device.startswith("cuda") and name != "ray":  # with Ray the GPUs are on the workers, not the driver
+    # on a cluster (Ray, Slurm) the GPUs are on the workers, not on the driver's machine
+    if request.device.startswith("cuda") and not get_executor_class(name).remote_devices:
         import torch
 
         if not torch.cuda.is_available():
@@ -299,6 +300,7 @@ class _Run:
                 self.display.note(f"resuming: {len(reused)} of {len(specs)} jobs already finished in {store.path}")
             work: list[Work] = [*self._scoring_jobs(reused, statuses), *todo]
             executor = self.choice.build()
+            executor.attach(store.root)
             described = executor.describe()
             if described:
                 self.display.note(described)

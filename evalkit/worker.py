@@ -36,6 +36,7 @@ from evalkit.results import (
     ModelInfo,
     Reason,
     Timing,
+    failure,
     looks_like_oom,
     rusage_peak_bytes,
     utcnow,
@@ -76,6 +77,21 @@ def peak_memory(device: torch.device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return rusage_peak_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def method_version_problem(spec: Work, where: str) -> str | None:
+    """Why a cluster worker (``where``: Ray, Slurm) must not run ``spec``: its method is missing or has another
+    version than the driver planned. A job is never stored under a version it did not run."""
+    try:
+        version = get_method(spec.method).version
+    except EvalkitError as exc:
+        return str(exc)
+    if version != spec.method_version:
+        return (
+            f"this worker has {spec.method} version {version} but the driver planned version "
+            f"{spec.method_version}: install the same evalkit on every {where} node"
+        )
+    return None
 
 
 class JobContext:
@@ -161,6 +177,13 @@ class JobContext:
         return self._suite
 
     # -- one job --------------------------------------------------------------------------------------------------
+    def run_checked(self, spec: Work, where: str) -> JobResult:
+        """:meth:`run` on a worker of a cluster (``where``: Ray, Slurm), after :func:`method_version_problem`."""
+        problem = method_version_problem(spec, where)
+        if problem:
+            return failure(spec.key, "error", problem, Reason.BAD_INPUT, str(self.device))
+        return self.run(spec)
+
     def run(self, spec: Work) -> JobResult:
         if isinstance(spec, ScoreJob):
             return self._score_existing(spec)

@@ -126,7 +126,7 @@ def executors() -> None:
         cls = get_executor_class(name)
         options = "\n".join(f"{key}={p.default!r}: {p.help}" for key, p in cls.options.items()) or "none"
         table.add_row(name, escape(cls.summary), escape(options))
-    Console(width=max(Console().width, 160)).print(table)
+    Console(width=max(Console().width, 160), emoji=False).print(table)
 
 
 __all__ = ["executors", "methods", "protocols", "metrics", "typer"]

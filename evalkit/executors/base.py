@@ -13,6 +13,7 @@ executor keeps its workers (and the models they loaded) from one wave to the nex
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from evalkit.params import Param
@@ -27,6 +28,10 @@ class Executor(Protocol):
 
     def map(self, specs: list[Work], config: WorkerConfig) -> Iterator[JobResult]:
         """Run ``specs`` and yield one result per spec as each finishes (in any order); called once per wave."""
+        ...
+
+    def attach(self, results_root: Path) -> None:
+        """The results root of the run, before the first ``map``."""
         ...
 
     def describe(self) -> str | None:
@@ -46,17 +51,28 @@ class ExecutorBase:
     name: ClassVar[str]
     summary: ClassVar[str] = ""
     options: ClassVar[dict[str, Param]] = {}
+    # jobs run on other machines (a cluster's nodes): the driver need not have the --device itself
+    remote_devices: ClassVar[bool] = False
 
     @classmethod
     def check(cls, options: dict[str, Any], device: str) -> None:
         """Checks that need the run (device, installed packages), raising ``ValueError`` or ``EvalkitError``
         with one line; the options' own types and values are checked by their :class:`Param`."""
 
+    def attach(self, results_root: Path) -> None:
+        """The results root this run records into, given before the first ``map``: an executor that needs a shared
+        folder (Slurm's specs and results) defaults to one under it."""
+
     def describe(self) -> str | None:
         return None
 
     def close(self) -> None:
         pass
+
+
+def worker_device(device: str) -> str:
+    """Inside a cluster worker holding one GPU, the scheduler exposes only that GPU, so it is always ``cuda``."""
+    return "cuda" if device.startswith("cuda") else device
 
 
 def size_key(resolution: str) -> int:

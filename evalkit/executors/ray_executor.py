@@ -34,11 +34,11 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from evalkit.errors import EvalkitError
-from evalkit.executors.base import ExecutorBase
+from evalkit.executors.base import ExecutorBase, worker_device
 from evalkit.params import Param
 from evalkit.results import LOST, JobResult, Reason, failure
 from evalkit.specs import Work
-from evalkit.worker import JobContext, WorkerConfig
+from evalkit.worker import JobContext, WorkerConfig, method_version_problem
 
 INSTALL_HINT = "pip install 'evalkit[ray]'"
 # Driver environment that workers need to resolve assets exactly like the driver (pyiqa finds weights via
@@ -96,11 +96,6 @@ def classify_failure(exc: BaseException) -> FailureKind:
     return "error"
 
 
-def worker_device(device: str) -> str:
-    """Inside a worker holding one GPU, Ray exposes only that GPU, so it is always ``cuda`` (= ``cuda:0``)."""
-    return "cuda" if device.startswith("cuda") else device
-
-
 def resources_for(device: str, cpus_per_job: float) -> dict[str, float]:
     """Explicit Ray resources for one worker: a whole GPU for CUDA jobs, ``cpus_per_job`` CPUs otherwise."""
     if device.startswith("cuda"):
@@ -138,19 +133,7 @@ class JobWorker:
         self.context = context_factory(config, environment_extra=_node_environment())
 
     def run(self, spec: Work) -> JobResult:
-        from evalkit.registry import get_method
-
-        version: str | None = None
-        problem: str | None = None
-        try:
-            version = get_method(spec.method).version
-        except EvalkitError as exc:
-            problem = str(exc)
-        if version is not None and version != spec.method_version:
-            problem = (
-                f"this worker has {spec.method} version {version} but the driver planned version "
-                f"{spec.method_version}: install the same evalkit on every Ray node"
-            )
+        problem = method_version_problem(spec, "Ray")
         if problem:
             return failure(spec.key, "error", problem, Reason.BAD_INPUT, self.device)
         return self.context.run(spec)
@@ -162,6 +145,7 @@ class RayExecutor(ExecutorBase):
     model once per run, not once per resolution."""
 
     name = "ray"
+    remote_devices = True
     summary = "Ray actors on a cluster (pip install 'evalkit[ray]'; docs/scale-out.md)"
     options = {
         "address": Param(None, "Ray cluster: auto or HOST:PORT (--ray-address; default $RAY_ADDRESS, else local)"),

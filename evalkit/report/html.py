@@ -267,6 +267,7 @@ def environment_info(data: ReportData) -> dict[str, Any]:
             hardware.append(text)
     scored = data.jobs["time_score_s"].dropna() if "time_score_s" in data.jobs else pd.Series(dtype=float)
     return {
+        "placement": placement(job_envs),
         "harness_time": float(scored.median()) if len(scored) else None,
         "devices": devices,
         "hardware": hardware,
@@ -275,6 +276,35 @@ def environment_info(data: ReportData) -> dict[str, Any]:
         "packages": sorted((env.get("packages") or {}).items()),
         "weights": weight_rows,
     }
+
+
+def placement(job_envs: list[dict[str, Any]]) -> list[str]:
+    """Where the jobs ran on a cluster, one line per node: ``vm: Slurm jobs 12_0, 12_1 (partition gpu)`` or
+    ``10.0.0.2: Ray``; empty for jobs that ran in the driver's process."""
+    nodes: dict[str, dict[str, set[str]]] = {}
+    for env in job_envs:
+        node = env.get("node") or env.get("node_ip")
+        if not node:
+            continue
+        entry = nodes.setdefault(str(node), {"slurm": set(), "partition": set(), "ray": set()})
+        if env.get("slurm_job_id"):
+            entry["slurm"].add(str(env["slurm_job_id"]))
+        if env.get("slurm_partition"):
+            entry["partition"].add(str(env["slurm_partition"]))
+        if env.get("ray_version"):
+            entry["ray"].add(str(env["ray_version"]))
+    lines = []
+    for node, entry in sorted(nodes.items()):
+        parts = []
+        if entry["slurm"]:
+            ids = sorted(entry["slurm"], key=lambda t: [int(x) if x.isdigit() else x for x in t.split("_")])
+            shown = ", ".join(ids[:12]) + (f" and {len(ids) - 12} more" if len(ids) > 12 else "")
+            partitions = f" (partition {', '.join(sorted(entry['partition']))})" if entry["partition"] else ""
+            parts.append(f"Slurm jobs {shown}{partitions}")
+        if entry["ray"]:
+            parts.append(f"Ray {', '.join(sorted(entry['ray']))}")
+        lines.append(f"{node}: {'; '.join(parts) or 'cluster worker'}")
+    return lines
 
 
 # -- human study ---------------------------------------------------------------------------------------------------
