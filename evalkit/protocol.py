@@ -222,6 +222,9 @@ def _images(raw: Any, where: str, name: str) -> dict[str, Asset]:
     return images
 
 
+PAIR_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # no path separators, no leading dot: ids name output files
+
+
 def _pairs(raw: Any, where: str, images: dict[str, Asset]) -> list[PairSpec]:
     if not isinstance(raw, list):
         raise ProtocolError(
@@ -231,8 +234,13 @@ def _pairs(raw: Any, where: str, images: dict[str, Asset]) -> list[PairSpec]:
     for i, item in enumerate(raw):
         f = _Fields(item, where, f"pairs[{i}].")
         f.only(PAIR_FIELDS)
+        pair_id = str(f.string("id", required=True))
+        if not PAIR_ID.fullmatch(pair_id):
+            raise f.error(
+                "id", f"must be letters, digits, '.', '_', '+' or '-' (it names output files), got {pair_id!r}"
+            )
         pair = PairSpec(
-            id=str(f.string("id", required=True)),
+            id=pair_id,
             content=str(f.string("content", required=True)),
             style=str(f.string("style", required=True)),
             content_mask=f.string("content_mask"),
@@ -243,6 +251,10 @@ def _pairs(raw: Any, where: str, images: dict[str, Asset]) -> list[PairSpec]:
             if ref is not None and ref not in images:
                 raise f.error(key, f"refers to unknown image '{ref}' (pair '{pair.id}')")
         pairs.append(pair)
+    if not pairs:
+        raise ProtocolError(
+            f"{where}: has no [[pairs]]: add at least one table with id, content and style (see protocols/quick.toml)"
+        )
     ids = [p.id for p in pairs]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate:

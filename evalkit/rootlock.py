@@ -59,6 +59,25 @@ class RootLock:
             return "another process"
         return f"pid {info.get('pid')} on {info.get('host')} since {info.get('since')} ({info.get('command', '?')})"
 
+    def what_to_do(self) -> str:
+        """The advice for a busy root, by where its holder runs: a process on this machine can be checked, one on
+        another machine (a shared root on NFS) cannot, and a dead client's lock lasts until its lease expires."""
+        info = self.holder()
+        host, pid = info.get("host"), info.get("pid")
+        usual = "pass --wait to queue behind it, or write to another --out folder"
+        if host and host != platform.node():
+            return (
+                f"evalkit cannot see processes on {host}: if that run is alive, wait for it or {usual}; if {host} "
+                f"or its run died, the filesystem releases the lock when the dead client's lease expires "
+                f"(NFSv4: about 90 s), or remove {self.path} once you are sure nothing on {host} writes this root"
+            )
+        if isinstance(pid, int) and not pid_alive(pid):
+            return (
+                f"pid {pid} is gone but a process it started still holds {self.path}: stop it "
+                f"(fuser -v {self.path} names it), or {usual}"
+            )
+        return f"wait for it to finish, {usual}"
+
     def is_free(self) -> bool:
         """Whether no process holds the lock, probed without writing anything (a shared lock on a read-only
         handle, released at once): readers use it to tell a live run from one whose process is gone."""
@@ -107,8 +126,8 @@ class RootLock:
         while not self.try_acquire():
             if not wait:
                 raise RootBusy(
-                    f"results root {self.root} is being written by {self.describe_holder()}: wait for it to "
-                    f"finish, pass --wait to queue behind it, or write to another --results folder"
+                    f"results root {self.root} is being written by {self.describe_holder()}: "
+                    f"{self.what_to_do()}"
                 )
             if notify is not None and not announced:
                 notify(f"waiting for {self.describe_holder()} to release {self.root}")
@@ -129,3 +148,14 @@ class RootLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

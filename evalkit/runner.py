@@ -29,7 +29,7 @@ from evalkit import environment, method_files, precision
 from evalkit.assets import AssetSettings, AssetStore
 from evalkit.display import ConsoleDisplay
 from evalkit.errors import EvalkitError
-from evalkit.executors import ExecutorChoice, choose, get_executor_class
+from evalkit.executors import ExecutorChoice, check_options, choose, executor_names, get_executor_class
 from evalkit.metrics import metric_names
 from evalkit.metrics.sets import SetReducer
 from evalkit.planner import Plan, PlanRequest, plan_jobs
@@ -123,6 +123,16 @@ def validate_request(request: RunRequest, protocol: Protocol) -> None:
     _check_method_tables("--sweep {}.PARAM", request.sweep, in_files)
     _check_method_tables(f"protocol {protocol.source}: [params.{{}}]", protocol.params, in_files)
     _check_method_tables(f"protocol {protocol.source}: [sweep.{{}}]", protocol.sweep, in_files)
+    for name, table in protocol.executor_options.items():  # every table, also of executors this run does not use
+        if name not in executor_names():
+            raise EvalkitError(
+                f"protocol {protocol.source}: [executor.{name}] names no installed executor "
+                f"(executors: {', '.join(executor_names())}): check the spelling (evalkit executors)"
+            )
+        try:
+            check_options(name, table)
+        except EvalkitError as exc:
+            raise EvalkitError(f"protocol {protocol.source}: [executor.{name}]: {exc}") from None
     for where, sweeps in (("--sweep", request.sweep), ("[sweep]", protocol.sweep)):
         for method, grid in sweeps.items():
             points = 1

@@ -278,3 +278,121 @@ def test_study_hygiene_submissions_codes_and_the_static_page(tmp_path):
     result = CliRunner().invoke(app, ["study", "export-prolific", str(folder), "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out.stat().st_mode & 0o777) == 0o600 and "sim0" in out.read_text()
+
+
+def _noise(size: int, seed: int) -> Image.Image:
+    """Incompressible pixels: each output PNG takes ~3 bytes per pixel on disk, so a small tmpfs fills mid-run."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+
+
+def test_a_real_full_tmpfs_stops_the_run_cleanly_and_a_rerun_completes(tmp_path):
+    """A 3 MiB tmpfs (private mount namespace), filled up to ~600 KB while a run of 256-px noise outputs (~200 KB
+    each) is due: the run ends with one line, every recorded job keeps its PNG, readers still work on the full disk,
+    and once space is freed the same command completes with no duplicate."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root and unshare (util-linux) to mount a private tmpfs")
+    mirror = tmp_path / "data"
+    (mirror / "t").mkdir(parents=True)
+    images = {"style": _save(mirror / "t" / "style.img", _noise(256, 99), format="PNG")}
+    for i in range(8):
+        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _noise(256, i), format="PNG")
+    protocol = write_protocol(tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(8)])
+    text = protocol.read_text().replace('"32"', '"256"').replace("style_size = 32", "style_size = 256")
+    protocol.write_text(text)
+    mount = tmp_path / "small"
+    mount.mkdir()
+    out = mount / "results"
+    py = f"{sys.executable} -m evalkit"
+    run = f"{py} run -p {protocol} -m reinhard --out {out} --no-progress"
+    count = (
+        f"{sys.executable} -c \"import sqlite3; c = sqlite3.connect('file:{out}/evalkit.sqlite?mode=ro', uri=True); "
+        f"print(*c.execute('SELECT COUNT(*), COUNT(DISTINCT job_key) FROM jobs').fetchone())\""
+    )
+    pngs = f"find {out}/images -name '*.png' | wc -l"
+    script = f"""
+        mount -t tmpfs -o size=3m tmpfs {mount} || exit 97
+        avail=$(df --output=avail -B1 {mount} | tail -1)
+        head -c $((avail - 620000)) /dev/zero > {mount}/filler
+        echo "== first"; {run} 2>&1; echo "rc=$?"
+        echo "== counted $({count}) pngs $({pngs})"
+        echo "== runs"; {py} runs --results {out} 2>&1; echo "rc=$?"
+        echo "== board"; {py} leaderboard --results {out} --format md --out - >/dev/null 2>&1; echo "rc=$?"
+        rm {mount}/filler
+        echo "== second"; {run} 2>&1; echo "rc=$?"
+        echo "== counted $({count}) pngs $({pngs})"
+    """
+    env = {**os.environ, "EVALKIT_DATA_MIRROR": str(mirror), "COLUMNS": "200", "NO_COLOR": "1"}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=600, env=env)
+    if done.returncode == 97 or "Operation not permitted" in done.stderr:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    sections = {}
+    for block in done.stdout.split("== ")[1:]:
+        head, _, body = block.partition("\n")
+        sections.setdefault(head.split()[0], []).append((head, body))
+    first = sections["first"][0][1]
+    assert "rc=2" in first and "Traceback" not in first, first
+    errors = [line for line in first.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "is full" in errors[0] and "free space and rerun" in errors[0], first
+    recorded = sections["counted"][0][0].split()  # "counted N N pngs M"
+    jobs, distinct, files = int(recorded[1]), int(recorded[2]), int(recorded[4])
+    assert 1 <= jobs < 8 and jobs == distinct and files == jobs, recorded  # stopped mid-run, nothing lost
+    assert "rc=0" in sections["runs"][0][1] and "Traceback" not in sections["runs"][0][1], sections["runs"]
+    assert "rc=0" in sections["board"][0][1], sections["board"]
+    second = sections["second"][0][1]
+    assert "rc=0" in second and "Traceback" not in second, second
+    assert sections["counted"][1][0].split()[1:] == ["8", "8", "pngs", "8"], sections["counted"][1][0]
+
+
+def test_a_root_locked_from_another_host_is_one_line_with_what_to_do(small, tmp_path):
+    """The lock's holder ran on another machine (a shared root): evalkit cannot check that process, says so, and
+    names the lock file and the ways out (the lock is held here by a helper process standing in for the NFS lease
+    of a dead client)."""
+    import json
+    import time
+
+    protocol, mirror = small
+    out = tmp_path / "results"
+    out.mkdir()
+    lock = out / ".evalkit.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, sys, time; fh = open(sys.argv[1], 'a+'); fcntl.flock(fh, fcntl.LOCK_EX); "
+            "fh.write(sys.argv[2]); fh.flush(); print('held', flush=True); time.sleep(120)",
+            str(lock),
+            json.dumps({"pid": 4242, "host": "node-b", "command": "evalkit run", "since": "2026-12-06T10:00:00"}),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        time.sleep(0.1)
+        result = _evalkit(["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out), "--no-progress"], mirror)
+        _one_line_error(result, "pid 4242 on node-b", "cannot see processes on node-b", str(lock), "--wait")
+        assert not (out / "evalkit.sqlite").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+PROTOCOL_ZOO = [
+    ("no pairs", lambda t: t.split("[[pairs]]")[0], "has no [[pairs]]"),
+    ("a pair id that is a path", lambda t: t.replace('id = "p1"', 'id = "../../escape"'), "names output files"),
+    ("an unknown executor table", lambda t: t + "[executor.nosuch]\nx = 1\n", "[executor.nosuch] names no installed"),
+    ("a bad option of an unused executor", lambda t: t + "[executor.isolated]\ntimeout = -1\n", "timeout"),
+]
+
+
+@pytest.mark.parametrize(("case", "mutate", "words"), PROTOCOL_ZOO, ids=[c[0] for c in PROTOCOL_ZOO])
+def test_malformed_protocols_are_one_line_before_anything_is_recorded(case, mutate, words, small, tmp_path):
+    protocol, mirror = small
+    protocol.write_text(mutate(protocol.read_text()))
+    out = tmp_path / "results"
+    result = _evalkit(["run", "-p", str(protocol), "-m", "reinhard", "--out", str(out), "--no-progress"], mirror)
+    _one_line_error(result, words, str(protocol))
+    assert not (out / "evalkit.sqlite").exists()

@@ -60,6 +60,18 @@ def choose(name: str, options: dict[str, Any], device: str) -> ExecutorChoice:
     """Validate ``options`` (``None`` values are unset) for executor ``name`` on ``device``: one-line errors naming
     the option; an option that belongs to another executor says which to choose."""
     cls = get_executor_class(name)
+    resolved = check_options(name, options)
+    try:
+        cls.check(resolved, device)
+    except ValueError as exc:
+        raise EvalkitError(str(exc)) from None
+    return ExecutorChoice(name, resolved)
+
+
+def check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of executor ``name`` resolved by its :class:`~evalkit.params.Param` table, without the checks
+    that need the run (used for every ``[executor.NAME]`` table of a protocol, chosen or not)."""
+    cls = get_executor_class(name)
     given = {k: v for k, v in options.items() if v is not None}
     for key in given:
         if key not in cls.options:
@@ -68,11 +80,18 @@ def choose(name: str, options: dict[str, Any], device: str) -> ExecutorChoice:
             valid = ", ".join(cls.options) or "none"
             raise EvalkitError(f"executor '{name}' has no option '{key}' (options: {valid}){hint}")
     try:
-        resolved = resolve(f"executor '{name}'", cls.options, given)
-        cls.check(resolved, device)
+        return resolve(f"executor '{name}'", cls.options, given)
     except ValueError as exc:
         raise EvalkitError(str(exc)) from None
-    return ExecutorChoice(name, resolved)
 
 
-__all__ = ["GROUP", "Executor", "ExecutorBase", "ExecutorChoice", "choose", "executor_names", "get_executor_class"]
+__all__ = [
+    "GROUP",
+    "Executor",
+    "ExecutorBase",
+    "ExecutorChoice",
+    "check_options",
+    "choose",
+    "executor_names",
+    "get_executor_class",
+]

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.results import JobResult
+from evalkit.rootlock import pid_alive
 from evalkit.specs import Work
 from evalkit.worker import WorkerConfig
 
@@ -216,18 +217,8 @@ def orphans(folder: Path, current: Path | None = None) -> Iterator[Session]:
         info = session.driver()
         if info.get("host") != host or not isinstance(info.get("pid"), int):
             continue
-        if not _alive(info["pid"]):
+        if not pid_alive(info["pid"]):
             yield session
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
