@@ -1,4 +1,4 @@
-"""``evalkit study build|serve|analyze``: human preference studies (see docs/studies.md)."""
+"""``evalkit study build|serve|analyze|export-prolific|participant``: human preference studies (docs/studies.md)."""
 
 from __future__ import annotations
 
@@ -135,6 +135,76 @@ def export_prolific(
     typer.echo(f"prolific export: {target} ({summary})")
 
 
+@study_app.command("participant")
+def participant(
+    folder: Path = typer.Argument(..., help="Study folder (made by `evalkit study build`)."),
+    exclude: int = typer.Option(
+        None,
+        "--exclude",
+        metavar="N",
+        help="Exclude participant N (needs --reason): left out of `study analyze`, 'excluded' in the Prolific export.",
+    ),
+    reason: str = typer.Option(
+        None, "--reason", help="Why (with --exclude): one line, kept with the session and shown in the Prolific export."
+    ),
+    include: int = typer.Option(None, "--include", metavar="N", help="Undo --exclude for participant N."),
+    count: int = typer.Option(
+        None,
+        "--count",
+        metavar="N",
+        help="Make participant N the counted session of its Prolific ID (its other sessions become repeat IDs).",
+    ),
+) -> None:
+    """Decide a contested session: exclude or re-include it, or make it the one counted for its Prolific ID.
+
+    N is the participant number: '#' in the admin page, 'participant' in the CSVs. One action per call; each is
+    recorded in the database's admin_actions table. Safe while `study serve` runs.
+    """
+    from evalkit.study import db as studydb
+    from evalkit.study.build import load_study
+
+    given = [
+        name
+        for name, value in (("--exclude", exclude), ("--include", include), ("--count", count))
+        if value is not None
+    ]
+    if len(given) != 1:
+        got = f" (got {' and '.join(given)})" if given else ""
+        raise EvalkitError(f"give exactly one of --exclude N --reason TEXT, --include N, --count N{got}")
+    if exclude is not None and reason is None:
+        raise EvalkitError(
+            f'--exclude needs --reason "why": e.g. --exclude {exclude} --reason "not the real participant"'
+        )
+    if exclude is None and reason is not None:
+        raise EvalkitError("--reason goes with --exclude only")
+    load_study(folder)  # a one-line error unless FOLDER is a study
+    if exclude is not None and reason is not None:
+        previous = studydb.exclude(folder, exclude, reason)
+        was = f" (replacing the earlier reason: {previous})" if previous is not None else ""
+        typer.echo(f"participant {exclude} excluded: {reason.strip()}{was}")
+    elif include is not None:
+        removed = studydb.include(folder, include)
+        if removed is None:
+            typer.echo(f"participant {include} was not excluded: nothing changed")
+        else:
+            typer.echo(f"participant {include} included again (was excluded: {removed})")
+    elif count is not None:
+        res = studydb.count_session(folder, count)
+        if res.was_counted:
+            line = (
+                f"participant {count} already is the counted session of Prolific ID {res.prolific_pid}: nothing changed"
+            )
+        else:
+            marked = ", ".join(str(n) for n in res.marked) or "none"
+            line = (
+                f"participant {count} is now the counted session of Prolific ID {res.prolific_pid}"
+                f" (marked repeat ID: {marked})"
+            )
+        if res.excluded is not None:
+            line += f"; it is still excluded ({res.excluded}): --include {count} to use its votes"
+        typer.echo(line)
+
+
 @study_app.command("serve")
 def serve(
     folder: Path = typer.Argument(..., help="Study folder made by `evalkit study build`."),
@@ -225,7 +295,7 @@ def analyze(
         folder, rule, rounds=rounds, results=results, wait=wait, notify=lambda line: console.print(escape(line))
     )
     console.print(
-        f"participants: {a.participants}, excluded by catch trials: {len(a.excluded)}, "
+        f"participants: {a.participants}, excluded: {len(a.excluded)}, "
         f"votes used: {a.votes_used}, Krippendorff's alpha: {a.alpha:.3f}"
     )
     table = Table(title=f"human preference: {escape(a.study)}")

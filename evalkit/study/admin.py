@@ -34,6 +34,7 @@ PARTICIPANT_COLUMNS = [
     "session_id",
     "origin",
     "repeat_id",
+    "excluded",  # the researcher's reason (`evalkit study participant --exclude`), empty if not excluded
     "created",
     "completed",
     "answered",
@@ -95,6 +96,7 @@ class AdminRoutes:
             votes=len(rows),
             people=people,
             repeat_ids=sum(1 for p in people if p["repeat_id"]),
+            excluded=sum(1 for p in people if p["excluded"]),
             too_fast=sum(1 for p in people if p.get("too_fast")),
             min_response_ms=self.config.min_response_ms,
             vigilance_rate=(sum(vig) / len(vig)) if vig else None,
@@ -182,6 +184,7 @@ class AdminRoutes:
                 p["session_id"],
                 p["origin"],
                 p["repeat_id"],
+                p["excluded"] or "",
                 p["created"],
                 p["completed"],
                 p["answered"],

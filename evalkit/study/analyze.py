@@ -42,7 +42,8 @@ class Exclusion:
     """Participants are excluded if they fail more vigilance trials than allowed, answer repeated trials less
     consistently than ``min_consistency`` (chance is 1/k for k options), are a second session of a Prolific ID
     that already had one (``keep_repeat_ids`` keeps those), or answer faster than the study's ``min_response_ms``
-    at the median (``keep_fast`` keeps those)."""
+    at the median (``keep_fast`` keeps those). Sessions the researcher excluded (``evalkit study participant
+    --exclude``) are always left out: that decision was made with knowledge no rule here has."""
 
     max_vigilance_failures: int = 0
     min_consistency: float = 0.5
@@ -66,7 +67,8 @@ class Analysis:
 
 def participant_report(rows: list[dict[str, Any]], config: StudyConfig) -> dict[str, dict[str, Any]]:
     """Per participant: answers given, vigilance outcomes (True = passed), repeat consistency outcomes, response
-    times and the speed flag (median response time below the study's ``min_response_ms``)."""
+    times, the speed flag (median response time below the study's ``min_response_ms``) and the researcher's
+    exclusion reason (``excluded``, None if not excluded)."""
     items = {it.id: it for it in config.items}
     report: dict[str, dict[str, Any]] = {}
     chosen = {(r["pid"], r["idx"]): r["cand"] for r in rows}
@@ -79,6 +81,7 @@ def participant_report(rows: list[dict[str, Any]], config: StudyConfig) -> dict[
                 "vigilance_results": [],
                 "repeat_results": [],
                 "repeat_id": bool(r.get("repeat_id")),
+                "excluded": r.get("excluded"),  # the researcher's reason, or None
                 "rt_ms": [],
             },
         )
@@ -106,6 +109,8 @@ def excluded_participants(report: dict[str, dict[str, Any]], rule: Exclusion) ->
         if p.get("repeat_id") and not rule.keep_repeat_ids:
             out.add(pid)
         if p.get("too_fast") and not rule.keep_fast:
+            out.add(pid)
+        if p.get("excluded"):
             out.add(pid)
     return out
 
@@ -226,7 +231,11 @@ def _analysis(
     excluded = excluded_participants(report, rule)
     keep = set(report) - excluded
     comps = comparisons_of(rows, config, keep)
-    notes: list[str] = []
+    notes = [
+        f"participant {p['n']} excluded by the researcher: {p['excluded']}"
+        for p in sorted(report.values(), key=lambda p: p["n"])
+        if p.get("excluded")
+    ]
     if not comps:
         raise EvalkitError(
             f"study {folder}: no usable votes after excluding {len(excluded)} of {len(report)}"
@@ -348,6 +357,7 @@ def write_folder(folder: Path, analysis: Analysis, report: dict[str, dict[str, A
                 "repeat_id": p.get("repeat_id", False),
                 "median_rt_ms": p.get("median_rt_ms"),
                 "too_fast": p.get("too_fast", False),
+                "excluded_by_researcher": p.get("excluded") or "",
                 "excluded": pid in excluded,
             }
             for pid, p in sorted(report.items(), key=lambda kv: kv[1]["n"])

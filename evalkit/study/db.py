@@ -8,8 +8,11 @@ resumes exactly where the participant was.
 
 Identity is the session cookie alone. A Prolific ID that arrives again without its cookie gets a *fresh* session
 flagged ``repeat_id`` (never the earlier session: knowing someone's Prolific ID must not let anyone answer in their
-name); ``study analyze`` leaves repeat-ID sessions out unless asked to keep them. The completion code is written in
-the transaction that stores the last answer.
+name); ``study analyze`` leaves repeat-ID sessions out unless asked to keep them. So whoever starts first with a
+Prolific ID holds its counted session, and the server cannot tell the real person from someone who knows their ID: the
+researcher decides contested cases with ``evalkit study participant`` (:func:`exclude`, :func:`include`,
+:func:`count_session`), each change one transaction that also writes a row to ``admin_actions``. The completion code
+is written in the transaction that stores the last answer.
 """
 
 from __future__ import annotations
@@ -18,11 +21,14 @@ import json
 import os
 import secrets
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evalkit.errors import EvalkitError
 from evalkit.study.codes import completion_code
 from evalkit.study.design import Item, participant_sequence
 
@@ -61,15 +67,24 @@ CREATE TABLE IF NOT EXISTS votes (
     created TEXT NOT NULL,
     PRIMARY KEY (pid, idx)
 );
+CREATE TABLE IF NOT EXISTS admin_actions (
+    created TEXT NOT NULL,
+    action TEXT NOT NULL,
+    participant INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
 """
+# ``admin_actions``: what the researcher changed and why (``study participant``), so that a decision about whose
+# session counts can be traced later; ``participant`` is the participant number ``n``, ``detail`` a JSON object.
 # Columns added after the first release, with their definitions: ``init`` adds the missing ones to an old database.
 ADDED_COLUMNS: dict[str, dict[str, str]] = {
     "participants": {
-        "repeat_id": "INTEGER NOT NULL DEFAULT 0",  # 1: this Prolific ID already had a session
+        "repeat_id": "INTEGER NOT NULL DEFAULT 0",  # 1: another session of this Prolific ID counts (see count_session)
         "completion_code": "TEXT",
         "code_kind": "TEXT",  # complete | screened
         "origin": "TEXT NOT NULL DEFAULT 'server'",  # server | static (answers posted by the static export)
         "submission": "TEXT",  # static origin: the client's submission id (idempotent re-posts)
+        "excluded": "TEXT",  # NULL: not excluded; else the researcher's reason (`study participant --exclude`)
     },
 }
 
@@ -88,6 +103,10 @@ class VoteError(Exception):
 
 class StudyFull(Exception):
     """The study reached its participant cap."""
+
+
+class AdminError(EvalkitError):
+    """A researcher's change to a session that cannot be made (unknown participant, no Prolific ID, bad reason)."""
 
 
 @dataclass
@@ -376,7 +395,7 @@ PARTICIPANT_ROWS = (
     " (SELECT COUNT(*) FROM votes v WHERE v.pid=p.pid) AS answered FROM participants p ORDER BY p.n"
 )
 VOTE_ROWS = (
-    "SELECT v.pid, p.n, p.prolific_pid, p.study_id, p.session_id, p.repeat_id, v.idx, t.item, t.kind,"
+    "SELECT v.pid, p.n, p.prolific_pid, p.study_id, p.session_id, p.repeat_id, p.excluded, v.idx, t.item, t.kind,"
     " t.repeat_of, t.options, v.token, v.cand, v.rt_ms, v.created FROM votes v JOIN trials t ON t.pid=v.pid"
     " AND t.idx=v.idx JOIN participants p ON p.pid=v.pid ORDER BY p.n, v.idx"
 )
@@ -403,3 +422,119 @@ def participant_rows(folder: Path) -> list[dict[str, Any]]:
 def vote_rows(folder: Path) -> list[dict[str, Any]]:
     """Every vote joined with its trial and participant (for analysis and CSV export)."""
     return _rows(folder, VOTE_ROWS)
+
+
+# -- the researcher's decisions (``evalkit study participant``) ----------------------------------------------------
+MAX_REASON = 500  # a reason is a note for the record and the Prolific CSV, not a document
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Outcome of :func:`count_session`: the sessions of ``prolific_pid`` now flagged repeat ID (``marked``: those
+    that were not before), whether ``n`` already was the counted one, and its exclusion reason if it has one."""
+
+    n: int
+    prolific_pid: str
+    marked: list[int]
+    was_counted: bool
+    excluded: str | None
+
+
+@contextmanager
+def _admin_transaction(folder: Path) -> Iterator[sqlite3.Connection]:
+    """One write transaction on a study's database, brought up to date first (``init``: an older database gains the
+    ``excluded`` column and ``admin_actions``). ``BEGIN IMMEDIATE`` with the busy timeout of :func:`connect` waits
+    for a running server's write instead of failing, and the server never sees half a change."""
+    if not (folder / DB_FILE).is_file():
+        raise AdminError(f"study {folder} has no sessions yet (no {DB_FILE}): nothing to change")
+    init(folder)
+    conn = connect(folder)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+    finally:
+        conn.close()
+
+
+def _session(conn: sqlite3.Connection, n: int) -> sqlite3.Row:
+    row = conn.execute("SELECT n, prolific_pid, repeat_id, excluded FROM participants WHERE n=?", (n,)).fetchone()
+    if row is None:
+        last = conn.execute("SELECT MAX(n) FROM participants").fetchone()[0]
+        known = "no participants yet" if last is None else f"participants are numbered 0 to {last}"
+        raise AdminError(
+            f"no participant {n} in this study ({known}: the '#' of the admin page, 'participant' in CSVs)"
+        )
+    return row
+
+
+def _log(conn: sqlite3.Connection, action: str, n: int, detail: dict[str, Any]) -> None:
+    conn.execute(
+        "INSERT INTO admin_actions(created, action, participant, detail) VALUES (?,?,?,?)",
+        (now(), action, n, json.dumps(detail)),
+    )
+
+
+def _clean_reason(reason: str) -> str:
+    """The reason as stored: one non-empty line (it is printed on one line and written into CSV cells)."""
+    text = reason.strip()
+    if not text:
+        raise AdminError("--reason must say why (it is kept with the exclusion and shown in the Prolific export)")
+    if any(not ch.isprintable() for ch in text):
+        raise AdminError("--reason must be one line of printable text")
+    if len(text) > MAX_REASON:
+        raise AdminError(f"--reason is {len(text)} characters long; keep it under {MAX_REASON}")
+    return text
+
+
+def exclude(folder: Path, n: int, reason: str) -> str | None:
+    """Exclude participant ``n`` from analysis and mark them ``excluded`` in the Prolific export, with ``reason``;
+    returns the reason it replaced (``None``: the session was not excluded)."""
+    text = _clean_reason(reason)
+    with _admin_transaction(folder) as conn:
+        previous = _session(conn, n)["excluded"]
+        conn.execute("UPDATE participants SET excluded=? WHERE n=?", (text, n))
+        _log(conn, "exclude", n, {"reason": text, "previous": previous})
+    return previous
+
+
+def include(folder: Path, n: int) -> str | None:
+    """Undo :func:`exclude`; returns the reason removed (``None``: the session was not excluded, nothing changed)."""
+    with _admin_transaction(folder) as conn:
+        previous = _session(conn, n)["excluded"]
+        if previous is not None:
+            conn.execute("UPDATE participants SET excluded=NULL WHERE n=?", (n,))
+            _log(conn, "include", n, {"previous": previous})
+    return previous
+
+
+def count_session(folder: Path, n: int) -> Counted:
+    """Make participant ``n`` the counted session of their Prolific ID: it gets ``repeat_id`` 0, every other
+    session with that ID ``repeat_id`` 1. For the case the server cannot decide: someone who knew the ID started
+    first, and the real participant's later session was flagged as the repeat."""
+    with _admin_transaction(folder) as conn:
+        row = _session(conn, n)
+        prolific = row["prolific_pid"]
+        if not prolific:
+            raise AdminError(f"participant {n} has no Prolific ID: there is no other session to count it against")
+        others = conn.execute(
+            "SELECT n, repeat_id FROM participants WHERE prolific_pid=? AND n<>? ORDER BY n", (prolific, n)
+        ).fetchall()
+        marked = [r["n"] for r in others if not r["repeat_id"]]
+        if marked or row["repeat_id"]:
+            conn.execute(
+                "UPDATE participants SET repeat_id = CASE WHEN n=? THEN 0 ELSE 1 END WHERE prolific_pid=?",
+                (n, prolific),
+            )
+            _log(conn, "count", n, {"prolific_pid": prolific, "marked_repeat": marked})
+        return Counted(n, prolific, marked, not row["repeat_id"] and not marked, row["excluded"])
+
+
+def admin_actions(folder: Path) -> list[dict[str, Any]]:
+    """The researcher's recorded changes, oldest first."""
+    return _rows(folder, "SELECT * FROM admin_actions ORDER BY rowid")

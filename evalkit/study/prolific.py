@@ -3,7 +3,10 @@
 Columns: Prolific ID, study and session IDs, the participant number, the completion code this server issued, the
 status and its reason, the number of votes, and the total and median response time. Statuses, first match wins:
 
-- ``repeat ID``: a second session of a Prolific ID that already had one (its votes are excluded from analysis);
+- ``excluded``: the researcher excluded the session (``evalkit study participant --exclude N --reason ...``); the
+  reason is theirs;
+- ``repeat ID``: another session of the same Prolific ID is the counted one: the first one started, unless the
+  researcher chose another (``evalkit study participant --count N``); its votes are excluded from analysis;
 - ``incomplete``: did not answer every trial;
 - ``screened out``: failed more attention (vigilance) checks than the study allows (``--screen-out``; they got the
   screened-out code), or answered faster than ``--min-response-ms`` at the median (the speed check);
@@ -38,8 +41,10 @@ COLUMNS = [
 
 def status_of(person: dict[str, Any], report: dict[str, Any], config: StudyConfig) -> tuple[str, str]:
     """``(status, reason)`` of one participant row (see the module docstring for the rules)."""
+    if person.get("excluded"):
+        return "excluded", str(person["excluded"])
     if person["repeat_id"]:
-        return "repeat ID", "this Prolific ID already had a session"
+        return "repeat ID", "another session of this Prolific ID is the counted one"
     if not person["completed"]:
         return "incomplete", f"answered {person['answered']} of {person['total']} trials"
     vig = report.get("vigilance_results", [])
