@@ -126,8 +126,7 @@ class RootLock:
         while not self.try_acquire():
             if not wait:
                 raise RootBusy(
-                    f"results root {self.root} is being written by {self.describe_holder()}: "
-                    f"{self.what_to_do()}"
+                    f"results root {self.root} is being written by {self.describe_holder()}: {self.what_to_do()}"
                 )
             if notify is not None and not announced:
                 notify(f"waiting for {self.describe_holder()} to release {self.root}")
