@@ -115,9 +115,7 @@ def test_a_part_named_pair_loses_nothing_on_the_next_run(small, tmp_path):
 def test_damaged_empty_and_read_only_roots(small, tmp_path):
     protocol, mirror = small
     out = tmp_path / "results"
-    done = _evalkit(
-        ["run", "-p", str(protocol), "-m", "reinhard,identity", "--out", str(out), "--no-progress"], mirror
-    )
+    done = _evalkit(["run", "-p", str(protocol), "-m", "reinhard,identity", "--out", str(out), "--no-progress"], mirror)
     assert done.returncode == 0, done.stderr
     readers = (
         ["leaderboard", "--results", str(out), "--format", "md", "--out", "-"],
