@@ -316,3 +316,25 @@ def test_bad_slurm_options_are_one_line_errors_before_anything_runs(slurm, tiny,
         assert message in done.stderr, (option, done.stderr)
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert not (out / "evalkit.sqlite").exists()
+
+
+def test_tasks_waiting_in_the_queue_are_reported_with_slurms_reason(monkeypatch):
+    """A run whose tasks wait for resources must not look hung: after a minute, one line with Slurm's reasons, then
+    at most one every ten minutes."""
+    from evalkit.executors import slurm_executor
+    from evalkit.executors.slurm_jobs import TaskState
+
+    lines: list[str] = []
+    executor = slurm_executor.SlurmExecutor(log=lines.append)
+    clock = [1000.0]
+    executor._tasks = {"7_0": ("g", clock[0]), "7_1": ("g", clock[0])}
+    waiting = [TaskState("7_0", "PENDING", "Resources"), TaskState("7_1", "PENDING", "Priority")]
+    executor._report_waiting(waiting, clock[0] + 30)
+    assert lines == []
+    executor._report_waiting(waiting, clock[0] + 61)
+    assert len(lines) == 1 and "2 task(s) waiting in the queue for 61s" in lines[0]
+    assert "1 Resources" in lines[0] and "1 Priority" in lines[0]
+    executor._report_waiting(waiting, clock[0] + 300)
+    assert len(lines) == 1
+    executor._report_waiting(waiting, clock[0] + 700)
+    assert len(lines) == 2

@@ -43,6 +43,7 @@ INSTALL_HINT = "pip install 'evalkit[slurm]'"
 POLL_S = 0.1  # result folder listing
 STATE_POLL_S = 1.0  # squeue
 SUBMIT_GRACE_S = 15.0  # a task squeue does not list yet right after sbatch is not taken for gone
+WAIT_NOTE_S = 60.0  # tasks pending longer than this are reported, with Slurm's reason
 
 
 def require_submitit():
@@ -156,6 +157,7 @@ class SlurmExecutor(ExecutorBase):
         self._served: Counter[str] = Counter()  # task -> results it returned
         self._seq = itertools.count()
         self._failed = False  # keep the folder (the tasks' logs) when something went wrong
+        self._next_wait_note = 0.0
         self._previous_sigterm: Any = None
 
     def attach(self, results_root: Path) -> None:
@@ -320,8 +322,10 @@ class SlurmExecutor(ExecutorBase):
         watch = [t for t in self._tasks if t not in self._ended]
         out: list[JobResult] = []
         states = slurm_jobs.query(watch)
-        if any(state.state == "PENDING" for state in states.values()):
+        waiting = [state for state in states.values() if state.state == "PENDING"]
+        if waiting:
             self._release_idle(session)
+            self._report_waiting(waiting, now)
         for task, state in states.items():
             group, submitted = self._tasks[task]
             if state.active or (state.state == slurm_jobs.GONE and now - submitted < SUBMIT_GRACE_S):
@@ -348,6 +352,17 @@ class SlurmExecutor(ExecutorBase):
                         )
                     )
         return out
+
+    def _report_waiting(self, waiting: list[TaskState], now: float) -> None:
+        """A line when tasks have waited in Slurm's queue for a minute (then every 10 minutes), with Slurm's reason:
+        a run that waits for resources, a reservation or a QOS limit must not look hung."""
+        oldest = min(self._tasks[state.task][1] for state in waiting)
+        if now - oldest < WAIT_NOTE_S or now < self._next_wait_note:
+            return
+        reasons = Counter(state.reason or "?" for state in waiting)
+        why = ", ".join(f"{n} {reason}" for reason, n in reasons.most_common())
+        self.log(f"slurm: {len(waiting)} task(s) waiting in the queue for {now - oldest:.0f}s ({why})")
+        self._next_wait_note = now + 600
 
     @staticmethod
     def _release_idle(session: Session) -> None:
