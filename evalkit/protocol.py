@@ -251,10 +251,6 @@ def _pairs(raw: Any, where: str, images: dict[str, Asset]) -> list[PairSpec]:
             if ref is not None and ref not in images:
                 raise f.error(key, f"refers to unknown image '{ref}' (pair '{pair.id}')")
         pairs.append(pair)
-    if not pairs:
-        raise ProtocolError(
-            f"{where}: has no [[pairs]]: add at least one table with id, content and style (see protocols/quick.toml)"
-        )
     ids = [p.id for p in pairs]
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate:
@@ -357,7 +353,7 @@ def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = ""
     metrics = _metrics(top)
     params = _params(top)
     sweep = _sweep(top)
-    return Protocol(
+    protocol = Protocol(
         name=name,
         description=top.string("description", "") or "",
         images=images,
@@ -377,3 +373,8 @@ def parse_protocol(raw: dict[str, Any], source: str = "<dict>", sha256: str = ""
         sha256=sha256,
         text=text,
     )
+    if not pairs:  # after every field's own check, so a malformed field is named first
+        raise ProtocolError(
+            f"{where}: has no [[pairs]]: add at least one table with id, content and style (see protocols/quick.toml)"
+        )
+    return protocol

@@ -293,7 +293,9 @@ def test_score_cli_scores_files_and_explains_missing_inputs(tmp_path):
             imaging.to_tensor(imaging.load_image(b)), imaging.to_tensor(imaging.load_image(a))
         )
     )
-    assert values["ssim"]["value"] == pytest.approx(expected, abs=1e-12) and values["ssim"]["value"] < 0.99
+    # 1e-9, not 1e-12: evalkit filters with two 1-D float64 passes where pyiqa uses its float32-rounded 11x11 window
+    # (another summation order and window rounding: ~1e-11 here; tests/test_metric_formulations.py bounds it)
+    assert values["ssim"]["value"] == pytest.approx(expected, abs=1e-9) and values["ssim"]["value"] < 0.99
     assert 0 < values["fsim"]["value"] < 1
     assert values["style_loss"]["status"] == "unavailable" and "--style" in values["style_loss"]["message"]
     assert values["niqe"]["status"] == "unavailable"

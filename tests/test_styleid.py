@@ -340,3 +340,66 @@ def test_declared_weight_sets_and_params() -> None:
     for bad in ({"gamma": 1.5}, {"temperature": 11}, {"ddim_steps": 0}, {"ddim_steps": 1001}, {"layers": "x"}):
         with pytest.raises(ValueError):
             StyleID.resolve_params(bad)
+
+
+TINY_METHOD = '''
+"""StyleID on tiny random diffusers components: a test-only weight set, run through the ordinary `evalkit run`."""
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from evalkit_methods.styleid import StyleID
+
+from evalkit.weights import WeightSet
+
+FOLDER = Path({folder!r})
+
+
+@dataclass(frozen=True)
+class TinyFolder(WeightSet):
+    def resolve(self, store, download=True):
+        return {{"pipeline": FOLDER}}
+
+    def availability(self, store):
+        return "available", str(FOLDER)
+
+
+class TinyStyleID(StyleID):
+    name = "tinystyleid"
+    weight_sets = {{"tiny": TinyFolder("tiny", {{}}, "tiny random diffusers components (tests only)")}}
+    params = {{  # the tiny UNet's attention slots; styles scaled to 96 px keep the attention maps small
+        **StyleID.params,
+        "layers": replace(StyleID.params["layers"], default="2,3"),
+        "max_side": replace(StyleID.params["max_side"], default=96),
+    }}
+'''
+
+
+def test_the_cli_runs_styleid_on_a_test_only_weight_set_and_resumes(tiny_folder: Path, tmp_path: Path) -> None:
+    """`evalkit run --protocol quick` with StyleID (tiny components) as a method file: every job ok, scored, and a
+    rerun reuses every job instead of recomputing it."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    method = tmp_path / "tiny_styleid.py"
+    method.write_text(TINY_METHOD.format(folder=str(tiny_folder)))
+    out = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "evalkit", "run", "--protocol", "quick", "--methods", f"{method}:TinyStyleID",
+        "--metrics", "ssim", "--res", "64", "--param", "tiny_styleid:TinyStyleID.ddim_steps=3",
+        "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        jobs = conn.execute("SELECT job_key, status, weight_set FROM jobs").fetchall()
+        scored = conn.execute("SELECT COUNT(*) FROM metrics WHERE metric='ssim' AND status='ok'").fetchone()[0]
+    assert len(jobs) == 5 and all(status == "ok" and ws == "tiny" for _, status, ws in jobs)
+    assert scored == 5
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "resuming: 5 of 5 jobs already finished" in again.stderr, again.stderr
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT job_key) FROM jobs").fetchone() == (5, 5)
