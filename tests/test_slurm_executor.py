@@ -338,3 +338,19 @@ def test_tasks_waiting_in_the_queue_are_reported_with_slurms_reason(monkeypatch)
     assert len(lines) == 1
     executor._report_waiting(waiting, clock[0] + 700)
     assert len(lines) == 2
+
+
+def test_one_task_serves_every_resolution_of_its_method(slurm, tiny, tmp_path):
+    """The scheduler sends a method's resolutions in separate waves (small first); the method's task outlives a wave,
+    so one task (one model load) runs them all: every job records the same Slurm job id."""
+    protocol = tiny(2, 0.0)
+    protocol.write_text(protocol.read_text().replace('resolutions = ["32"]', 'resolutions = ["32", "40", "48"]'))
+    out = tmp_path / "results"
+    done = _run(protocol, out, "--executor", "slurm", "--executor-opt", "array_parallelism=1")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("slurm: array") == 1, done.stderr
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        resolutions = {r for (r,) in conn.execute("SELECT resolution FROM jobs")}
+        ids = {json.loads(e)["slurm_job_id"] for (e,) in conn.execute("SELECT environment FROM job_environment")}
+    assert resolutions == {"32", "40", "48"} and len(ids) == 1, (resolutions, ids)
+    assert not _squeue_all()
