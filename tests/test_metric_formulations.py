@@ -8,8 +8,9 @@ from __future__ import annotations
 import pyiqa
 import pytest
 import torch
+import torch.nn.functional as F
 
-from evalkit.metrics.cfsd import structural_distance, structural_distance_reference
+from evalkit.metrics.cfsd import structural_distance
 from evalkit.metrics.ssim import ssim_luma
 
 
@@ -23,6 +24,17 @@ def test_ssim_matches_pyiqa(h, w):
     for output in (content, (content + 0.2 * torch.randn_like(content)).clamp(0, 1), torch.rand(1, 3, h, w)):
         expected = float(net(output, content))
         assert float(ssim_luma(output, content)) == pytest.approx(expected, rel=1e-8, abs=1e-9)
+
+
+def structural_distance_reference(content: torch.Tensor, output: torch.Tensor) -> float:
+    """The reference's formulation, literally (``F.kl_div(log_softmax(S_o), softmax(S_c), reduction="batchmean")``
+    with batch 1 = the sum over rows): the check for :func:`structural_distance`; holds the N x N maps whole."""
+    c = content.shape[1]
+    fc = content[0].reshape(c, -1).T.double() / c
+    fo = output[0].reshape(c, -1).T.double() / c
+    p_c = F.softmax(fc @ fc.T, dim=1)
+    log_p_o = F.log_softmax(fo @ fo.T, dim=1)
+    return float(F.kl_div(log_p_o[None], p_c[None], reduction="batchmean"))
 
 
 @pytest.mark.parametrize(("shape", "block"), [((1, 64, 20, 30), 100), ((1, 32, 17, 13), 64), ((1, 16, 8, 8), 2048)])

@@ -326,12 +326,15 @@ class SlurmExecutor(ExecutorBase):
         if waiting:
             self._release_idle(session)
             self._report_waiting(waiting, now)
+        all_claims: list[Claim] | None = None  # listed once per poll, and only when a task has ended
         for task, state in states.items():
             group, submitted = self._tasks[task]
             if state.active or (state.state == slurm_jobs.GONE and now - submitted < SUBMIT_GRACE_S):
                 continue
             self._ended[task] = state
-            claims = [c for c in session.claims() if c.task == task]
+            if all_claims is None:
+                all_claims = session.claims()
+            claims = [c for c in all_claims if c.task == task]
             for claim in claims:
                 if session.has_result(claim.key):
                     continue  # finished just before the end: the result is read on the next pass

@@ -23,6 +23,7 @@ Pickle is safe here because only this user's driver and tasks write the folder (
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -47,8 +48,6 @@ RESULT = ".pkl"
 
 def group_name(method: str, weight_set: str | None) -> str:
     """A folder name for a (method, weight set) group: readable, and distinct for distinct groups."""
-    import hashlib
-
     raw = f"{method}\0{weight_set or ''}"
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{method}-{weight_set or 'default'}")[:60]
     return f"{readable}-{hashlib.sha256(raw.encode()).hexdigest()[:8]}"

@@ -45,17 +45,6 @@ def structural_distance(content: torch.Tensor, output: torch.Tensor, block: int 
     return total
 
 
-def structural_distance_reference(content: torch.Tensor, output: torch.Tensor) -> float:
-    """The reference's formulation, literally (``F.kl_div(log_softmax(S_o), softmax(S_c), reduction="batchmean")``
-    with batch 1 = the sum over rows): the check for :func:`structural_distance`; holds the N x N maps whole."""
-    c = content.shape[1]
-    fc = content[0].reshape(c, -1).T.double() / c
-    fo = output[0].reshape(c, -1).T.double() / c
-    p_c = F.softmax(fc @ fc.T, dim=1)
-    log_p_o = F.log_softmax(fo @ fo.T, dim=1)
-    return float(F.kl_div(log_p_o[None], p_c[None], reduction="batchmean"))
-
-
 class _CFSD(Metric):
     network: ClassVar[str]
     scale: ClassVar[float] = 1.0
