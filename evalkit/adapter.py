@@ -9,6 +9,11 @@ are ``(H, W)`` int64 label maps whose labels mean the same region in content and
 ``(1, 3, H', W')`` tensor in [0, 1]; the harness resizes it back to the content size if a network changed it by a
 few pixels, clamps it, and rejects NaN/Inf as an ``error`` result. :meth:`postprocess` (optional) is timed
 separately, as a paper's ``network+post`` column.
+
+A method that learns something of a style image once before it can stylize with it (InST's textual inversion of the
+style into a word embedding) implements :meth:`MethodAdapter.fit_style`: the harness runs it once per (weights, style
+image, style size, ``fit_params``), times it apart (the speed table's ``fit`` column), keeps its tensors on disk
+(:mod:`evalkit.fits`) and hands them to every :meth:`~MethodAdapter.stylize` of that style as ``fitted=``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,9 @@ class MethodAdapter:
     deterministic: ClassVar[bool] = True  # False: the seed changes the output (e.g. Gatys from noise)
     uses_masks: ClassVar[bool] = False
     needs_grad: ClassVar[bool] = False  # True for optimisation methods; others run under torch.no_grad()
+    extra: ClassVar[str | None] = None  # the pip extra of evalkit it needs (`evalkit methods` shows it), if any
+    # parameters that change what fit_style learns (part of the fit's cache key); the others only change inference
+    fit_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self, weight_set: str | None = None, device: str | torch.device = "cpu", assets: AssetStore | None = None
@@ -79,6 +87,21 @@ class MethodAdapter:
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
     ) -> torch.Tensor:
         raise NotImplementedError
+
+    def fit_style(self, style: torch.Tensor, **params: Any) -> dict[str, torch.Tensor]:
+        """Learn what stylizing with ``style`` needs, once per style image (e.g. InST's style embedding).
+
+        Optional: only methods with a per-style learning phase implement it. Runs with gradients enabled, before the
+        timed runs and outside their timers; ``params`` are the job's resolved parameters (only :attr:`fit_params`
+        may change the result: they are the cache key). Returns tensors; :meth:`stylize` receives them (on this
+        adapter's device) as the keyword ``fitted``. Randomness must come from a parameter (e.g. ``fit_seed``), not
+        the job's seed: one fit serves every seed and content of its style."""
+        raise NotImplementedError
+
+    @classmethod
+    def fits_style(cls) -> bool:
+        """Whether this method has a per-style learning phase (:meth:`fit_style` implemented)."""
+        return cls.fit_style is not MethodAdapter.fit_style
 
     def postprocess(self, output: torch.Tensor, content: torch.Tensor, **params: Any) -> torch.Tensor | None:
         """Optional post-processing (e.g. smoothing); return ``None`` when the method has none."""

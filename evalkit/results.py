@@ -124,6 +124,7 @@ class JobResult:
     time_network_s: float | None = None
     time_post_s: float | None = None
     time_score_s: float | None = None  # the harness's metrics for this output (not the method's time)
+    time_fit_s: float | None = None  # a per-style learning phase, on the job that ran it (None: reused or none)
     peak_memory_bytes: int | None = None
     device: str | None = None
     started: str | None = None

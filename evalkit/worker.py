@@ -10,6 +10,7 @@ configuration it was given (never a process-wide one), so planning and execution
 
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import time
@@ -25,6 +26,7 @@ from evalkit import environment, imaging, method_files, precision
 from evalkit.adapter import Masks, MethodAdapter
 from evalkit.assets import AssetSettings, AssetStore, sha256_file
 from evalkit.errors import EvalkitError, WeightsUnavailable
+from evalkit.fits import FitKey, FitStore, Fitted, default_root
 from evalkit.imaging import Resolution
 from evalkit.metrics import EvalSample, MetricSuite
 from evalkit.protocol import Protocol
@@ -106,6 +108,8 @@ class JobContext:
             self.device, config.executor, config.warmup, config.repeats, environment_extra
         )
         self._adapters: dict[tuple[str, str | None, str], tuple[MethodAdapter, float]] = {}
+        self._weight_files: dict[tuple[str, str | None, str], dict[str, Path]] = {}
+        self.fits = FitStore(default_root(self.assets.home))
         self._images: dict[tuple[str, str], Any] = {}
         self._suite: MetricSuite | None = None
 
@@ -159,7 +163,31 @@ class JobContext:
                 precision.modules_to_channels_last(adapter)
             sync(self.device)
             self._adapters[key] = (adapter, time.perf_counter() - start)
+            self._weight_files[key] = files
         return self._adapters[key]
+
+    def fitted(self, spec: JobSpec, adapter: MethodAdapter, style: torch.Tensor, params: dict[str, Any]) -> Fitted:
+        """The method's fit of this job's style (:meth:`~evalkit.adapter.MethodAdapter.fit_style`): learned once
+        per style and kept (:mod:`evalkit.fits`), with gradients, outside the method's timers."""
+        cls = type(adapter)
+        files = self._weight_files.get((spec.method, spec.weight_set, str(self.device)), {})
+        resolved = cls.resolve_params(params)
+        key = FitKey(
+            method=spec.method,
+            version=cls.version,
+            weights=json.dumps([weight_label(spec.method, spec.weight_set), {k: str(v) for k, v in files.items()}]),
+            style_sha256=self.protocol.images[spec.style].sha256
+            or sha256_file(self.assets.fetch(self.protocol.images[spec.style])),
+            style_size=spec.style_size,
+            precision=spec.precision,
+            params={name: resolved[name] for name in cls.fit_params},
+        )
+
+        def learn() -> dict[str, torch.Tensor]:
+            with torch.enable_grad(), precision.networks(spec.precision, self.device):
+                return adapter.fit_style(style, **params)
+
+        return self.fits.get(key, learn, self.device)
 
     def model_info(self, spec: JobSpec) -> ModelInfo | None:
         """Counts of the model loaded for ``spec`` (``None`` when it is not loaded, e.g. its weights are missing)."""
@@ -252,6 +280,11 @@ class JobContext:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         params = dict(spec.params)
+        fit: dict[str, Any] = {}
+        if adapter.fits_style():
+            fitted = self.fitted(spec, adapter, style, params)
+            result.time_fit_s = fitted.seconds  # None when an earlier job (or run) learned this style
+            fit["fitted"] = fitted.tensors
         timings: list[Timing] = []
         output = None
         with torch.enable_grad() if adapter.needs_grad else torch.no_grad():
@@ -260,7 +293,7 @@ class JobContext:
                 sync(self.device)
                 start = time.perf_counter()
                 with precision.networks(spec.precision, self.device):
-                    out = adapter.stylize(content, style, masks=masks, seed=spec.seed, **params)
+                    out = adapter.stylize(content, style, masks=masks, seed=spec.seed, **params, **fit)
                 sync(self.device)
                 network_s = time.perf_counter() - start
                 start = time.perf_counter()

@@ -132,6 +132,7 @@ def square_resize(image: torch.Tensor, size: int) -> torch.Tensor:
 
 class Magenta(MethodAdapter):
     name = "magenta"
+    extra = "magenta"
     kind = "artistic"
     version = "1"
     description = (
@@ -236,6 +237,7 @@ def style_weights(spec: int | str) -> torch.Tensor:
 
 class Magenta26(MethodAdapter):
     name = "magenta26"
+    extra = "magenta"
     kind = "artistic"
     version = "1"
     description = (

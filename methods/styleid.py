@@ -21,65 +21,18 @@ scaled down to fit (it only supplies keys/values). A content larger than ``max_s
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from evalkit_methods import _styleid_attention as S
+from evalkit_methods._diffusion import HubWeightSet, UnsupportedSize, load_parts, native_sizes, resize
 
 from evalkit.adapter import LoadedInfo, Masks, MethodAdapter, Param, count_layers, count_parameters
-from evalkit.assets import AssetStore
-from evalkit.errors import EvalkitError, WeightsUnavailable
+from evalkit.errors import EvalkitError
 from evalkit.weights import WeightSet
 
-INSTALL_HINT = "pip install 'evalkit[diffusion]'"
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-
-
-class UnsupportedSize(EvalkitError):
-    """A content image above the model's native-resolution cap (``max_side``): a clear refusal, not an OOM."""
-
-
-@dataclass(frozen=True)
-class HubWeightSet(WeightSet):
-    """Weights found by model id in the Hugging Face cache, never downloaded by evalkit.
-
-    Why a subclass: a diffusers model is a folder of several components with its own cache, not sha256-pinned files
-    in evalkit's asset store; ``resolve`` hands the adapter the cached snapshot folder (role ``pipeline``) or raises
-    a one-line :class:`WeightsUnavailable` naming the model id and the command that fetches it."""
-
-    model_id: str = ""
-    cache_dir: str | None = None  # None: the hub's default (HF_HOME / HF_HUB_CACHE)
-
-    def _message(self, why: str) -> str:
-        return (
-            f"weight set '{self.name}': {why}; fetch it once with `huggingface-cli download {self.model_id}` "
-            f"(needs {INSTALL_HINT})"
-        )
-
-    def snapshot(self) -> Path:
-        missing = [m for m in ("diffusers", "transformers", "huggingface_hub") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise WeightsUnavailable(f"weight set '{self.name}' needs {', '.join(missing)}: {INSTALL_HINT}")
-        from huggingface_hub import snapshot_download
-
-        try:
-            folder = snapshot_download(self.model_id, cache_dir=self.cache_dir, local_files_only=True)
-        except Exception as exc:  # noqa: BLE001 - any hub failure here means "not in the cache"
-            raise WeightsUnavailable(self._message(f"{self.model_id} is not in the Hugging Face cache")) from exc
-        return Path(folder)
-
-    def resolve(self, store: AssetStore, download: bool = True) -> dict[str, Path]:
-        return {"pipeline": self.snapshot()}
-
-    def availability(self, store: AssetStore) -> tuple[str, str]:
-        try:
-            return "available", str(self.snapshot())
-        except WeightsUnavailable as exc:
-            return "missing", str(exc)
+__all__ = ["WEIGHT_SETS", "HubWeightSet", "StyleID", "UnsupportedSize", "check_layers", "parse_layers"]
 
 
 WEIGHT_SETS: dict[str, WeightSet] = {
@@ -138,18 +91,9 @@ def check_layers(layers: str, slots: list[torch.nn.Module | None]) -> frozenset[
     return frozenset(chosen)
 
 
-def _multiple(size: tuple[int, int], factor: int) -> tuple[int, int]:
-    return tuple(max(factor, round(s / factor) * factor) for s in size)  # type: ignore[return-value]
-
-
-def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(image.shape[-2:]) == size:
-        return image
-    return F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
-
-
 class StyleID(MethodAdapter):
     name = "styleid"
+    extra = "diffusion"
     kind = "artistic"
     version = "1"
     description = "Training-free style injection into Stable Diffusion's self-attention after DDIM inversion"
@@ -176,36 +120,20 @@ class StyleID(MethodAdapter):
 
     def load(self, files: dict[str, Path]) -> None:
         """Load the five components from a diffusers folder (a hub snapshot or a ``save_pretrained`` folder)."""
-        folder = files["pipeline"]
-        try:
-            from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-            from transformers import CLIPTextModel, CLIPTokenizer
-        except ImportError as exc:
-            raise WeightsUnavailable(f"styleid needs diffusers and transformers: {INSTALL_HINT}") from exc
-        try:
-            self.unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").to(self.device).eval()
-            self.vae = AutoencoderKL.from_pretrained(folder, subfolder="vae").to(self.device).eval()
-            text_encoder: Any = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")  # typed oddly upstream
-            self.text_encoder = text_encoder.to(self.device).eval()
-            self.tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
-            self.scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
-        except (OSError, ValueError) as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise WeightsUnavailable(f"styleid: {folder} is not a complete diffusers model folder: {first}") from exc
+        self.parts = load_parts("styleid", files["pipeline"], self.device)
+        self.unet, self.vae, self.scheduler = self.parts.unet, self.parts.vae, self.parts.scheduler
+        self.text_encoder, self.tokenizer = self.parts.text_encoder, self.parts.tokenizer
         self.slots = up_path_slots(self.unet)
         self.state = S.InjectionState()
         for index, layer in enumerate(self.slots):
             if layer is not None:
                 layer.set_processor(S.StyleInjectionProcessor(index, self.state))  # type: ignore[operator]
-        self.factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.factor = self.parts.factor
         with torch.no_grad():
-            tokens = self.tokenizer(
-                [""], padding="max_length", max_length=self.tokenizer.model_max_length, return_tensors="pt"
-            )
-            self.empty_prompt = self.text_encoder(tokens.input_ids.to(self.device))[0]
+            self.empty_prompt = self.parts.prompt("")
 
     def info(self) -> LoadedInfo:
-        parts = {"unet": self.unet, "vae": self.vae, "text_encoder": self.text_encoder}
+        parts = self.parts.modules()
         modules = torch.nn.ModuleList(parts.values())
         return LoadedInfo(
             count_parameters(modules),
@@ -219,7 +147,7 @@ class StyleID(MethodAdapter):
         return self.vae.encode(image * 2 - 1).latent_dist.mode() * self.vae.config.scaling_factor
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        return (self.vae.decode(latent / self.vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+        return self.parts.decode(latent)
 
     def _eps(self, latent: torch.Tensor, t: int) -> torch.Tensor:
         self.state.timestep = t
@@ -238,35 +166,24 @@ class StyleID(MethodAdapter):
             latent = self.scheduler.step(self._eps(latent, int(t)), int(t), latent, eta=0.0).prev_sample
         return latent
 
-    def _sizes(self, content: torch.Tensor, style: torch.Tensor, max_side: int) -> tuple[tuple[int, int], ...]:
-        h, w = content.shape[-2:]
-        if max(h, w) > max_side:
-            raise UnsupportedSize(
-                f"styleid: content {w}x{h} exceeds max_side={max_side} (the base model's native resolution cap); "
-                "run a smaller resolution or raise max_side"
-            )
-        sh, sw = style.shape[-2:]
-        shrink = min(1.0, max_side / max(sh, sw))
-        return _multiple((h, w), self.factor), _multiple((round(sh * shrink), round(sw * shrink)), self.factor)
-
     def stylize(
         self, content: torch.Tensor, style: torch.Tensor, masks: Masks | None = None, seed: int = 0, **params: Any
     ) -> torch.Tensor:
         p = self.resolve_params(params)
         layers = check_layers(p["layers"], self.slots)
-        c_size, s_size = self._sizes(content, style, int(p["max_side"]))
+        c_size, s_size = native_sizes("styleid", content, style, int(p["max_side"]), self.factor)
         self.scheduler.set_timesteps(int(p["ddim_steps"]))
         state = self.state
         state.layers, state.gamma, state.temperature = layers, float(p["gamma"]), float(p["temperature"])
         try:
             with torch.no_grad():
                 state.mode, state.keep = "record", "kv"
-                style_latent = self.invert(self.encode(_resize(style, s_size)))
+                style_latent = self.invert(self.encode(resize(style, s_size)))
                 state.keep = "q"
-                content_latent = self.invert(self.encode(_resize(content, c_size)))
+                content_latent = self.invert(self.encode(resize(content, c_size)))
                 start = S.latent_adain(content_latent, style_latent) if p["init_adain"] else content_latent
                 state.mode = "inject"
                 out = self.decode(self.generate(start))
         finally:
             state.clear()
-        return _resize(out, tuple(content.shape[-2:])).clamp(0, 1)  # type: ignore[arg-type]
+        return resize(out, tuple(content.shape[-2:])).clamp(0, 1)  # type: ignore[arg-type]

@@ -3,7 +3,6 @@ randomly initialised diffusers components saved to a folder (no download; the re
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,8 @@ from evalkit_methods.styleid import HubWeightSet, StyleID, UnsupportedSize, pars
 
 from evalkit.assets import AssetStore  # noqa: E402
 from evalkit.errors import EvalkitError, WeightsUnavailable  # noqa: E402
+from tests.diffusion_support import TINY_LAYERS, build_tiny_sd  # noqa: E402
 
-# The tiny UNet's up path: UpBlock2D (no attention: slots 0, 1) then CrossAttnUpBlock2D (slots 2, 3).
-TINY_LAYERS = "2,3"
 FAST: dict[str, Any] = {"layers": TINY_LAYERS, "ddim_steps": 3}
 
 
@@ -166,48 +164,10 @@ def test_parse_layers() -> None:
             parse_layers(bad)
 
 
-# -- tiny components --------------------------------------------------------------------------------------------------
-def _tokenizer(folder: Path):
-    from transformers import CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1, "a</w>": 2, "b</w>": 3, "a": 4, "b": 5}
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=8)
-
-
+# -- tiny components ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    root = tmp_path_factory.mktemp("tiny_sd")
-    (root / "tok_src").mkdir()
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32, attention_head_dim=8, norm_num_groups=8,
-    )  # fmt: skip
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32), norm_num_groups=8,
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=16,
-    )  # fmt: skip
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=6, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-            max_position_embeddings=8, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-        )
-    )  # fmt: skip
-    sched = DDIMScheduler(
-        num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-        clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-    )  # fmt: skip
-    parts: tuple[tuple[str, Any], ...] = (("unet", unet), ("vae", vae), ("text_encoder", text), ("scheduler", sched))
-    for name, part in parts:
-        part.save_pretrained(root / name)
-    _tokenizer(root / "tok_src").save_pretrained(root / "tokenizer")
-    return root
+    return build_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
 
 
 @pytest.fixture(scope="module")
@@ -340,66 +300,3 @@ def test_declared_weight_sets_and_params() -> None:
     for bad in ({"gamma": 1.5}, {"temperature": 11}, {"ddim_steps": 0}, {"ddim_steps": 1001}, {"layers": "x"}):
         with pytest.raises(ValueError):
             StyleID.resolve_params(bad)
-
-
-TINY_METHOD = '''
-"""StyleID on tiny random diffusers components: a test-only weight set, run through the ordinary `evalkit run`."""
-from dataclasses import dataclass, replace
-from pathlib import Path
-
-from evalkit_methods.styleid import StyleID
-
-from evalkit.weights import WeightSet
-
-FOLDER = Path({folder!r})
-
-
-@dataclass(frozen=True)
-class TinyFolder(WeightSet):
-    def resolve(self, store, download=True):
-        return {{"pipeline": FOLDER}}
-
-    def availability(self, store):
-        return "available", str(FOLDER)
-
-
-class TinyStyleID(StyleID):
-    name = "tinystyleid"
-    weight_sets = {{"tiny": TinyFolder("tiny", {{}}, "tiny random diffusers components (tests only)")}}
-    params = {{  # the tiny UNet's attention slots; styles scaled to 96 px keep the attention maps small
-        **StyleID.params,
-        "layers": replace(StyleID.params["layers"], default="2,3"),
-        "max_side": replace(StyleID.params["max_side"], default=96),
-    }}
-'''
-
-
-def test_the_cli_runs_styleid_on_a_test_only_weight_set_and_resumes(tiny_folder: Path, tmp_path: Path) -> None:
-    """`evalkit run --protocol quick` with StyleID (tiny components) as a method file: every job ok, scored, and a
-    rerun reuses every job instead of recomputing it."""
-    import os
-    import sqlite3
-    import subprocess
-    import sys
-
-    method = tmp_path / "tiny_styleid.py"
-    method.write_text(TINY_METHOD.format(folder=str(tiny_folder)))
-    out = tmp_path / "results"
-    command = [
-        sys.executable, "-m", "evalkit", "run", "--protocol", "quick", "--methods", f"{method}:TinyStyleID",
-        "--metrics", "ssim", "--res", "64", "--param", "tiny_styleid:TinyStyleID.ddim_steps=3",
-        "--out", str(out), "--no-progress",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
-    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert first.returncode == 0, first.stderr
-    with sqlite3.connect(out / "evalkit.sqlite") as conn:
-        jobs = conn.execute("SELECT job_key, status, weight_set FROM jobs").fetchall()
-        scored = conn.execute("SELECT COUNT(*) FROM metrics WHERE metric='ssim' AND status='ok'").fetchone()[0]
-    assert len(jobs) == 5 and all(status == "ok" and ws == "tiny" for _, status, ws in jobs)
-    assert scored == 5
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert "resuming: 5 of 5 jobs already finished" in again.stderr, again.stderr
-    with sqlite3.connect(out / "evalkit.sqlite") as conn:
-        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT job_key) FROM jobs").fetchone() == (5, 5)

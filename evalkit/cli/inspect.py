@@ -31,7 +31,7 @@ def methods(
 
     store = asset_store(home, weights_mirror, data_mirror)
     table = Table(title="methods")
-    for col in ("method", "kind", "weight sets", "params", "layers", "parameters (defaults)"):
+    for col in ("method", "kind", "extra", "weight sets", "params", "layers", "parameters (defaults)"):
         table.add_column(col, overflow="fold")
     names: list[str] = available_methods()
     for selector in split_selectors(extra or ""):  # one-line errors for a bad file, like `evalkit run`
@@ -43,7 +43,7 @@ def methods(
         try:
             cls = get_method(name)
         except EvalkitError as exc:
-            table.add_row(name, "?", f"[red]{escape(str(exc))}[/red]", "", "", "")
+            table.add_row(name, "?", "", f"[red]{escape(str(exc))}[/red]", "", "", "")
             continue
         sets = []
         for ws_name, ws in cls.weight_sets.items():
@@ -51,7 +51,9 @@ def methods(
             sets.append(f"{ws_name} ({state})")
         counts = _counts(cls, store)
         defaults = ", ".join(f"{k}={p.default}" for k, p in cls.params.items())
-        table.add_row(name, cls.kind, escape("\n".join(sets)) or "none needed", counts[0], counts[1], escape(defaults))
+        kind = f"{cls.kind}\nlearns each style" if cls.fits_style() else cls.kind
+        extra = escape(f"evalkit[{cls.extra}]") if cls.extra else "-"
+        table.add_row(name, kind, extra, escape("\n".join(sets)) or "none needed", *counts, escape(defaults))
     Console().print(table)
 
 

@@ -239,7 +239,7 @@ class FeatureProvider:
             tmp = path.with_name(f"products.{os.getpid()}.tmp")
             torch.save({k: _cpu(v) for k, v in products.items()}, tmp)
             os.replace(tmp, path)
-        except OSError:
+        except (OSError, RuntimeError):  # torch.save reports a full disk as RuntimeError
             pass  # a read-only or full cache only costs the next run a network pass
 
     def products(

@@ -52,9 +52,10 @@ def speed_section(data: ReportData) -> SpeedSection | None:
     except ImportError:
         return None
     frame = speed_table.build(data)
-    fixed = list(frame.columns[:3])  # model, params, layers
-    measured = [c for c in frame.columns[3:] if frame[c].notna().any()]
-    skipped = [c for c in frame.columns[3:] if c not in measured]
+    n_fixed = 4 if speed_table.FIT_COLUMN in frame.columns else 3  # model, params, layers[, fit/style]
+    fixed = list(frame.columns[:n_fixed])
+    measured = [c for c in frame.columns[n_fixed:] if frame[c].notna().any()]
+    skipped = [c for c in frame.columns[n_fixed:] if c not in measured]
     columns, rows = frame_to_rows(frame[fixed + measured])
     note = f"Not measured in these runs: {', '.join(skipped)}." if skipped else ""
     return SpeedSection(columns, rows, measured_on(data), note)

@@ -4,7 +4,10 @@ One row per model: parameter count, layer count, then seconds per image at 1024x
 2560x1440 and 3840x2160, written ``network+post`` (``0.39+0.14``), ``network`` alone for a method without
 post-processing, or ``OOM`` (an ``oom`` job, or one skipped after an OOM at a smaller resolution). The cell of a
 (model, resolution) is the median over its ``ok`` jobs of the per-job medians stored in ``jobs.time_network_s`` /
-``jobs.time_post_s``. Both ``evalkit speed`` and the leaderboard call
+``jobs.time_post_s``. Methods that learn each style once before stylizing (InST) add a column ``fit/style``: the
+median over the styles they learned of the time that took (``jobs.time_fit_s``, recorded on the job that learned
+it), the cost a per-image column hides; it appears only when some row has one. Both ``evalkit speed`` and the
+leaderboard call
 :func:`speed_table`; :func:`speed_summary` gives the same cells as numbers with their spread (from ``timings``).
 """
 
@@ -22,6 +25,7 @@ from evalkit.results import Reason
 PAPER_RESOLUTIONS: tuple[str, ...] = ("1k", "hd", "fhd", "qhd", "4k")
 # the seed table's rows, in its order (PhotoNAS, WCT², PhWCT, PhotoWCT2); other methods follow alphabetically
 SEED_ORDER: tuple[str, ...] = ("photonas", "wct2", "photowct", "photowct2")
+FIT_COLUMN = "fit/style"  # seconds to learn one style, for methods with a per-style phase
 _STATUS_CELL = {"timeout": "timeout", "error": "error", "unavailable": "n/a", "skipped": "skipped"}
 
 
@@ -90,6 +94,14 @@ def cell(jobs: pd.DataFrame) -> str | None:
     return str(jobs["status"].iloc[0])
 
 
+def fit_cell(jobs: pd.DataFrame) -> str | None:
+    """Median seconds of the style fits recorded on ``jobs`` (one per style learned); ``None`` without any."""
+    if "time_fit_s" not in jobs:
+        return None
+    fits = jobs["time_fit_s"].dropna()
+    return format_seconds(float(fits.median())) if len(fits) else None
+
+
 def _method_counts(methods: pd.DataFrame | Mapping[str, Mapping[str, Any]] | None) -> dict[str, dict[str, Any]]:
     if methods is None:
         return {}
@@ -119,8 +131,10 @@ def speed_table(
 ) -> pd.DataFrame:
     """Rows ``model, params, layers, <WxH>...`` from a jobs frame (columns ``label``/``row_key``, ``resolution``,
     ``status``, ``message``, ``time_network_s``, ``time_post_s``) and the ``methods`` table (``label``,
-    ``parameters``, ``layers``; a DataFrame or a label-keyed mapping). Missing cells are ``None``."""
+    ``parameters``, ``layers``; a DataFrame or a label-keyed mapping), then :data:`FIT_COLUMN` when some job
+    recorded a style fit (``time_fit_s``). Missing cells are ``None``."""
     columns = ordered_resolutions(jobs, resolutions)
+    with_fit = "time_fit_s" in jobs and bool(jobs["time_fit_s"].notna().any())
     counts = _method_counts(methods)
     rows = []
     for key in sorted(jobs[row_key].dropna().astype(str).unique(), key=lambda k: _row_rank(jobs, row_key, k)):
@@ -133,13 +147,14 @@ def speed_table(
             "params": format_count(info.get("parameters")),
             "layers": None if layers is None or pd.isna(layers) else int(layers),
         }
+        if with_fit:
+            row[FIT_COLUMN] = fit_cell(mine)
         for res in columns:
             row[resolution_header(res)] = cell(mine[mine["resolution"].astype(str) == res])
         rows.append(row)
     # object dtype: keep None (not NaN) for missing cells and ints (not floats) for layer counts
-    return pd.DataFrame(
-        rows, columns=["model", "params", "layers", *[resolution_header(r) for r in columns]], dtype=object
-    )
+    fixed = ["model", "params", "layers", *([FIT_COLUMN] if with_fit else [])]
+    return pd.DataFrame(rows, columns=[*fixed, *[resolution_header(r) for r in columns]], dtype=object)
 
 
 def _row_rank(jobs: pd.DataFrame, row_key: str, key: str) -> tuple[int, str, bool, str]:
@@ -187,6 +202,10 @@ def speed_summary(jobs: pd.DataFrame, timings: pd.DataFrame | None = None, row_k
             # the harness's metrics per output (not part of the method's time)
             "score_s": ok["time_score_s"].median()
             if "time_score_s" in ok and ok["time_score_s"].notna().any()
+            else None,
+            # a per-style learning phase (InST): median over the styles this cell's jobs learned
+            "fit_s": group["time_fit_s"].median()
+            if "time_fit_s" in group and group["time_fit_s"].notna().any()
             else None,
             "peak_memory_bytes": group["peak_memory_bytes"].max() if "peak_memory_bytes" in group else None,
         }

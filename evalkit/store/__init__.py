@@ -289,8 +289,8 @@ class ResultsStore(ReadModels, StudyResults):
                 "INSERT OR REPLACE INTO jobs(job_key, run_id, protocol, method, weight_set, label, params, pair_id,"
                 " content, style, resolution, seed, status, message, output_path, width, height, time_load_s,"
                 " time_network_s, time_post_s, peak_memory_bytes, device, attempts, started, finished, spec,"
-                " warnings, reason, precision, time_score_s)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " warnings, reason, precision, time_score_s, time_fit_s)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     spec.key,
                     run_id,
@@ -322,6 +322,7 @@ class ResultsStore(ReadModels, StudyResults):
                     result.reason,
                     spec.precision,
                     result.time_score_s,
+                    result.time_fit_s,
                 ),
             )
             cur.execute("DELETE FROM metrics WHERE job_key=? AND eval_size=?", (spec.key, eval_size))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from evalkit.errors import EvalkitError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DB_NAME = "evalkit.sqlite"
 
 SCHEMA = """
@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     time_network_s REAL,
     time_post_s REAL,
     time_score_s REAL,
+    time_fit_s REAL,
     peak_memory_bytes INTEGER,
     device TEXT,
     attempts INTEGER NOT NULL DEFAULT 1,
@@ -182,6 +183,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "INSERT INTO metric_agreement SELECT study, study, NULL, NULL, metric, agreement, n FROM metric_agreement_v2",
         "DROP TABLE metric_agreement_v2",
         "ALTER TABLE jobs ADD COLUMN time_score_s REAL",  # the harness's scoring time per output
+    ),
+    4: (  # a method's per-style learning phase (InST's textual inversion), on the job that ran it
+        "ALTER TABLE jobs ADD COLUMN time_fit_s REAL",
     ),
 }
 
