@@ -311,9 +311,6 @@ class _Run:
             work: list[Work] = [*self._scoring_jobs(reused, statuses), *todo]
             executor = self.choice.build()
             executor.attach(store.root)
-            described = executor.describe()
-            if described:
-                self.display.note(described)
             scheduler = Scheduler(executor, self.policy, log=self.display.note)
             recorder.expect(work)
             with self.display.start(len(work), work[0] if work else None):

@@ -70,6 +70,10 @@ class Scheduler:
         noted = False
         self._abort: tuple[str, str] | None = None
         try:
+            self.executor.prepare(config)  # inside the try: whatever it arranged is released by close()
+            described = self.executor.describe()
+            if described:
+                self.log(described)
             for batch in batches:
                 runnable = []
                 for spec in batch:

@@ -110,6 +110,10 @@ class JobContext:
         self._adapters: dict[tuple[str, str | None, str], tuple[MethodAdapter, float]] = {}
         self._weight_files: dict[tuple[str, str | None, str], dict[str, Path]] = {}
         self.fits = FitStore(default_root(self.assets.home))
+        # True: a new output's metrics are left to the caller (the local executor's scoring process) and its request
+        # kept in ``deferred`` by job key; the caller fills the result's metrics and time_score_s
+        self.defer_scoring = False
+        self.deferred: dict[str, tuple[JobSpec, list[str]]] = {}
         self._images: dict[tuple[str, str], Any] = {}
         self._suite: MetricSuite | None = None
 
@@ -260,7 +264,7 @@ class JobContext:
         result.png = imaging.png_bytes(output)
         result.width, result.height = output.size
         result.status = "ok"
-        self._timed_score(result, spec, output, self.config.metrics, content_img)
+        self._score_new(result, spec, output, content_img)
 
     def _run(self, spec: JobSpec, result: JobResult) -> None:
         if spec.imported:
@@ -321,7 +325,7 @@ class JobContext:
         result.png = imaging.png_bytes(pil)
         result.width, result.height = pil.size
         result.status = "ok"
-        self._timed_score(result, spec, pil, self.config.metrics, content_img)
+        self._score_new(result, spec, pil, content_img)
 
     def _score_existing(self, job: ScoreJob) -> JobResult:
         """A :class:`~evalkit.specs.ScoreJob`: the missing metrics of a finished job's stored output (no stylizing)."""
@@ -338,6 +342,13 @@ class JobContext:
             result.message = f"scoring the stored output failed: {type(exc).__name__}: {exc}"
         result.finished = utcnow()
         return result
+
+    def _score_new(self, result: JobResult, spec: JobSpec, output_img, content_img) -> None:
+        """Metrics of a new output: now, or (``defer_scoring``) recorded as a request for the caller."""
+        if self.defer_scoring and self.config.metrics:
+            self.deferred[result.key] = (spec, list(self.config.metrics))
+            return
+        self._timed_score(result, spec, output_img, self.config.metrics, content_img)
 
     def _timed_score(self, result: JobResult, spec: JobSpec, output_img, names: list[str], content_img=None) -> None:
         """Metrics into ``result``, with the harness's time for them (``time_score_s``: what scoring costs per

@@ -34,6 +34,10 @@ class Executor(Protocol):
         """The results root of the run, before the first ``map``."""
         ...
 
+    def prepare(self, config: WorkerConfig) -> None:
+        """The run's worker configuration, before :meth:`describe` and the first ``map``."""
+        ...
+
     def describe(self) -> str | None:
         """A line for the console about how jobs run (budgets, cluster), or ``None``."""
         ...
@@ -62,6 +66,10 @@ class ExecutorBase:
     def attach(self, results_root: Path) -> None:
         """The results root this run records into, given before the first ``map``: an executor that needs a shared
         folder (Slurm's specs and results) defaults to one under it."""
+
+    def prepare(self, config: WorkerConfig) -> None:
+        """The run's worker configuration, given before :meth:`describe` and the first ``map``: an executor that
+        arranges its workers by the run (the local executor's scoring process by device and metrics) does it here."""
 
     def describe(self) -> str | None:
         return None
