@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +92,13 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_folder: Path) -> InST:
-    torch.set_num_threads(1)
+def model(tiny_folder: Path) -> Iterator[InST]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored after the module: later runs keep their setting
     adapter = InST(weight_set="tiny", device="cpu")
     adapter.load({"pipeline": tiny_folder, "clip": tiny_folder / "clip"})
-    return adapter
+    yield adapter
+    torch.set_num_threads(threads)
 
 
 def test_placeholder_embedding_is_the_token_row_replaced(model: InST) -> None:

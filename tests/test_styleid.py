@@ -3,6 +3,7 @@ randomly initialised diffusers components saved to a folder (no download; the re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,11 +172,13 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_folder: Path) -> StyleID:
-    torch.set_num_threads(1)
+def model(tiny_folder: Path) -> Iterator[StyleID]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # restored after the module: later runs keep their setting
     adapter = StyleID(weight_set="tiny", device="cpu")
     adapter.load({"pipeline": tiny_folder})
-    return adapter
+    yield adapter
+    torch.set_num_threads(threads)
 
 
 def _images(h: int = 18, w: int = 22) -> tuple[torch.Tensor, torch.Tensor]:
