@@ -68,7 +68,7 @@ class LocalExecutor(ExecutorBase):
             self._restore = (os.sched_getaffinity(0), torch.get_num_threads())
             os.sched_setaffinity(0, self.plan.method)
             torch.set_num_threads(self.plan.method_threads)
-            self._scorer = ScoringProcess(config, self.plan.scoring)
+            self._scorer = ScoringProcess(config, self.plan.scoring, self.plan.scoring_threads)
             extra = {"method_cpus": _span(self.plan.method), "scoring_cpus": _span(self.plan.scoring)}
         context = JobContext(config, environment_extra=extra)
         context.defer_scoring = self._scorer is not None
@@ -82,7 +82,8 @@ class LocalExecutor(ExecutorBase):
             for spec in specs:
                 yield context.run(spec)
             return
-        pending: list[tuple[JobResult, Future[Scored]]] = []
+        scorer = self._scorer
+        pending: list[tuple[JobResult, Future[Scored], int]] = []
         for spec in specs:
             result = context.run(spec)  # the method's timed runs: the scoring process is on other cores
             request = context.deferred.pop(result.key, None)
@@ -90,19 +91,19 @@ class LocalExecutor(ExecutorBase):
                 yield result
             else:
                 assert result.png is not None
-                pending.append((result, self._scorer.submit(request[0], result.png, request[1])))
+                pending.append((result, scorer.submit(request[0], result.png, request[1]), scorer.generation))
             while pending and pending[0][1].done():
                 yield self._scored(*pending.pop(0))
         while pending:
             yield self._scored(*pending.pop(0))
 
-    def _scored(self, result: JobResult, future: Future[Scored]) -> JobResult:
+    def _scored(self, result: JobResult, future: Future[Scored], generation: int) -> JobResult:
         """``result`` with the scoring process's metrics, or an ``error`` naming why scoring failed."""
         try:
             result.metrics, result.states, result.time_score_s = future.result()
         except BrokenProcessPool:
             assert self._scorer is not None
-            self._scorer.restart()
+            self._scorer.restart(generation)
             result.status, result.reason = "error", Reason.EXCEPTION
             result.message = "the scoring process died (out of memory or killed): rerun to score this output"
         except Exception as exc:  # noqa: BLE001 - a scoring failure is this job's result, not the run's end

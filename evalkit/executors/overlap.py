@@ -68,11 +68,12 @@ def physical_cores(cpus: list[int], sys_cpu: Path = Path("/sys/devices/system/cp
 
 @dataclass(frozen=True)
 class CorePlan:
-    """Which logical CPUs the method's process and the scoring process each get, and the method's torch threads."""
+    """Which logical CPUs the method's process and the scoring process each get, and their torch threads."""
 
     method: list[int]
     scoring: list[int]
     method_threads: int
+    scoring_threads: int  # one per physical core
 
 
 def plan_cores(
@@ -99,6 +100,7 @@ def plan_cores(
         method=[c for core in method_cores for c in core],
         scoring=[c for core in scoring_cores for c in core],
         method_threads=min(threads, len(method_cores)) if requested == "auto" else len(method_cores),
+        scoring_threads=len(scoring_cores),
     )
 
 
@@ -106,10 +108,10 @@ def plan_cores(
 _CONTEXT: JobContext | None = None
 
 
-def _start(config: WorkerConfig, cpus: list[int]) -> None:
+def _start(config: WorkerConfig, cpus: list[int], threads: int) -> None:
     global _CONTEXT
     os.sched_setaffinity(0, cpus)
-    torch.set_num_threads(len(cpus))
+    torch.set_num_threads(threads)
     _CONTEXT = JobContext(config)
 
 
@@ -128,10 +130,12 @@ def _score(spec: JobSpec, png: bytes, names: list[str]) -> Scored:
 
 
 class ScoringProcess:
-    """One spawned process, pinned to ``cpus``, that scores outputs in submission order."""
+    """One spawned process, pinned to ``cpus`` with ``threads`` torch threads, that scores outputs in submission
+    order. ``generation`` counts restarts, so futures of a pool that already broke do not restart its successor."""
 
-    def __init__(self, config: WorkerConfig, cpus: list[int]) -> None:
-        self.config, self.cpus = config, cpus
+    def __init__(self, config: WorkerConfig, cpus: list[int], threads: int) -> None:
+        self.config, self.cpus, self.threads = config, cpus, threads
+        self.generation = 0
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -139,7 +143,7 @@ class ScoringProcess:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(self.config, self.cpus),
+            initargs=(self.config, self.cpus, self.threads),
         )
         pool.submit(_ready)  # start it now: its imports overlap the method's model loading
         return pool
@@ -147,10 +151,14 @@ class ScoringProcess:
     def submit(self, spec: JobSpec, png: bytes, names: list[str]) -> Future[Scored]:
         return self._pool.submit(_score, spec, png, names)
 
-    def restart(self) -> None:
-        """After the process died (killed, out of memory): a fresh one for the jobs still to come."""
+    def restart(self, generation: int) -> None:
+        """After the process of ``generation`` died (killed, out of memory): a fresh one for the jobs still to come
+        (once: the other futures of the dead process report the same death)."""
+        if generation != self.generation:
+            return
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._pool = self._new_pool()
+        self.generation += 1
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
