@@ -30,6 +30,7 @@ from evalkit.assets import AssetSettings, AssetStore
 from evalkit.display import ConsoleDisplay
 from evalkit.errors import EvalkitError
 from evalkit.executors import ExecutorChoice, check_options, choose, executor_names, get_executor_class
+from evalkit.interrupts import SIGTERM_NOTE, Terminated, sigterm_interrupts
 from evalkit.metrics import metric_names
 from evalkit.metrics.sets import SetReducer
 from evalkit.planner import Plan, PlanRequest, plan_jobs
@@ -226,7 +227,8 @@ def run_benchmark(
         try:
             _recover(store, display)
             run = _Run(request, protocol, list(metrics), choice, policy, plan, store, display, imports or {})
-            return run.execute(command)
+            with sigterm_interrupts():
+                return run.execute(command)
         finally:
             store.close()
     finally:
@@ -322,8 +324,9 @@ class _Run:
                 if superseded:
                     self.display.note(f"replaced {superseded} job(s) of {self.plan.replaces} whose file changed")
             status = "finished"
-        except KeyboardInterrupt:
-            status, note = "interrupted", "interrupted: stopped by the user (Ctrl-C)"
+        except KeyboardInterrupt as exc:
+            stopped_by = SIGTERM_NOTE if isinstance(exc, Terminated) else "interrupted: stopped by the user (Ctrl-C)"
+            status, note = "interrupted", stopped_by
             raise
         except (sqlite3.OperationalError, OSError) as exc:
             note = f"failed: {type(exc).__name__}: {exc}"[:500]

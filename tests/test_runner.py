@@ -228,3 +228,79 @@ def test_export_csv_and_parquet_match_the_database(plugin, bad_input_protocol, t
         assert len(wide) == 5 and {"content_loss", "style_loss"} <= set(wide.columns)
         timings = read(out / "export" / f"timings.{fmt}")
         assert len(timings) == 5 and set(timings["repeat"]) == {0}  # one timed repeat per ok job (local default)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc's children lists)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            todo += list(children - found)
+            found |= children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("executor", ["local", "isolated"])
+def test_sigterm_ends_the_run_like_ctrl_c_whatever_the_executor(plugin, tmp_path, executor):
+    """SIGTERM (what schedulers, containers and `timeout` send): the run is marked interrupted with that reason,
+    no traceback, no worker outlives the driver, and a rerun finishes the rest without duplicates."""
+    from evalkit.interrupts import SIGTERM_NOTE
+
+    mirror = tmp_path / "data"
+    (mirror / "t").mkdir(parents=True)
+    images = {"style": _save(mirror / "t" / "style.img", _gradient(), format="PNG")}
+    for i in range(6):
+        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 40), format="PNG")
+    protocol = write_protocol(
+        tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(6)], methods='["meanshift"]'
+    )
+    (tmp_path / "t.toml").write_text((tmp_path / "t.toml").read_text() + "[params.meanshift]\nsleep = 1.0\n")
+    out = tmp_path / "results"
+    env = {**os.environ, "EVALKIT_DATA_MIRROR": str(mirror)}
+    cmd = [
+        sys.executable, "-m", "evalkit", "run", "--protocol", str(protocol), "--out", str(out), "--no-progress",
+        "--executor", executor,
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    db = out / "evalkit.sqlite"
+    deadline, done, workers = time.time() + 240, 0, set()
+    while time.time() < deadline and done < 1:
+        time.sleep(0.2)
+        workers |= _descendants(proc.pid)
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as conn:
+                    done = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+            except sqlite3.OperationalError:
+                pass
+    workers |= _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr
+    with sqlite3.connect(db) as conn:
+        runs = conn.execute("SELECT status, note FROM runs").fetchall()
+        recorded = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    assert runs == [("interrupted", SIGTERM_NOTE)] and 1 <= recorded < 6
+    if executor == "isolated":
+        assert workers, "the isolated executor ran no worker process"
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if _alive(p)], "a worker outlived its driver"
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT job_key) FROM jobs").fetchone() == (6, 6)

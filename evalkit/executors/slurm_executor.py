@@ -10,9 +10,10 @@ job keys and outputs.
 Faults are results: the driver watches its tasks with ``squeue`` and turns the job a task was running when Slurm
 ended it into ``timeout`` (the task's time limit ran out during its first job: the job does not fit in ``time``),
 ``oom`` (``OUT_OF_MEMORY``) or a lost worker the scheduler retries (cancelled, pre-empted, node failure, a time
-limit reached after other jobs), with the Slurm job id and state in the reason. Ctrl-C and SIGTERM cancel the
-run's arrays (``scancel``); a driver killed with SIGKILL is detected by the next one on the same host, which cancels
-its tasks, takes the results they finished, and submits the rest again.
+limit reached after other jobs), with the Slurm job id and state in the reason. Ctrl-C and SIGTERM (which the
+runner raises as Ctrl-C, :mod:`evalkit.interrupts`) cancel the run's arrays (``scancel``); a driver killed with
+SIGKILL is detected by the next one on the same host, which cancels its tasks, takes the results they finished, and
+submits the rest again.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import importlib.util
 import itertools
 import os
 import shutil
-import signal
 import sys
 import time
 from collections import Counter
@@ -158,7 +158,6 @@ class SlurmExecutor(ExecutorBase):
         self._seq = itertools.count()
         self._failed = False  # keep the folder (the tasks' logs) when something went wrong
         self._next_wait_note = 0.0
-        self._previous_sigterm: Any = None
 
     def attach(self, results_root: Path) -> None:
         if self.folder is None:
@@ -178,8 +177,6 @@ class SlurmExecutor(ExecutorBase):
             folder = self.folder or Path.cwd() / "evalkit-slurm"
             self._session = Session.create(folder)
             self._adopt_orphans(folder, config)
-            if threading_main():
-                self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
         if self._config is not config:
             self._session.write_config(config)
             self._config = config
@@ -219,9 +216,6 @@ class SlurmExecutor(ExecutorBase):
             self.log(f"slurm: the tasks' logs are kept in {session.root / 'submitit'}")
         else:
             session.remove()
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
         self._config = None
 
     # -- submission ---------------------------------------------------------------------------------------------
@@ -407,14 +401,3 @@ class SlurmExecutor(ExecutorBase):
             if lines:
                 return lines[-1][:300]
         return f"no log in {session.root / 'submitit'}"
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM stops the run like Ctrl-C: the run is marked interrupted and its Slurm tasks are cancelled."""
-    raise KeyboardInterrupt(f"signal {signum}")
