@@ -15,18 +15,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.test_runner import _gradient, _save, write_protocol
+from tests.test_runner import _gradient, _save, generated_protocol, write_protocol
 
 
 @pytest.fixture
 def small(tmp_path):
-    mirror = tmp_path / "data"
-    (mirror / "t").mkdir(parents=True)
-    images = {"style": _save(mirror / "t" / "style.img", _gradient(40, 40).rotate(90), format="PNG")}
-    for i in range(2):
-        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 70), format="PNG")
-    protocol = write_protocol(tmp_path, images, [("still.party", "c0", "style"), ("p1", "c1", "style")])
-    return protocol, mirror
+    return generated_protocol(tmp_path, ["still.party", "p1"], step=70, style=_gradient(40, 40).rotate(90))
 
 
 def _evalkit(args: list[str], mirror: Path, timeout: int = 300) -> subprocess.CompletedProcess:

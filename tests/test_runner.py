@@ -50,6 +50,23 @@ def write_protocol(root: Path, images: dict[str, str], pairs: list[tuple[str, st
     return path
 
 
+def generated_protocol(
+    root: Path, pair_ids: list[str], *, step: int = 40, style: Image.Image | None = None, extra: str = "", **fields
+) -> tuple[Path, Path]:
+    """A protocol (``root/t.toml``) on generated images in a mirror folder (``root/data``): one style (a gradient
+    unless ``style``), and per pair a content gradient rotated by ``step`` degrees more than the last; ``fields``
+    become top-level protocol fields, ``extra`` is appended (a ``[params.X]`` table). Returns (protocol, mirror)."""
+    mirror = root / "data"
+    (mirror / "t").mkdir(parents=True, exist_ok=True)
+    images = {"style": _save(mirror / "t" / "style.img", style or _gradient(), format="PNG")}
+    for i in range(len(pair_ids)):
+        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * step), format="PNG")
+    protocol = write_protocol(root, images, [(pid, f"c{i}", "style") for i, pid in enumerate(pair_ids)], **fields)
+    if extra:
+        protocol.write_text(protocol.read_text() + extra)
+    return protocol, mirror
+
+
 @pytest.fixture
 def bad_input_protocol(tmp_path):
     mirror = tmp_path / "data"
@@ -156,15 +173,9 @@ def test_rerun_skips_finished_jobs_and_params_change_keys(plugin, bad_input_prot
 
 
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(plugin, tmp_path):
-    mirror = tmp_path / "data"
-    (mirror / "t").mkdir(parents=True)
-    images = {"style": _save(mirror / "t" / "style.img", _gradient(), format="PNG")}
-    for i in range(8):
-        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 40), format="PNG")
-    protocol = write_protocol(
-        tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(8)], methods='["meanshift"]'
+    protocol, mirror = generated_protocol(
+        tmp_path, [f"p{i}" for i in range(8)], methods='["meanshift"]', extra="[params.meanshift]\nsleep = 0.7\n"
     )
-    (tmp_path / "t.toml").write_text((tmp_path / "t.toml").read_text() + "[params.meanshift]\nsleep = 0.7\n")
     out = tmp_path / "results"
     env = {**os.environ, "EVALKIT_DATA_MIRROR": str(mirror)}
     cmd = [sys.executable, "-m", "evalkit", "run", "--protocol", str(protocol), "--out", str(out), "--no-progress"]
@@ -259,15 +270,9 @@ def test_sigterm_ends_the_run_like_ctrl_c_whatever_the_executor(plugin, tmp_path
     no traceback, no worker outlives the driver, and a rerun finishes the rest without duplicates."""
     from evalkit.interrupts import SIGTERM_NOTE
 
-    mirror = tmp_path / "data"
-    (mirror / "t").mkdir(parents=True)
-    images = {"style": _save(mirror / "t" / "style.img", _gradient(), format="PNG")}
-    for i in range(6):
-        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 40), format="PNG")
-    protocol = write_protocol(
-        tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(6)], methods='["meanshift"]'
+    protocol, mirror = generated_protocol(
+        tmp_path, [f"p{i}" for i in range(6)], methods='["meanshift"]', extra="[params.meanshift]\nsleep = 1.0\n"
     )
-    (tmp_path / "t.toml").write_text((tmp_path / "t.toml").read_text() + "[params.meanshift]\nsleep = 1.0\n")
     out = tmp_path / "results"
     env = {**os.environ, "EVALKIT_DATA_MIRROR": str(mirror)}
     cmd = [

@@ -25,7 +25,7 @@ import pytest
 
 from evalkit.executors import slurm_jobs
 from evalkit.executors.slurm_queue import Session, group_name
-from tests.test_runner import _gradient, _save, write_protocol
+from tests.test_runner import generated_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "scripts" / "slurm_cluster.sh"
@@ -116,19 +116,16 @@ def _squeue_all() -> list[str]:
 @pytest.fixture
 def tiny(plugin, tmp_path, monkeypatch):
     """A protocol of N pairs on generated images for the plug-in's ``meanshift`` (its ``sleep`` sets the job length)."""
-    mirror = tmp_path / "data"
-    (mirror / "t").mkdir(parents=True)
-    monkeypatch.setenv("EVALKIT_DATA_MIRROR", str(mirror))
+    monkeypatch.setenv("EVALKIT_DATA_MIRROR", str(tmp_path / "data"))
 
     def make(pairs: int, sleep: float) -> Path:
-        images = {"style": _save(mirror / "t" / "style.img", _gradient(), format="PNG")}
-        for i in range(pairs):
-            images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 40), format="PNG")
-        path = write_protocol(
-            tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(pairs)], methods='["meanshift"]'
+        path, _ = generated_protocol(
+            tmp_path, [f"p{i}" for i in range(pairs)], methods='["meanshift"]',
+            extra=f"\n[params.meanshift]\nsleep = {sleep}\n",
+        )  # fmt: skip
+        path.write_text(
+            path.read_text().replace('metrics = ["content_loss", "style_loss"]', 'metrics = ["mean_abs_diff"]')
         )
-        text = path.read_text().replace('metrics = ["content_loss", "style_loss"]', 'metrics = ["mean_abs_diff"]')
-        path.write_text(text + f"\n[params.meanshift]\nsleep = {sleep}\n")
         return path
 
     return make

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from evalkit.cli import app
 from evalkit.errors import EvalkitError
-from tests.test_runner import _gradient, _save, write_protocol
+from tests.test_runner import _gradient, generated_protocol
 
 SCRIPT = textwrap.dedent(
     """
@@ -266,12 +266,9 @@ METHOD_FILE = textwrap.dedent(
 
 @pytest.fixture
 def small(tmp_path):
-    mirror = tmp_path / "data"
-    (mirror / "t").mkdir(parents=True)
-    images = {"style": _save(mirror / "t" / "style.img", _gradient(40, 40).rotate(90), format="PNG")}
-    for i in range(3):
-        images[f"c{i}"] = _save(mirror / "t" / f"c{i}.img", _gradient().rotate(i * 70), format="PNG")
-    protocol = write_protocol(tmp_path, images, [(f"p{i}", f"c{i}", "style") for i in range(3)])
+    protocol, mirror = generated_protocol(
+        tmp_path, [f"p{i}" for i in range(3)], step=70, style=_gradient(40, 40).rotate(90)
+    )
     method = tmp_path / "my_method.py"
     method.write_text(METHOD_FILE)
     return protocol, mirror, method
