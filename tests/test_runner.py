@@ -172,6 +172,17 @@ def test_rerun_skips_finished_jobs_and_params_change_keys(plugin, bad_input_prot
         assert len(store.jobs_frame()) == 14  # two parameter settings x 7 pairs, no duplicates
 
 
+def _recorded_jobs(db: Path) -> int:
+    """Jobs a running run has recorded so far (0 while its database is not there or busy)."""
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
 def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(plugin, tmp_path):
     protocol, mirror = generated_protocol(
         tmp_path, [f"p{i}" for i in range(8)], methods='["meanshift"]', extra="[params.meanshift]\nsleep = 0.7\n"
@@ -185,12 +196,7 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(plugin, tmp_pa
     done = 0
     while time.time() < deadline and done < 3:
         time.sleep(0.2)
-        if db.exists():
-            try:
-                with sqlite3.connect(db, timeout=5) as conn:
-                    done = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-            except sqlite3.OperationalError:
-                pass
+        done = _recorded_jobs(db)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert 3 <= done < 8, f"the run was not interrupted mid-way (done={done})"
@@ -285,12 +291,7 @@ def test_sigterm_ends_the_run_like_ctrl_c_whatever_the_executor(plugin, tmp_path
     while time.time() < deadline and done < 1:
         time.sleep(0.2)
         workers |= _descendants(proc.pid)
-        if db.exists():
-            try:
-                with sqlite3.connect(db, timeout=5) as conn:
-                    done = conn.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-            except sqlite3.OperationalError:
-                pass
+        done = _recorded_jobs(db)
     workers |= _descendants(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
