@@ -79,11 +79,16 @@ class _Context:
 class _Scorer:
     def __init__(self, log: list[str], futures: dict[int, Future]) -> None:
         self.log, self.futures, self.restarts, self.generation = log, futures, 0, 0
+        self.again: dict[int, Any] = {}
 
     def submit(self, spec: int, png: bytes, names: list[str]) -> Future:
         self.log.append(f"submit {spec}")
-        self.futures[spec] = Future()
-        return self.futures[spec]
+        future: Future = Future()
+        if spec in self.futures:  # scored again after its process died: the outcome the test scripted
+            outcome = self.again.get(spec, ([], [], 1.0))
+            future.set_exception(outcome) if isinstance(outcome, BaseException) else future.set_result(outcome)
+        self.futures[spec] = future
+        return future
 
     def restart(self, generation: int) -> None:
         if generation == self.generation:
@@ -120,13 +125,13 @@ def test_job_n_is_scored_while_job_n_plus_1_runs() -> None:
 
 
 def test_a_scoring_failure_is_the_jobs_result_and_a_dead_process_is_replaced_once() -> None:
+    """Job 1's scoring raises: its error. Jobs 2 and 3 die with their process: each is scored again by the
+    successor (job 2 then succeeds; job 3's second process dies too: its error). One restart per dead process."""
     log: list[str] = []
     executor, futures, scorer = _executor(log)
-    failures: list[BaseException] = [
-        ValueError("bad image\nsecond line"),
-        BrokenProcessPool("gone"),
-        BrokenProcessPool("gone"),
-    ]
+    gone = BrokenProcessPool("gone")
+    failures: list[BaseException] = [ValueError("bad image\nsecond line"), gone, gone]
+    scorer.again = {2: ([], [], 7.0), 3: BrokenProcessPool("again")}
 
     def run(spec: int) -> JobResult:
         result = JobResult(key=str(spec), status="ok", png=b"png")
@@ -143,8 +148,9 @@ def test_a_scoring_failure_is_the_jobs_result_and_a_dead_process_is_replaced_onc
         if len(out) == 3:
             break
     assert out[0].status == "error" and out[0].message == "scoring failed: ValueError: bad image"
-    assert all(r.status == "error" and "scoring process died" in (r.message or "") for r in out[1:])
-    assert scorer.restarts == 1  # both deaths are one process's: its successor is not restarted again
+    assert out[1].status == "ok" and out[1].time_score_s == 7.0  # scored again by the new process
+    assert out[2].status == "error" and "died twice" in (out[2].message or "")
+    assert scorer.restarts == 2  # jobs 2 and 3 died with the first process (one restart), job 3 again with the second
 
 
 def _run(out: Path, option: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -187,3 +193,53 @@ def test_a_split_that_cannot_fit_is_one_line_before_anything_is_recorded(tmp_pat
         result = _run(out, option, env)
         assert result.returncode != 0 and expected in result.stderr, result.stderr
         assert "Traceback" not in result.stderr and not (out / "evalkit.sqlite").exists()
+
+
+KILLER = """
+import os
+import signal
+from pathlib import Path
+
+CALLS = [0]
+
+
+def stylize(content, style):
+    \"\"\"The identity, that on its second call kills the scoring process (a child running spawn_main).\"\"\"
+    CALLS[0] += 1
+    if CALLS[0] == 2:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+                command = (stat.parent / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == os.getpid() and b"spawn_main" in command:
+                os.kill(int(stat.parent.name), signal.SIGKILL)
+                Path(os.environ["KILLED_MARKER"]).write_text(stat.parent.name)
+    return content
+"""
+
+
+@pytest.mark.skipif(len(physical_cores(sorted(os.sched_getaffinity(0)))) < 2, reason="needs two physical cores")
+def test_a_killed_scoring_process_loses_no_score(tmp_path: Path) -> None:
+    """The scoring process is SIGKILLed during the second job: no traceback, every output is scored by its
+    successor, every job ok."""
+    from tests.test_runner import generated_protocol
+
+    protocol, mirror = generated_protocol(tmp_path, [f"p{i}" for i in range(5)])
+    method = tmp_path / "killer.py"
+    method.write_text(KILLER)
+    marker = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EVALKIT_DATA_MIRROR": str(mirror), "KILLED_MARKER": str(marker)}
+    out = tmp_path / "results"
+    command = [
+        sys.executable, "-m", "evalkit", "run", "--protocol", str(protocol), "--methods", f"{method}:stylize",
+        "--executor-opt", "scoring_cores=1", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert "Traceback" not in first.stderr and marker.exists(), first.stderr
+    with sqlite3.connect(out / "evalkit.sqlite") as conn:
+        jobs = conn.execute("SELECT pair_id, status, message FROM jobs ORDER BY pair_id").fetchall()
+        scored = {k for (k,) in conn.execute("SELECT DISTINCT j.pair_id FROM metrics m JOIN jobs j USING (job_key)")}
+    assert first.returncode == 0, first.stderr
+    assert len(jobs) == 5 and all(status == "ok" for _, status, _ in jobs) and scored == {f"p{i}" for i in range(5)}

@@ -83,7 +83,7 @@ class LocalExecutor(ExecutorBase):
                 yield context.run(spec)
             return
         scorer = self._scorer
-        pending: list[tuple[JobResult, Future[Scored], int]] = []
+        pending: list[tuple[JobResult, Future[Scored], int, tuple[Any, list[str]]]] = []
         for spec in specs:
             result = context.run(spec)  # the method's timed runs: the scoring process is on other cores
             request = context.deferred.pop(result.key, None)
@@ -91,25 +91,38 @@ class LocalExecutor(ExecutorBase):
                 yield result
             else:
                 assert result.png is not None
-                pending.append((result, scorer.submit(request[0], result.png, request[1]), scorer.generation))
+                pending.append((result, scorer.submit(request[0], result.png, request[1]), scorer.generation, request))
             while pending and pending[0][1].done():
                 yield self._scored(*pending.pop(0))
         while pending:
             yield self._scored(*pending.pop(0))
 
-    def _scored(self, result: JobResult, future: Future[Scored], generation: int) -> JobResult:
-        """``result`` with the scoring process's metrics, or an ``error`` naming why scoring failed."""
-        try:
-            result.metrics, result.states, result.time_score_s = future.result()
-        except BrokenProcessPool:
-            assert self._scorer is not None
-            self._scorer.restart(generation)
-            result.status, result.reason = "error", Reason.EXCEPTION
-            result.message = "the scoring process died (out of memory or killed): rerun to score this output"
-        except Exception as exc:  # noqa: BLE001 - a scoring failure is this job's result, not the run's end
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            result.status, result.reason = "error", Reason.EXCEPTION
-            result.message = f"scoring failed: {type(exc).__name__}: {first}"
+    def _scored(
+        self, result: JobResult, future: Future[Scored], generation: int, request: tuple[Any, list[str]]
+    ) -> JobResult:
+        """``result`` with the scoring process's metrics, or an ``error`` naming why scoring failed. When the
+        process died (killed, out of memory) the output is scored again by its successor; a second death is the
+        job's error (its output may be what kills it)."""
+        assert self._scorer is not None and result.png is not None
+        for attempt in (1, 2):
+            try:
+                result.metrics, result.states, result.time_score_s = future.result()
+                return result
+            except BrokenProcessPool:
+                self._scorer.restart(generation)
+                if attempt == 2:
+                    result.status, result.reason = "error", Reason.EXCEPTION
+                    result.message = (
+                        "the scoring process died twice scoring this output (out of memory or killed): "
+                        "rerun to score it"
+                    )
+                    return result
+                future, generation = self._scorer.submit(request[0], result.png, request[1]), self._scorer.generation
+            except Exception as exc:  # noqa: BLE001 - a scoring failure is this job's result, not the run's end
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                result.status, result.reason = "error", Reason.EXCEPTION
+                result.message = f"scoring failed: {type(exc).__name__}: {first}"
+                return result
         return result
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,11 @@ class ScoringProcess:
         return pool
 
     def submit(self, spec: JobSpec, png: bytes, names: list[str]) -> Future[Scored]:
-        return self._pool.submit(_score, spec, png, names)
+        try:
+            return self._pool.submit(_score, spec, png, names)
+        except BrokenProcessPool:  # it died since the last job (killed, out of memory): this job goes to a new one
+            self.restart(self.generation)
+            return self._pool.submit(_score, spec, png, names)
 
     def restart(self, generation: int) -> None:
         """After the process of ``generation`` died (killed, out of memory): a fresh one for the jobs still to come
