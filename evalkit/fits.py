@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from evalkit import cachefiles
 
 Tensors = dict[str, torch.Tensor]
 
@@ -99,12 +100,7 @@ class FitStore:
 
     def _load(self, digest: str, device: torch.device) -> Tensors | None:
         path = self._path(digest)
-        if path is None or not path.is_file():
-            return None
-        try:
-            saved = torch.load(path, map_location=device, weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged fit is learned again, never trusted
-            return None
+        saved = cachefiles.read(path, device) if path is not None else None
         tensors = saved.get("tensors") if isinstance(saved, dict) else None
         if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
             return None
@@ -112,17 +108,9 @@ class FitStore:
 
     def _save(self, digest: str, key: FitKey, tensors: Tensors) -> None:
         path = self._path(digest)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"fit.{os.getpid()}.tmp")
-            torch.save(
-                {"key": json.dumps(asdict(key), default=str), "tensors": {k: v.cpu() for k, v in tensors.items()}}, tmp
-            )
-            os.replace(tmp, path)
-        except (OSError, RuntimeError):  # torch.save reports some file errors as RuntimeError
-            pass  # a read-only or full cache only costs the next process a refit
+        if path is not None:  # a read-only or full cache only costs the next process a refit
+            key_text = json.dumps(asdict(key), default=str)
+            cachefiles.write(path, {"key": key_text, "tensors": {k: v.cpu() for k, v in tensors.items()}})
 
 
 def default_root(home: Path) -> Path:

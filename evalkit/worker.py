@@ -180,8 +180,7 @@ class JobContext:
             method=spec.method,
             version=cls.version,
             weights=json.dumps([weight_label(spec.method, spec.weight_set), {k: str(v) for k, v in files.items()}]),
-            style_sha256=self.protocol.images[spec.style].sha256
-            or sha256_file(self.assets.fetch(self.protocol.images[spec.style])),
+            style_sha256=str(spec.image_digests["style"]),  # the protocol pins every image's sha256
             style_size=spec.style_size,
             precision=spec.precision,
             params={name: resolved[name] for name in cls.fit_params},

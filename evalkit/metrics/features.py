@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from evalkit import cachefiles
 from evalkit.assets import AssetStore
 from evalkit.vgg import VGG19_WEIGHT_SETS, VGG19Features, get_vgg19
 
@@ -224,23 +224,16 @@ class FeatureProvider:
         return self.cache_dir / hashlib.sha256(blob.encode()).hexdigest()[:40] / "products.pt"
 
     def _load(self, path: Path, entry: _Entry) -> bool:
-        try:
-            saved = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged cache file is recomputed, never trusted
+        saved = cachefiles.read(path, self.device)
+        if not isinstance(saved, dict):
             return False
         entry.products.update(saved)
         return True
 
     @staticmethod
     def _save(path: Path, products: dict[tuple[Product, str], object]) -> None:
-        """Atomically (a concurrent worker may write the same file: the last complete one stays)."""
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"products.{os.getpid()}.tmp")
-            torch.save({k: _cpu(v) for k, v in products.items()}, tmp)
-            os.replace(tmp, path)
-        except (OSError, RuntimeError):  # torch.save reports a full disk as RuntimeError
-            pass  # a read-only or full cache only costs the next run a network pass
+        """Atomically; a read-only or full cache only costs the next run a network pass (:mod:`evalkit.cachefiles`)."""
+        cachefiles.write(path, {k: _cpu(v) for k, v in products.items()})
 
     def products(
         self, network: str, key: str, image: torch.Tensor, product: Product, layers: Iterable[str], role: Role | None

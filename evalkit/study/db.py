@@ -150,6 +150,21 @@ class CodeIssuer:
         return completion_code(self.secret, pid, kind), kind
 
 
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: ``BEGIN IMMEDIATE`` (with :func:`connect`'s busy timeout it waits for another writer,
+    e.g. a running server, instead of failing), ``COMMIT`` when the block ends (a ``return`` inside it included),
+    ``ROLLBACK`` on any exception, so a reader never sees half a change."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -240,8 +255,7 @@ def create_participant(
     Always a new session (see the module docstring); raises :class:`StudyFull` at the cap.
     """
     pid = secrets.token_urlsafe(18)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         n = _next_number(conn, max_participants)
         seq = participant_sequence(
             items, n, config.seed, config.trials_per_participant, config.vigilance, config.repeats
@@ -254,10 +268,6 @@ def create_participant(
                 for i, t in enumerate(seq)
             ],
         )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return pid
 
 
@@ -305,8 +315,7 @@ def record_vote(
     The last answer also marks the participant complete and, with ``codes``, issues their completion code, in the
     same transaction.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         row = trial(conn, pid, idx)
         if row is None:
             raise VoteError(404, "no such trial")
@@ -318,7 +327,6 @@ def record_vote(
         prev = conn.execute("SELECT token FROM votes WHERE pid=? AND idx=?", (pid, idx)).fetchone()
         if prev is not None:
             if prev["token"] == token:
-                conn.execute("COMMIT")
                 return "duplicate"
             raise VoteError(409, "this trial was already answered with a different choice")
         state = progress(conn, pid)
@@ -330,12 +338,7 @@ def record_vote(
         )
         if state.next_idx + 1 >= state.total:
             _complete(conn, pid, codes)
-        conn.execute("COMMIT")
         return "stored"
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def _complete(conn: sqlite3.Connection, pid: str, codes: CodeIssuer | None) -> None:
@@ -360,13 +363,11 @@ def record_static(
     (chosen token, rt) per trial, already validated against them. Re-posting the same ``submission`` returns the code
     issued the first time and stores nothing.
     """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate(conn):
         row = conn.execute(
             "SELECT completion_code, code_kind FROM participants WHERE submission=?", (submission,)
         ).fetchone()
         if row is not None:
-            conn.execute("COMMIT")
             return row["completion_code"], row["code_kind"]
         pid = secrets.token_urlsafe(18)
         n = _next_number(conn, max_participants)
@@ -382,12 +383,7 @@ def record_static(
         )
         _complete(conn, pid, codes)
         code, kind = conn.execute("SELECT completion_code, code_kind FROM participants WHERE pid=?", (pid,)).fetchone()
-        conn.execute("COMMIT")
         return code, kind
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 PARTICIPANT_ROWS = (
@@ -442,22 +438,15 @@ class Counted:
 
 @contextmanager
 def _admin_transaction(folder: Path) -> Iterator[sqlite3.Connection]:
-    """One write transaction on a study's database, brought up to date first (``init``: an older database gains the
-    ``excluded`` column and ``admin_actions``). ``BEGIN IMMEDIATE`` with the busy timeout of :func:`connect` waits
-    for a running server's write instead of failing, and the server never sees half a change."""
+    """One write transaction (:func:`immediate`) on a study's database, brought up to date first (``init``: an older
+    database gains the ``excluded`` column and ``admin_actions``)."""
     if not (folder / DB_FILE).is_file():
         raise AdminError(f"study {folder} has no sessions yet (no {DB_FILE}): nothing to change")
     init(folder)
     conn = connect(folder)
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate(conn):
             yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
     finally:
         conn.close()
 
